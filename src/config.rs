@@ -1,0 +1,329 @@
+//! Settings and their loading: defaults < optional TOML file < environment. The only module that reads env.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Where the server runs. Production refuses development conveniences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// Local development: migrations and a demo catalog at start-up, pretty logs, GraphiQL on.
+    #[default]
+    Development,
+    /// Production: JSON logs, no playground unless enabled, migrations only by `securecart migrate`.
+    Production,
+}
+
+impl Environment {
+    fn parse(value: &str) -> anyhow::Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "production" | "prod" => Ok(Self::Production),
+            other => bail!("SECURECART_ENV must be `development` or `production`, not `{other}`"),
+        }
+    }
+
+    /// Whether this is the production environment.
+    pub fn is_production(self) -> bool {
+        self == Self::Production
+    }
+}
+
+/// All settings, nested by concern. Unknown keys in a config file fail at start-up.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `SECURECART_ENV`: `development` (default) or `production`.
+    pub environment: Environment,
+    /// The public HTTP listener.
+    pub server: ServerSettings,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// Redis, used for the event bus when configured.
+    pub redis: RedisSettings,
+    /// Operation limits and pagination.
+    pub limits: LimitSettings,
+    /// The GraphiQL playground.
+    pub playground: PlaygroundSettings,
+    /// Logging.
+    pub telemetry: TelemetrySettings,
+}
+
+/// The public HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// `SECURECART_LISTEN`: address and port of the public API (default 127.0.0.1:8080; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// `SECURECART_MAX_BODY_BYTES`: the largest request body accepted, in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `DATABASE_URL`: `postgres://...` or `sqlite://...`; unset means `sqlite://securecart.db` in the working directory.
+    pub url: Option<String>,
+    /// `SECURECART_DB_MAX_CONNECTIONS`: pool size (default 10).
+    pub max_connections: u32,
+    /// `SECURECART_AUTO_MIGRATE`: apply migrations at start-up (default: on in development, off in production).
+    pub auto_migrate: Option<bool>,
+    /// `SECURECART_DEMO_SEED`: seed a small demo catalog into an empty database at start-up
+    /// (default: on in development, off in production).
+    pub demo_seed: Option<bool>,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: None, max_connections: 10, auto_migrate: None, demo_seed: None }
+    }
+}
+
+/// The default database when `DATABASE_URL` is unset: a file beside the process.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://securecart.db";
+
+impl DatabaseSettings {
+    /// The database URL in force.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// `REDIS_URL`: when set, events fan out through Redis pub/sub; unset means an in-process bus.
+    pub url: Option<String>,
+}
+
+/// Operation limits and pagination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Page size when a connection gets neither `first` nor `last` (default 20).
+    pub default_page_size: u32,
+    /// The largest `first`/`last` accepted (default 100); larger asks fail with `PAGE_SIZE_EXCEEDED`.
+    pub max_page_size: u32,
+    /// `SECURECART_MAX_DEPTH`: deepest selection nesting accepted (default 12).
+    pub max_depth: usize,
+    /// `SECURECART_MAX_COMPLEXITY`: largest static complexity accepted (default 5000).
+    pub max_complexity: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self { default_page_size: 20, max_page_size: 100, max_depth: 12, max_complexity: 5000 }
+    }
+}
+
+/// The GraphiQL playground.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaygroundSettings {
+    /// `SECURECART_PLAYGROUND`: serve GraphiQL on `GET /graphql` to browsers (default: on in development only).
+    pub enabled: Option<bool>,
+    /// `SECURECART_PLAYGROUND_DIR`: folder holding `package.json` and the `node_modules` installed by
+    /// `npm ci --prefix playground` (default `playground`).
+    pub dir: PathBuf,
+}
+
+impl Default for PlaygroundSettings {
+    fn default() -> Self {
+        Self { enabled: None, dir: PathBuf::from("playground") }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty in development, JSON in production.
+    #[default]
+    Auto,
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// `SECURECART_LOG` (or `RUST_LOG`): a tracing filter (default `info`).
+    pub log_filter: String,
+    /// `SECURECART_LOG_FORMAT`: `auto`, `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { log_filter: "info".into(), log_format: LogFormat::Auto }
+    }
+}
+
+impl Settings {
+    /// Loads settings from the optional file named by `file` (or `SECURECART_CONFIG`) and the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_with(file, |name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Loads settings with `env` standing in for the process environment (tests use this).
+    pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let file = file.map(Path::to_path_buf).or_else(|| env("SECURECART_CONFIG").map(PathBuf::from));
+        let mut settings: Settings = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.apply_env(&env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        fn parsed<T: std::str::FromStr>(name: &str, value: String) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e| anyhow::anyhow!("{name}: cannot parse `{value}`: {e}"))
+        }
+        if let Some(v) = env("SECURECART_ENV") {
+            self.environment = Environment::parse(&v)?;
+        }
+        if let Some(v) = env("SECURECART_LISTEN") {
+            self.server.listen = parsed("SECURECART_LISTEN", v)?;
+        }
+        if let Some(v) = env("SECURECART_MAX_BODY_BYTES") {
+            self.server.max_body_bytes = parsed("SECURECART_MAX_BODY_BYTES", v)?;
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            self.database.url = Some(v);
+        }
+        if let Some(v) = env("SECURECART_DB_MAX_CONNECTIONS") {
+            self.database.max_connections = parsed("SECURECART_DB_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("SECURECART_AUTO_MIGRATE") {
+            self.database.auto_migrate = Some(parse_bool("SECURECART_AUTO_MIGRATE", &v)?);
+        }
+        if let Some(v) = env("SECURECART_DEMO_SEED") {
+            self.database.demo_seed = Some(parse_bool("SECURECART_DEMO_SEED", &v)?);
+        }
+        if let Some(v) = env("REDIS_URL") {
+            self.redis.url = Some(v);
+        }
+        if let Some(v) = env("SECURECART_MAX_DEPTH") {
+            self.limits.max_depth = parsed("SECURECART_MAX_DEPTH", v)?;
+        }
+        if let Some(v) = env("SECURECART_MAX_COMPLEXITY") {
+            self.limits.max_complexity = parsed("SECURECART_MAX_COMPLEXITY", v)?;
+        }
+        if let Some(v) = env("SECURECART_PLAYGROUND") {
+            self.playground.enabled = Some(parse_bool("SECURECART_PLAYGROUND", &v)?);
+        }
+        if let Some(v) = env("SECURECART_PLAYGROUND_DIR") {
+            self.playground.dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("SECURECART_LOG").or_else(|| env("RUST_LOG")) {
+            self.telemetry.log_filter = v;
+        }
+        if let Some(v) = env("SECURECART_LOG_FORMAT") {
+            self.telemetry.log_format = match v.to_ascii_lowercase().as_str() {
+                "auto" => LogFormat::Auto,
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                other => bail!("SECURECART_LOG_FORMAT must be auto, pretty or json, not `{other}`"),
+            };
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let limits = &self.limits;
+        if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size {
+            bail!("limits: need 0 < default_page_size <= max_page_size");
+        }
+        let url = self.database.url();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:");
+        }
+        Ok(())
+    }
+
+    /// Whether migrations run at start-up.
+    pub fn auto_migrate(&self) -> bool {
+        self.database.auto_migrate.unwrap_or(!self.environment.is_production())
+    }
+
+    /// Whether an empty database gets the demo catalog at start-up.
+    pub fn demo_seed(&self) -> bool {
+        self.database.demo_seed.unwrap_or(!self.environment.is_production())
+    }
+
+    /// Whether GraphiQL is served.
+    pub fn playground_enabled(&self) -> bool {
+        self.playground.enabled.unwrap_or(!self.environment.is_production())
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => bail!("{name} must be true or false, not `{other}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load_with(None, |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_development_on_sqlite() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.environment, Environment::Development);
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database.url(), DEFAULT_DATABASE_URL);
+        assert!(s.auto_migrate() && s.demo_seed() && s.playground_enabled());
+    }
+
+    #[test]
+    fn production_turns_conveniences_off() {
+        let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y")]).unwrap();
+        assert!(!s.auto_migrate() && !s.demo_seed() && !s.playground_enabled());
+    }
+
+    #[test]
+    fn bad_values_fail_with_the_variable_name() {
+        let err = load(&[("SECURECART_LISTEN", "nope")]).unwrap_err().to_string();
+        assert!(err.contains("SECURECART_LISTEN"), "{err}");
+        let err = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_fail() {
+        let err = toml::from_str::<Settings>("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Self-validating domain types: they cannot hold an invalid value, and know nothing of SQL or HTTP.
+
+pub mod id;
+pub mod money;
+pub mod product;
+
+pub use id::{GlobalId, NodeKind};
+pub use money::{Currency, Money};
+pub use product::{ProductStatus, Sku};

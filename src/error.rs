@@ -1,0 +1,192 @@
+//! The one error type: each variant has one HTTP status and one stable GraphQL `extensions.code`.
+
+use async_graphql::ErrorExtensions;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong while serving a request.
+///
+/// Client errors carry their message to the client; `Database` and `Internal` are masked: the
+/// client sees a generic message and a `correlationId`, and the full chain is logged once.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// `UNAUTHENTICATED`: a field needs a valid token and none (or a bad one) came.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// `FORBIDDEN`: the caller is known but lacks the role.
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    /// `NOT_FOUND`: no such object, or one the caller may not see (the two look the same).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A client mistake in an argument; `code` is stable, e.g. `BAD_USER_INPUT`, `INVALID_ID`,
+    /// `INVALID_CURSOR`, `PAGE_SIZE_EXCEEDED`.
+    #[error("{message}")]
+    Invalid {
+        /// The argument or input field at fault, as the client spelled it.
+        field: String,
+        /// What is wrong, for a human.
+        message: String,
+        /// The machine-readable code.
+        code: &'static str,
+    },
+    /// `CONFLICT`: the request clashes with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// `THROTTLED`: over a rate limit or cost budget.
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+    },
+    /// `INTERNAL_SERVER_ERROR` (masked): the database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// `INTERNAL_SERVER_ERROR` (masked): anything else unexpected.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The message clients see instead of an internal error.
+pub const MASKED_MESSAGE: &str = "internal server error";
+
+impl AppError {
+    /// An invalid argument with the generic `BAD_USER_INPUT` code.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into(), code: "BAD_USER_INPUT" }
+    }
+
+    /// An invalid argument with a specific code.
+    pub fn invalid_with(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into(), code }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Invalid { code, .. } => code,
+            Self::Conflict(_) => "CONFLICT",
+            Self::Throttled { .. } => "THROTTLED",
+            Self::Database(_) | Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The HTTP status for transports that use one (REST, health).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Invalid { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Internal(_))
+    }
+
+    /// Logs an internal error once and returns the correlation id the client gets.
+    fn log_internal(&self) -> String {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(correlation_id = %correlation_id, error = ?anyhow_chain(self), "internal error");
+        correlation_id
+    }
+
+    /// The client-facing message and extra extensions.
+    fn client_view(&self) -> (String, Option<String>) {
+        if self.is_internal() {
+            (MASKED_MESSAGE.to_string(), Some(self.log_internal()))
+        } else {
+            (self.to_string(), None)
+        }
+    }
+}
+
+fn anyhow_chain(err: &AppError) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl ErrorExtensions for AppError {
+    fn extend(&self) -> async_graphql::Error {
+        let (message, correlation_id) = self.client_view();
+        async_graphql::Error::new(message).extend_with(|_, e| {
+            e.set("code", self.code());
+            if let Some(id) = &correlation_id {
+                e.set("correlationId", id.as_str());
+            }
+            if let Self::Invalid { field, .. } = self {
+                e.set("field", field.as_str());
+            }
+            if let Self::Throttled { retry_after_secs } = self {
+                e.set("retryAfter", *retry_after_secs);
+            }
+        })
+    }
+}
+
+/// Converts store results for resolvers, keeping the code and the masking.
+///
+/// async-graphql converts any `Display` error with `?`, which would drop `extensions.code`
+/// and leak internal messages; resolvers call `.gql()?` on `AppResult`s instead.
+pub trait GqlResultExt<T> {
+    /// The result with its error turned into a coded (and, if internal, masked) GraphQL error.
+    fn gql(self) -> async_graphql::Result<T>;
+}
+
+impl<T> GqlResultExt<T> for AppResult<T> {
+    fn gql(self) -> async_graphql::Result<T> {
+        self.map_err(|e| e.extend())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (message, correlation_id) = self.client_view();
+        let mut extensions = serde_json::json!({ "code": self.code() });
+        if let Some(id) = correlation_id {
+            extensions["correlationId"] = id.into();
+        }
+        let body = serde_json::json!({ "errors": [{ "message": message, "extensions": extensions }] });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+/// Store results.
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_are_masked_with_a_correlation_id() {
+        let err = AppError::Internal(anyhow::anyhow!("secret connection string leaked"));
+        let gql = err.extend();
+        assert_eq!(gql.message, MASKED_MESSAGE);
+        let ext = gql.extensions.expect("extensions");
+        assert_eq!(ext.get("code").unwrap().to_string(), "\"INTERNAL_SERVER_ERROR\"");
+        assert!(ext.get("correlationId").is_some());
+    }
+
+    #[test]
+    fn client_errors_keep_message_and_code() {
+        let gql = AppError::invalid_with("PAGE_SIZE_EXCEEDED", "first", "too many").extend();
+        assert_eq!(gql.message, "too many");
+        let ext = gql.extensions.unwrap();
+        assert_eq!(ext.get("code").unwrap().to_string(), "\"PAGE_SIZE_EXCEEDED\"");
+        assert_eq!(ext.get("field").unwrap().to_string(), "\"first\"");
+    }
+}

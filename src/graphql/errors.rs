@@ -1,0 +1,71 @@
+//! Stable `extensions.code` values for errors raised by the GraphQL engine itself.
+//!
+//! Resolver errors get their code from `AppError`. Errors found before execution (a document
+//! that does not parse or does not validate) come from async-graphql without a code; this
+//! extension adds one, so every error a client sees is machine-readable:
+//!
+//! | code | when |
+//! |---|---|
+//! | `GRAPHQL_PARSE_FAILED` | the document is not valid GraphQL syntax |
+//! | `GRAPHQL_VALIDATION_FAILED` | unknown field or argument, wrong argument type, bad variables, ... |
+//! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` |
+//! | `MAX_COMPLEXITY_EXCEEDED` | static complexity above `limits.max_complexity` |
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
+
+/// Adds codes to parse and validation errors.
+pub struct ErrorCodes;
+
+impl ExtensionFactory for ErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ErrorCodesExtension)
+    }
+}
+
+struct ErrorCodesExtension;
+
+/// Sets `extensions.code` unless the error already has one.
+pub fn with_code(mut err: ServerError, code: &str) -> ServerError {
+    let ext = err.extensions.get_or_insert_with(Default::default);
+    if ext.get("code").is_none() {
+        ext.set("code", code);
+    }
+    err
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for ErrorCodesExtension {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    let code = match e.message.as_str() {
+                        "Query is nested too deep." => "MAX_DEPTH_EXCEEDED",
+                        "Query is too complex." => "MAX_COMPLEXITY_EXCEEDED",
+                        _ => "GRAPHQL_VALIDATION_FAILED",
+                    };
+                    with_code(e, code)
+                })
+                .collect()
+        })
+    }
+}

@@ -1,0 +1,40 @@
+//! Schema assembly: the root types, limits and extensions, shared by the server and `securecart schema`.
+
+use std::sync::Arc;
+
+use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+
+use super::catalog::CatalogQuery;
+use super::errors::ErrorCodes;
+use crate::config::Settings;
+use crate::store::Store;
+
+/// The query root: every domain module contributes its fields.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(CatalogQuery);
+
+/// The executable schema.
+pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+
+fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
+    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+}
+
+/// Builds the schema the server runs, with its limits and data.
+pub fn build_schema(store: Store, settings: Arc<Settings>) -> AppSchema {
+    let limits = &settings.limits;
+    let mut builder = builder()
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .extension(ErrorCodes);
+    if settings.environment.is_production() {
+        // No "Did you mean ...?" hints that map the schema for an attacker.
+        builder = builder.disable_suggestions();
+    }
+    builder.data(store).data(settings).finish()
+}
+
+/// The SDL clients code against; `schema/schema.graphql` must equal it (a test checks).
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}

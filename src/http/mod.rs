@@ -1,0 +1,8 @@
+//! HTTP transport: the axum router, GraphQL over HTTP, the playground and health checks.
+
+pub mod graphql;
+pub mod health;
+pub mod playground;
+pub mod routes;
+
+pub use routes::{AppState, router};

@@ -1,0 +1,11 @@
+//! SecureCart API: a GraphQL API server for an e-commerce platform.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,55 @@
+//! The `securecart` binary: parse the CLI, load settings, start telemetry, run the command.
+
+use anyhow::Context;
+use clap::Parser;
+use securecart::app::App;
+use securecart::cli::{Cli, Command};
+use securecart::config::Settings;
+use securecart::store::Store;
+use securecart::store::seed::SeedSize;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { listen: None });
+    if let Command::Schema = command {
+        print!("{}", securecart::graphql::sdl());
+        return Ok(());
+    }
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    securecart::telemetry::init(&settings);
+    match command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                settings.server.listen = listen;
+            }
+            App::build(settings).await?.run().await
+        }
+        Command::Migrate => {
+            let store = Store::connect(settings.database.url(), 1).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Seed { products, vendors, customers, orders, reset } => {
+            let store = Store::connect(settings.database.url(), 2).await?;
+            store.migrate().await?;
+            let started = std::time::Instant::now();
+            let report = store
+                .seed(SeedSize { products, vendors, customers, orders }, reset)
+                .await
+                .context("seeding")?;
+            println!(
+                "seeded {} vendors, {} products, {} customers, {} orders ({} lines) in {:.1} s",
+                report.vendors,
+                report.products,
+                report.customers,
+                report.orders,
+                report.order_items,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Schema => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,195 @@
+//! The persistence boundary: every SQL statement lives below this module, on PostgreSQL or SQLite.
+//!
+//! `Store` is one type with two backends, chosen by the `DATABASE_URL` scheme. Most statements
+//! are written once in SQL both databases accept (`$N` parameters work in SQLite too) and run
+//! through `on_pool!`, which expands the same code for each pool type; where the dialects differ
+//! (arrays, bulk loads), the backend's own statement is spelled out beside the other.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub mod catalog;
+pub mod seed;
+
+pub use catalog::{
+    CursorKey, InventoryRecord, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort, VendorRecord,
+};
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// PostgreSQL.
+    Postgres,
+    /// Embedded SQLite.
+    Sqlite,
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The store: a connection pool plus a count of the SQL statements it has run.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) backend: Backend,
+    statements: Arc<AtomicU64>,
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Postgres($pool) => $body,
+            $crate::store::Backend::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+impl Store {
+    /// Connects to the database named by `url` (`postgres://`, `postgresql://` or `sqlite:`).
+    /// A SQLite file is created when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Backend::Postgres(pool)
+        } else {
+            let options = SqliteConnectOptions::from_str(url)
+                .context("parsing DATABASE_URL")?
+                .create_if_missing(true)
+                // WAL lets readers run beside the one writer; a busy timeout queues writers
+                // instead of failing them with SQLITE_BUSY.
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .context("opening SQLite database")?;
+            Backend::Sqlite(pool)
+        };
+        Ok(Self { backend, statements: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// Which backend this is.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Postgres(_) => BackendKind::Postgres,
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+        }
+    }
+
+    /// Applies pending migrations of this backend.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await,
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await,
+        }
+        .context("applying migrations")
+    }
+
+    /// Checks that the database answers (for `/readyz`).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.count_statement();
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// How many SQL statements this store has run since it was opened. Every store function
+    /// counts the statements it sends, so tests can bound the statements per request.
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A value bound to a statement assembled from static fragments (see `SqlBuilder`).
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+/// Assembles a statement from `&'static str` fragments and numbered parameters, so a dynamic
+/// WHERE clause never carries client text: values only ever travel as bound parameters.
+#[derive(Debug, Default)]
+pub(crate) struct SqlBuilder {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl SqlBuilder {
+    pub(crate) fn push(&mut self, fragment: &'static str) -> &mut Self {
+        self.sql.push_str(fragment);
+        self
+    }
+
+    /// Appends a `$N` placeholder for `value`.
+    pub(crate) fn bind(&mut self, value: Bind) -> &mut Self {
+        self.binds.push(value);
+        self.sql.push('$');
+        self.sql.push_str(&self.binds.len().to_string());
+        self
+    }
+
+    /// Appends a placeholder for a value already bound (`$N` may repeat in both dialects).
+    pub(crate) fn rebind_last(&mut self) -> &mut Self {
+        self.sql.push('$');
+        self.sql.push_str(&self.binds.len().to_string());
+        self
+    }
+
+    pub(crate) fn finish(self) -> (sqlx::AssertSqlSafe<String>, Vec<Bind>) {
+        // Safe: `sql` holds only `&'static str` fragments and `$N` placeholders.
+        (sqlx::AssertSqlSafe(self.sql), self.binds)
+    }
+}
+
+/// Binds every value of a `SqlBuilder` to a query of either backend.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match bind {
+                $crate::store::Bind::Int(v) => query.bind(v),
+                $crate::store::Bind::Text(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_all;
+
+/// Encodes ids for `IN` lists: PostgreSQL takes an array, SQLite a JSON array read by `json_each`.
+pub(crate) fn json_ids(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}

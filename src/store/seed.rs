@@ -1,0 +1,318 @@
+//! The deterministic demo catalog: vendors, products, inventory, customers and orders.
+//!
+//! The same sizes always give the same rows (a fixed-seed RNG), so demos, docs and benchmarks
+//! agree. Rows go in as JSON batches, one statement per table per 5,000 rows, which keeps
+//! 10,000 products and 20,000 orders to a few seconds on either backend.
+
+use anyhow::{Context, bail};
+use chrono::{Duration, TimeZone, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use super::{Backend, Store};
+
+/// How much demo data to create.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedSize {
+    /// Products (spread over the vendors).
+    pub products: u32,
+    /// Vendors.
+    pub vendors: u32,
+    /// Customers; the first two have subjects `alice` and `bob`.
+    pub customers: u32,
+    /// Orders, with 1 to 5 lines each (about 3 on average).
+    pub orders: u32,
+}
+
+impl SeedSize {
+    /// What `securecart seed` creates by default.
+    pub const DEFAULT: SeedSize = SeedSize { products: 1_000, vendors: 25, customers: 200, orders: 500 };
+    /// What a development server seeds into an empty database at start-up.
+    pub const DEMO: SeedSize = SeedSize { products: 200, vendors: 20, customers: 50, orders: 100 };
+}
+
+/// What a seed run created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    /// Vendors created.
+    pub vendors: u64,
+    /// Products created (each with an inventory row).
+    pub products: u64,
+    /// Customers created.
+    pub customers: u64,
+    /// Orders created.
+    pub orders: u64,
+    /// Order lines created.
+    pub order_items: u64,
+}
+
+const VENDOR_WORDS: &[&str] = &[
+    "Northwind", "Acme", "Bluebird", "Cedar", "Driftwood", "Evergreen", "Foxglove", "Granite", "Harbor", "Ironbark",
+    "Juniper", "Kestrel", "Lumen", "Maple", "Nimbus", "Oakridge", "Pioneer", "Quarry", "Redwood", "Summit",
+    "Tidewater", "Umber", "Vantage", "Willow", "Yarrow", "Zephyr",
+];
+const VENDOR_KINDS: &[&str] = &["Outfitters", "Supply Co.", "Goods", "Workshop", "Trading", "Home", "Labs", "Studio"];
+const ADJECTIVES: &[&str] = &[
+    "Walnut", "Oak", "Linen", "Wool", "Copper", "Ceramic", "Bamboo", "Steel", "Leather", "Cotton", "Glass", "Slate",
+    "Cork", "Brass", "Canvas", "Marble",
+];
+const NOUNS: &[&str] = &[
+    "Desk", "Lamp", "Chair", "Mug", "Backpack", "Notebook", "Throw Blanket", "Cutting Board", "Water Bottle",
+    "Planter", "Bookshelf", "Headphone Stand", "Tote Bag", "Candle", "Wall Clock", "Serving Bowl", "Pen Set",
+    "Rug", "Coat Hook", "Side Table",
+];
+const STYLES: &[&str] = &["Classic", "Compact", "Pro", "Mini", "Deluxe", "Travel", "Studio", "Everyday"];
+const STATUSES: &[(&str, u32)] = &[("PAID", 40), ("FULFILLED", 45), ("PENDING", 5), ("CANCELLED", 7), ("REFUNDED", 3)];
+const BATCH: usize = 5_000;
+
+struct Product {
+    id: i64,
+    vendor_id: i64,
+    sku: String,
+    name: String,
+    price: i64,
+}
+
+impl Store {
+    /// Seeds the demo catalog. Refuses a database that already has a catalog unless `reset`,
+    /// which first deletes every row the application owns.
+    pub async fn seed(&self, size: SeedSize, reset: bool) -> anyhow::Result<SeedReport> {
+        if size.vendors == 0 && size.products > 0 {
+            bail!("products need at least one vendor");
+        }
+        if size.customers == 0 && size.orders > 0 {
+            bail!("orders need at least one customer");
+        }
+        if size.products == 0 && size.orders > 0 {
+            bail!("orders need at least one product");
+        }
+        if reset {
+            self.reset().await?;
+        } else if !self.catalog_is_empty().await? || self.count_vendors().await? > 0 {
+            bail!("the database already has a catalog; run `securecart seed --reset` to replace it");
+        }
+        let mut rng = SmallRng::seed_from_u64(0x5EC0_CA27);
+        let epoch = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().context("epoch")?;
+        let ts = |offset_minutes: i64| (epoch + Duration::minutes(offset_minutes)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let mut report = SeedReport::default();
+
+        let vendors: Vec<Value> = (1..=i64::from(size.vendors))
+            .map(|id| {
+                let word = VENDOR_WORDS[(id as usize - 1) % VENDOR_WORDS.len()];
+                // 26 words and 8 kinds give 104 distinct names before a numbered round begins.
+                let kind = VENDOR_KINDS[(id as usize - 1) % VENDOR_KINDS.len()];
+                let round = (id as usize - 1) / 104;
+                let name = if round == 0 { format!("{word} {kind}") } else { format!("{word} {kind} {}", round + 1) };
+                let slug = name.to_lowercase().replace(['.', ' '], "-").replace("--", "-").trim_end_matches('-').to_string();
+                json!({ "id": id, "name": name, "slug": slug, "owner_subject": format!("vendor-{id}"), "created_at": ts(id) })
+            })
+            .collect();
+        report.vendors = self.insert_json("vendors", &vendors).await?;
+
+        let mut products = Vec::with_capacity(size.products as usize);
+        let mut product_rows = Vec::with_capacity(size.products as usize);
+        let mut inventory_rows = Vec::with_capacity(size.products as usize);
+        for id in 1..=i64::from(size.products) {
+            let vendor_id = (id - 1) % i64::from(size.vendors) + 1;
+            let adjective = ADJECTIVES[rng.random_range(0..ADJECTIVES.len())];
+            let noun = NOUNS[rng.random_range(0..NOUNS.len())];
+            let style = STYLES[rng.random_range(0..STYLES.len())];
+            let name = format!("{adjective} {noun} {style}");
+            let sku = format!("SC-{vendor_id:03}-{id:06}");
+            // Prices cluster like a real shop's: mostly 5 to 150, a tail up to 900, ending .99 or .00.
+            let dollars: i64 = if rng.random_bool(0.85) { rng.random_range(5..150) } else { rng.random_range(150..900) };
+            let price = dollars * 100 + if rng.random_bool(0.7) { 99 } else { 0 };
+            let available: i64 = if rng.random_bool(0.08) { 0 } else { rng.random_range(1..250) };
+            let created = ts(60 * 24 * 30 + id * 7);
+            product_rows.push(json!({
+                "id": id, "vendor_id": vendor_id, "sku": sku, "name": name,
+                "description": format!("The {style} {adjective} {noun}, made to last and shipped by vendor {vendor_id}. \
+                    {adjective} finish, {} size; care instructions included.", if id % 3 == 0 { "large" } else { "standard" }),
+                "price_amount": price, "currency_code": "USD", "status": "ACTIVE",
+                "created_at": created, "updated_at": created,
+            }));
+            inventory_rows.push(json!({ "product_id": id, "available": available, "reserved": 0, "updated_at": created }));
+            products.push(Product { id, vendor_id, sku, name, price });
+        }
+        report.products = self.insert_json("products", &product_rows).await?;
+        self.insert_json("inventory", &inventory_rows).await?;
+
+        let customers: Vec<Value> = (1..=i64::from(size.customers))
+            .map(|id| {
+                let subject = match id {
+                    1 => "alice".to_string(),
+                    2 => "bob".to_string(),
+                    _ => format!("customer-{id}"),
+                };
+                json!({ "id": id, "subject": subject, "email": format!("{subject}@example.com"),
+                        "name": format!("Customer {id}"), "created_at": ts(id) })
+            })
+            .collect();
+        report.customers = self.insert_json("customers", &customers).await?;
+
+        let mut orders = Vec::with_capacity(size.orders as usize);
+        let mut items = Vec::with_capacity(size.orders as usize * 3);
+        let mut item_id = 0_i64;
+        for id in 1..=i64::from(size.orders) {
+            let customer_id = rng.random_range(1..=i64::from(size.customers));
+            let lines = rng.random_range(1..=5);
+            let mut subtotal = 0_i64;
+            for _ in 0..lines {
+                let product = &products[rng.random_range(0..products.len())];
+                let quantity: i64 = rng.random_range(1..=3);
+                let line_total = product.price * quantity;
+                subtotal += line_total;
+                item_id += 1;
+                items.push(json!({
+                    "id": item_id, "order_id": id, "product_id": product.id, "vendor_id": product.vendor_id,
+                    "sku": product.sku, "name": product.name, "unit_price_amount": product.price,
+                    "currency_code": "USD", "quantity": quantity, "line_total_amount": line_total,
+                }));
+            }
+            let status = pick_status(rng.random_range(0..100));
+            let created = ts(60 * 24 * 60 + id * 13);
+            orders.push(json!({
+                "id": id, "customer_id": customer_id, "status": status, "currency_code": "USD",
+                "subtotal_amount": subtotal, "total_amount": subtotal,
+                "payment_reference": if status == "PENDING" { Value::Null } else { json!(format!("seed_ch_{id}")) },
+                "created_at": created, "updated_at": created,
+            }));
+        }
+        report.orders = self.insert_json("orders", &orders).await?;
+        report.order_items = self.insert_json("order_items", &items).await?;
+        self.reset_sequences().await?;
+        Ok(report)
+    }
+
+    /// Inserts `rows` (JSON objects with the table's column names) in batches; returns the count.
+    async fn insert_json(&self, table: &'static str, rows: &[Value]) -> anyhow::Result<u64> {
+        let (pg, lite) = bulk_sql(table);
+        let mut inserted = 0;
+        for chunk in rows.chunks(BATCH) {
+            let body = serde_json::to_string(chunk)?;
+            self.count_statement();
+            let done = match &self.backend {
+                Backend::Postgres(pool) => sqlx::query(pg).bind(body).execute(pool).await.map(|r| r.rows_affected()),
+                Backend::Sqlite(pool) => sqlx::query(lite).bind(body).execute(pool).await.map(|r| r.rows_affected()),
+            }
+            .with_context(|| format!("seeding {table}"))?;
+            inserted += done;
+        }
+        Ok(inserted)
+    }
+
+    /// Deletes every application row, children first.
+    async fn reset(&self) -> anyhow::Result<()> {
+        const TABLES: &[&str] = &[
+            "DELETE FROM payments", "DELETE FROM order_items", "DELETE FROM orders", "DELETE FROM cart_items",
+            "DELETE FROM carts", "DELETE FROM inventory_adjustments", "DELETE FROM inventory",
+            "DELETE FROM products", "DELETE FROM customers", "DELETE FROM vendors",
+        ];
+        for sql in TABLES {
+            self.count_statement();
+            match &self.backend {
+                Backend::Postgres(pool) => sqlx::query(*sql).execute(pool).await.map(|_| ()),
+                Backend::Sqlite(pool) => sqlx::query(*sql).execute(pool).await.map(|_| ()),
+            }
+            .context("resetting the database")?;
+        }
+        Ok(())
+    }
+
+    /// After inserting explicit ids, moves PostgreSQL's identity sequences past them
+    /// (SQLite's rowid picks max + 1 by itself).
+    async fn reset_sequences(&self) -> anyhow::Result<()> {
+        if let Backend::Postgres(pool) = &self.backend {
+            for table in ["vendors", "products", "customers", "orders", "order_items"] {
+                let sql = format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                );
+                self.count_statement();
+                // Safe: `table` comes from the fixed list above.
+                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.context("resetting sequences")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pick_status(roll: u32) -> &'static str {
+    let mut acc = 0;
+    for (status, weight) in STATUSES {
+        acc += weight;
+        if roll < acc {
+            return status;
+        }
+    }
+    "PAID"
+}
+
+/// The bulk insert statements per table: PostgreSQL reads a JSON array with `json_to_recordset`,
+/// SQLite with `json_each`.
+fn bulk_sql(table: &str) -> (&'static str, &'static str) {
+    match table {
+        "vendors" => (
+            "INSERT INTO vendors (id, name, slug, owner_subject, created_at) \
+             SELECT id, name, slug, owner_subject, created_at FROM json_to_recordset($1::json) \
+             AS x(id bigint, name text, slug text, owner_subject text, created_at timestamptz)",
+            "INSERT INTO vendors (id, name, slug, owner_subject, created_at) \
+             SELECT value->>'id', value->>'name', value->>'slug', value->>'owner_subject', value->>'created_at' FROM json_each($1)",
+        ),
+        "products" => (
+            "INSERT INTO products (id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at) \
+             SELECT id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at \
+             FROM json_to_recordset($1::json) AS x(id bigint, vendor_id bigint, sku text, name text, description text, \
+             price_amount bigint, currency_code text, status text, created_at timestamptz, updated_at timestamptz)",
+            "INSERT INTO products (id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at) \
+             SELECT value->>'id', value->>'vendor_id', value->>'sku', value->>'name', value->>'description', \
+             value->>'price_amount', value->>'currency_code', value->>'status', value->>'created_at', value->>'updated_at' \
+             FROM json_each($1)",
+        ),
+        "inventory" => (
+            "INSERT INTO inventory (product_id, available, reserved, updated_at) \
+             SELECT product_id, available, reserved, updated_at FROM json_to_recordset($1::json) \
+             AS x(product_id bigint, available bigint, reserved bigint, updated_at timestamptz)",
+            "INSERT INTO inventory (product_id, available, reserved, updated_at) \
+             SELECT value->>'product_id', value->>'available', value->>'reserved', value->>'updated_at' FROM json_each($1)",
+        ),
+        "customers" => (
+            "INSERT INTO customers (id, subject, email, name, created_at) \
+             SELECT id, subject, email, name, created_at FROM json_to_recordset($1::json) \
+             AS x(id bigint, subject text, email text, name text, created_at timestamptz)",
+            "INSERT INTO customers (id, subject, email, name, created_at) \
+             SELECT value->>'id', value->>'subject', value->>'email', value->>'name', value->>'created_at' FROM json_each($1)",
+        ),
+        "orders" => (
+            "INSERT INTO orders (id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at) \
+             SELECT id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at \
+             FROM json_to_recordset($1::json) AS x(id bigint, customer_id bigint, status text, currency_code text, \
+             subtotal_amount bigint, total_amount bigint, payment_reference text, created_at timestamptz, updated_at timestamptz)",
+            "INSERT INTO orders (id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at) \
+             SELECT value->>'id', value->>'customer_id', value->>'status', value->>'currency_code', value->>'subtotal_amount', \
+             value->>'total_amount', value->>'payment_reference', value->>'created_at', value->>'updated_at' FROM json_each($1)",
+        ),
+        "order_items" => (
+            "INSERT INTO order_items (id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount) \
+             SELECT id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount \
+             FROM json_to_recordset($1::json) AS x(id bigint, order_id bigint, product_id bigint, vendor_id bigint, sku text, \
+             name text, unit_price_amount bigint, currency_code text, quantity bigint, line_total_amount bigint)",
+            "INSERT INTO order_items (id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount) \
+             SELECT value->>'id', value->>'order_id', value->>'product_id', value->>'vendor_id', value->>'sku', value->>'name', \
+             value->>'unit_price_amount', value->>'currency_code', value->>'quantity', value->>'line_total_amount' FROM json_each($1)",
+        ),
+        other => unreachable!("no bulk statement for {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_weights_cover_every_roll() {
+        assert_eq!(STATUSES.iter().map(|(_, w)| w).sum::<u32>(), 100);
+        assert_eq!(pick_status(0), "PAID");
+        assert_eq!(pick_status(99), "REFUNDED");
+    }
+}
