@@ -33,9 +33,15 @@ impl App {
         }
         if settings.demo_seed() && store.catalog_is_empty().await? {
             let report = store.seed(SeedSize::DEMO, false).await?;
-            tracing::info!(products = report.products, vendors = report.vendors, orders = report.orders, "seeded the demo catalog");
+            tracing::info!(
+                products = report.products,
+                vendors = report.vendors,
+                orders = report.orders,
+                "seeded the demo catalog"
+            );
         }
-        let playground = if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
+        let playground =
+            if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
         let schema = build_schema(store.clone(), settings.clone());
         let listener = TcpListener::bind(settings.server.listen)
             .await

@@ -254,7 +254,8 @@ impl Settings {
 
     fn validate(&self) -> anyhow::Result<()> {
         let limits = &self.limits;
-        if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size {
+        if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size
+        {
             bail!("limits: need 0 < default_page_size <= max_page_size");
         }
         let url = self.database.url();

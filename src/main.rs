@@ -35,10 +35,8 @@ async fn main() -> anyhow::Result<()> {
             let store = Store::connect(settings.database.url(), 2).await?;
             store.migrate().await?;
             let started = std::time::Instant::now();
-            let report = store
-                .seed(SeedSize { products, vendors, customers, orders }, reset)
-                .await
-                .context("seeding")?;
+            let report =
+                store.seed(SeedSize { products, vendors, customers, orders }, reset).await.context("seeding")?;
             println!(
                 "seeded {} vendors, {} products, {} customers, {} orders ({} lines) in {:.1} s",
                 report.vendors,

@@ -107,7 +107,9 @@ impl Product {
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<Vendor> {
         let loaders = ctx.data::<Loaders>()?;
         let vendor = loaders.vendors.load_one(self.0.vendor_id).await.map_err(loader_error)?;
-        vendor.map(Vendor).ok_or_else(|| AppError::Internal(anyhow::anyhow!("product {} has no vendor", self.0.id)).extend())
+        vendor
+            .map(Vendor)
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product {} has no vendor", self.0.id)).extend())
     }
 
     /// When the product was created.
@@ -247,10 +249,10 @@ impl ProductFilterInput {
             return Err(AppError::invalid("filter.search", "search text may be at most 100 characters"));
         }
         let (min_price, max_price) = (self.min_price.map(|d| d.0), self.max_price.map(|d| d.0));
-        if let (Some(min), Some(max)) = (min_price, max_price) {
-            if min > max {
-                return Err(AppError::invalid("filter.minPrice", "minPrice is above maxPrice"));
-            }
+        if let (Some(min), Some(max)) = (min_price, max_price)
+            && min > max
+        {
+            return Err(AppError::invalid("filter.minPrice", "minPrice is above maxPrice"));
         }
         Ok(ProductFilter { search, vendor_id, min_price, max_price, in_stock: self.in_stock })
     }
@@ -348,7 +350,11 @@ pub async fn product_page(
     let has_more = rows.len() > size.limit as usize;
     if has_more {
         // The extra row sits beyond the page: at the end going forward, at the start going back.
-        if size.backward { rows.remove(0) } else { rows.pop().expect("non-empty") };
+        if size.backward {
+            rows.remove(0)
+        } else {
+            rows.pop().expect("non-empty")
+        };
     }
     let edges: Vec<ProductEdge> = rows
         .into_iter()
@@ -371,8 +377,9 @@ pub async fn product_page(
 pub struct CatalogQuery;
 
 fn decode_id(field: &str, id: &ID, kind: NodeKind) -> async_graphql::Result<i64> {
-    GlobalId::decode_as(id, kind)
-        .ok_or_else(|| AppError::invalid_with("INVALID_ID", field, format!("`{}` is not a {kind:?} id", id.as_str())).extend())
+    GlobalId::decode_as(id, kind).ok_or_else(|| {
+        AppError::invalid_with("INVALID_ID", field, format!("`{}` is not a {kind:?} id", id.as_str())).extend()
+    })
 }
 
 #[Object]
@@ -410,6 +417,7 @@ impl CatalogQuery {
     /// The active catalog, filtered and sorted, as a Relay connection. Page size: default 20,
     /// at most 100 (`PAGE_SIZE_EXCEEDED` above).
     #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
+    #[expect(clippy::too_many_arguments, reason = "GraphQL arguments map one to one onto parameters")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -418,10 +426,10 @@ impl CatalogQuery {
         last: Option<i32>,
         before: Option<String>,
         filter: Option<ProductFilterInput>,
-        #[graphql(default)] sort_by: ProductSortKeys,
+        #[graphql(desc = "Sort order (default `NEWEST`).")] sort_by: Option<ProductSortKeys>,
     ) -> async_graphql::Result<ProductConnection> {
         let filter = filter.unwrap_or_default().into_filter().gql()?;
-        product_page(ctx, filter, first, after, last, before, sort_by).await
+        product_page(ctx, filter, first, after, last, before, sort_by.unwrap_or_default()).await
     }
 
     /// A vendor by id. Unknown ids answer `null` with `NOT_FOUND`.

@@ -10,12 +10,16 @@
 //! | `GRAPHQL_VALIDATION_FAILED` | unknown field or argument, wrong argument type, bad variables, ... |
 //! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` |
 //! | `MAX_COMPLEXITY_EXCEEDED` | static complexity above `limits.max_complexity` |
+//! | `BAD_USER_INPUT` | an argument value the engine could not coerce while executing |
+//! | `INTERNAL_SERVER_ERROR` | any other engine error without a code (a bug on our side) |
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
+};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
 
 /// Adds codes to parse and validation errors.
 pub struct ErrorCodes;
@@ -67,5 +71,24 @@ impl Extension for ErrorCodesExtension {
                 })
                 .collect()
         })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(|e| {
+                let client_fault = ["Invalid value for argument", "Expected input type", "Failed to parse"]
+                    .iter()
+                    .any(|p| e.message.starts_with(p));
+                with_code(e, if client_fault { "BAD_USER_INPUT" } else { "INTERNAL_SERVER_ERROR" })
+            })
+            .collect();
+        response
     }
 }

@@ -23,10 +23,8 @@ fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
 /// Builds the schema the server runs, with its limits and data.
 pub fn build_schema(store: Store, settings: Arc<Settings>) -> AppSchema {
     let limits = &settings.limits;
-    let mut builder = builder()
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(ErrorCodes);
+    let mut builder =
+        builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity).extension(ErrorCodes);
     if settings.environment.is_production() {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();

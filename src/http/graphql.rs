@@ -39,15 +39,31 @@ enum ResponseType {
 }
 
 /// A transport-level failure, answered before the GraphQL engine runs.
-fn http_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "errors": [{ "message": message.into(), "extensions": { "code": code } }] });
-    let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    response
+#[derive(Debug)]
+struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+fn http_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+    HttpError { status, code, message: message.into() }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
+    }
 }
 
 /// Picks the response media type from `Accept` (q-values honoured; ties go to the newer type).
-fn negotiate(headers: &HeaderMap) -> Result<ResponseType, Response> {
+fn negotiate(headers: &HeaderMap) -> Result<ResponseType, HttpError> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(ResponseType::Json);
     };
@@ -55,10 +71,7 @@ fn negotiate(headers: &HeaderMap) -> Result<ResponseType, Response> {
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.parse::<f32>().ok())
-            .unwrap_or(1.0);
+        let q = parts.filter_map(|p| p.trim().strip_prefix("q=")).find_map(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
         match media.as_str() {
             "application/graphql-response+json" => gql = gql.max(q),
             "application/json" => json = json.max(q),
@@ -85,45 +98,47 @@ fn wants_html(headers: &HeaderMap) -> bool {
 
 /// `POST /graphql`.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let response_type = match negotiate(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+    match read_post(&state, &headers, body) {
+        Ok((request, response_type)) => execute(&state, request, response_type).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn read_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(async_graphql::Request, ResponseType), HttpError> {
+    let response_type = negotiate(headers)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media != "application/json" {
-        return http_error(
+        return Err(http_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
             format!("POST /graphql needs `Content-Type: application/json`, not `{content_type}`"),
-        );
+        ));
     }
     let body = match body {
         Ok(body) => body,
         Err(BytesRejection::FailedToBufferBody(_)) => {
-            return http_error(
+            return Err(http_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 format!("request body above {} bytes", state.settings.server.max_body_bytes),
-            );
+            ));
         }
-        Err(e) => return http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
+        Err(e) => return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text())),
     };
-    let value: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("malformed JSON: {e}")),
-    };
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("malformed JSON: {e}")))?;
     if value.is_array() {
-        return http_error(StatusCode::BAD_REQUEST, "BATCHING_NOT_SUPPORTED", "batched requests are not accepted");
+        return Err(http_error(StatusCode::BAD_REQUEST, "BATCHING_NOT_SUPPORTED", "batched requests are not accepted"));
     }
-    let request: async_graphql::Request = match parse_request(value) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    execute(&state, request, response_type).await
+    Ok((parse_request(value)?, response_type))
 }
 
-fn parse_request(value: Value) -> Result<async_graphql::Request, Response> {
+fn parse_request(value: Value) -> Result<async_graphql::Request, HttpError> {
     let bad = |m: String| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", m);
     let Value::Object(map) = &value else {
         return Err(bad("the body must be a JSON object with a `query`".into()));
@@ -144,21 +159,21 @@ fn parse_request(value: Value) -> Result<async_graphql::Request, Response> {
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query (never a mutation) from the URL.
 pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
-    if wants_html(&headers) {
-        if let Some(playground) = state.playground.as_ref() {
-            return playground.page();
-        }
+    if let Some(playground) = state.playground.as_ref().filter(|_| wants_html(&headers)) {
+        return playground.page();
     }
-    let response_type = match negotiate(&headers) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let params: HashMap<String, String> = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
-        Ok(p) => p,
-        Err(e) => return http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("bad query string: {e}")),
-    };
+    match read_get(&headers, raw.as_deref()) {
+        Ok((request, response_type)) => execute(&state, request, response_type).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn read_get(headers: &HeaderMap, raw: Option<&str>) -> Result<(async_graphql::Request, ResponseType), HttpError> {
+    let response_type = negotiate(headers)?;
+    let params: HashMap<String, String> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("bad query string: {e}")))?;
     let Some(query) = params.get("query") else {
-        return http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "GET /graphql needs a `query` parameter");
+        return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "GET /graphql needs a `query` parameter"));
     };
     let mut request = async_graphql::Request::new(query.clone());
     if let Some(name) = params.get("operationName").filter(|n| !n.is_empty()) {
@@ -167,7 +182,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw
     if let Some(vars) = params.get("variables").filter(|v| !v.is_empty()) {
         match serde_json::from_str::<Value>(vars) {
             Ok(v @ Value::Object(_)) => request = request.variables(async_graphql::Variables::from_json(v)),
-            _ => return http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`variables` must be a JSON object"),
+            _ => return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`variables` must be a JSON object")),
         }
     }
     // GET must not change anything: refuse mutations (and subscriptions) before executing.
@@ -176,19 +191,15 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw
             Some(name) => doc.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)).map(|(_, op)| op),
             None => doc.operations.iter().next().map(|(_, op)| op),
         };
-        if let Some(op) = op {
-            if op.node.ty != OperationType::Query {
-                let mut response = http_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "METHOD_NOT_ALLOWED",
-                    "only queries may be sent with GET; use POST",
-                );
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
-            }
+        if op.is_some_and(|op| op.node.ty != OperationType::Query) {
+            return Err(http_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "only queries may be sent with GET; use POST",
+            ));
         }
     }
-    execute(&state, request, response_type).await
+    Ok((request, response_type))
 }
 
 async fn execute(state: &AppState, request: async_graphql::Request, response_type: ResponseType) -> Response {
@@ -205,13 +216,12 @@ async fn execute(state: &AppState, request: async_graphql::Request, response_typ
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "serialising a GraphQL response");
-            return http_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "internal server error");
+            return http_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "internal server error")
+                .into_response();
         }
     };
-    if request_error {
-        if let Value::Object(map) = &mut body {
-            map.remove("data");
-        }
+    if request_error && let Value::Object(map) = &mut body {
+        map.remove("data");
     }
     let (status, content_type) = match response_type {
         ResponseType::GraphqlResponseJson if request_error => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON),

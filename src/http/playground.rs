@@ -49,7 +49,11 @@ impl Playground {
             let rel = format!("{}/{}", asset.package, asset.file);
             match std::fs::read(dir.join("node_modules").join(&rel)) {
                 Ok(bytes) => {
-                    let mime = if asset.kind == "style" { "text/css; charset=utf-8" } else { "text/javascript; charset=utf-8" };
+                    let mime = if asset.kind == "style" {
+                        "text/css; charset=utf-8"
+                    } else {
+                        "text/javascript; charset=utf-8"
+                    };
                     assets.insert(rel, (Bytes::from(bytes), mime));
                 }
                 Err(_) => break,

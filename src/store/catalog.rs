@@ -274,12 +274,10 @@ impl Store {
         self.count_statement();
         let rows = match &self.backend {
             super::Backend::Postgres(pool) => {
-                sqlx::query_as::<_, VendorRecord>(
-                    "SELECT id, name, slug, created_at FROM vendors WHERE id = ANY($1)",
-                )
-                .bind(ids)
-                .fetch_all(pool)
-                .await
+                sqlx::query_as::<_, VendorRecord>("SELECT id, name, slug, created_at FROM vendors WHERE id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await
             }
             super::Backend::Sqlite(pool) => {
                 sqlx::query_as::<_, VendorRecord>(
@@ -338,7 +336,8 @@ impl Store {
     /// How many vendors exist.
     pub async fn count_vendors(&self) -> AppResult<i64> {
         self.count_statement();
-        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
+        let n =
+            on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
         Ok(n)
     }
 

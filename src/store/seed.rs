@@ -48,9 +48,32 @@ pub struct SeedReport {
 }
 
 const VENDOR_WORDS: &[&str] = &[
-    "Northwind", "Acme", "Bluebird", "Cedar", "Driftwood", "Evergreen", "Foxglove", "Granite", "Harbor", "Ironbark",
-    "Juniper", "Kestrel", "Lumen", "Maple", "Nimbus", "Oakridge", "Pioneer", "Quarry", "Redwood", "Summit",
-    "Tidewater", "Umber", "Vantage", "Willow", "Yarrow", "Zephyr",
+    "Northwind",
+    "Acme",
+    "Bluebird",
+    "Cedar",
+    "Driftwood",
+    "Evergreen",
+    "Foxglove",
+    "Granite",
+    "Harbor",
+    "Ironbark",
+    "Juniper",
+    "Kestrel",
+    "Lumen",
+    "Maple",
+    "Nimbus",
+    "Oakridge",
+    "Pioneer",
+    "Quarry",
+    "Redwood",
+    "Summit",
+    "Tidewater",
+    "Umber",
+    "Vantage",
+    "Willow",
+    "Yarrow",
+    "Zephyr",
 ];
 const VENDOR_KINDS: &[&str] = &["Outfitters", "Supply Co.", "Goods", "Workshop", "Trading", "Home", "Labs", "Studio"];
 const ADJECTIVES: &[&str] = &[
@@ -58,9 +81,26 @@ const ADJECTIVES: &[&str] = &[
     "Cork", "Brass", "Canvas", "Marble",
 ];
 const NOUNS: &[&str] = &[
-    "Desk", "Lamp", "Chair", "Mug", "Backpack", "Notebook", "Throw Blanket", "Cutting Board", "Water Bottle",
-    "Planter", "Bookshelf", "Headphone Stand", "Tote Bag", "Candle", "Wall Clock", "Serving Bowl", "Pen Set",
-    "Rug", "Coat Hook", "Side Table",
+    "Desk",
+    "Lamp",
+    "Chair",
+    "Mug",
+    "Backpack",
+    "Notebook",
+    "Throw Blanket",
+    "Cutting Board",
+    "Water Bottle",
+    "Planter",
+    "Bookshelf",
+    "Headphone Stand",
+    "Tote Bag",
+    "Candle",
+    "Wall Clock",
+    "Serving Bowl",
+    "Pen Set",
+    "Rug",
+    "Coat Hook",
+    "Side Table",
 ];
 const STYLES: &[&str] = &["Classic", "Compact", "Pro", "Mini", "Deluxe", "Travel", "Studio", "Everyday"];
 const STATUSES: &[(&str, u32)] = &[("PAID", 40), ("FULFILLED", 45), ("PENDING", 5), ("CANCELLED", 7), ("REFUNDED", 3)];
@@ -94,7 +134,9 @@ impl Store {
         }
         let mut rng = SmallRng::seed_from_u64(0x5EC0_CA27);
         let epoch = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).single().context("epoch")?;
-        let ts = |offset_minutes: i64| (epoch + Duration::minutes(offset_minutes)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let ts = |offset_minutes: i64| {
+            (epoch + Duration::minutes(offset_minutes)).format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        };
         let mut report = SeedReport::default();
 
         let vendors: Vec<Value> = (1..=i64::from(size.vendors))
@@ -121,7 +163,8 @@ impl Store {
             let name = format!("{adjective} {noun} {style}");
             let sku = format!("SC-{vendor_id:03}-{id:06}");
             // Prices cluster like a real shop's: mostly 5 to 150, a tail up to 900, ending .99 or .00.
-            let dollars: i64 = if rng.random_bool(0.85) { rng.random_range(5..150) } else { rng.random_range(150..900) };
+            let dollars: i64 =
+                if rng.random_bool(0.85) { rng.random_range(5..150) } else { rng.random_range(150..900) };
             let price = dollars * 100 + if rng.random_bool(0.7) { 99 } else { 0 };
             let available: i64 = if rng.random_bool(0.08) { 0 } else { rng.random_range(1..250) };
             let created = ts(60 * 24 * 30 + id * 7);
@@ -132,7 +175,8 @@ impl Store {
                 "price_amount": price, "currency_code": "USD", "status": "ACTIVE",
                 "created_at": created, "updated_at": created,
             }));
-            inventory_rows.push(json!({ "product_id": id, "available": available, "reserved": 0, "updated_at": created }));
+            inventory_rows
+                .push(json!({ "product_id": id, "available": available, "reserved": 0, "updated_at": created }));
             products.push(Product { id, vendor_id, sku, name, price });
         }
         report.products = self.insert_json("products", &product_rows).await?;
@@ -205,9 +249,16 @@ impl Store {
     /// Deletes every application row, children first.
     async fn reset(&self) -> anyhow::Result<()> {
         const TABLES: &[&str] = &[
-            "DELETE FROM payments", "DELETE FROM order_items", "DELETE FROM orders", "DELETE FROM cart_items",
-            "DELETE FROM carts", "DELETE FROM inventory_adjustments", "DELETE FROM inventory",
-            "DELETE FROM products", "DELETE FROM customers", "DELETE FROM vendors",
+            "DELETE FROM payments",
+            "DELETE FROM order_items",
+            "DELETE FROM orders",
+            "DELETE FROM cart_items",
+            "DELETE FROM carts",
+            "DELETE FROM inventory_adjustments",
+            "DELETE FROM inventory",
+            "DELETE FROM products",
+            "DELETE FROM customers",
+            "DELETE FROM vendors",
         ];
         for sql in TABLES {
             self.count_statement();

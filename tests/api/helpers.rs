@@ -1,0 +1,216 @@
+//! `spawn_app`: a real server on 127.0.0.1:0 over a fresh database, and a client for it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use securecart::app::App;
+use securecart::config::Settings;
+use securecart::store::Store;
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::oneshot;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test on SQLite and on PostgreSQL: `on_both_backends!(a, b)` makes `a::sqlite`,
+/// `a::postgres`, ... calling `async fn a(app: TestApp)`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                    super::$test(app).await
+                }
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                    super::$test(app).await
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_backends;
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    _db: TestDb,
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request; returns the status and the JSON body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post_json(&json!({ "query": query, "variables": variables })).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// POSTs any JSON body to /graphql.
+    pub async fn post_json(&self, body: &Value) -> (u16, Value) {
+        let response = self.client.post(format!("{}/graphql", self.address)).json(body).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Seeds a small catalog: `products` products over `vendors` vendors, plus a few customers and orders.
+    pub async fn seed(&self, products: u32, vendors: u32) {
+        let size = securecart::store::seed::SeedSize { products, vendors, customers: 5, orders: 10 };
+        self.store.seed(size, false).await.expect("seeding");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Returns the code of the first error in a GraphQL response body.
+pub fn first_error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+enum TestDb {
+    Sqlite(PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            TestDb::Sqlite(path) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            TestDb::Postgres { admin_url, name } => {
+                // Drop runs outside async context (and maybe while unwinding): use a private runtime.
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    rt.block_on(async {
+                        if let Ok(mut conn) = PgConnection::connect(&admin_url).await {
+                            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                            let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            let mut settings = Settings::default();
+            settings.telemetry.log_filter = "info,sqlx=warn".into();
+            securecart::telemetry::init(&settings);
+        }
+    });
+}
+
+/// Starts the server on a fresh database; `None` when PostgreSQL is asked for but not configured.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    init_logs();
+    let (url, db) = match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("securecart-test-{}.db", uuid::Uuid::new_v4()));
+            (format!("sqlite://{}", path.display()), TestDb::Sqlite(path))
+        }
+        Backend::Postgres => {
+            let Ok(admin_url) = std::env::var("TEST_DATABASE_URL") else {
+                if std::env::var("CI").is_ok() {
+                    panic!("TEST_DATABASE_URL is unset under CI: the PostgreSQL tests must run");
+                }
+                eprintln!("skipping the PostgreSQL variant: TEST_DATABASE_URL is unset");
+                return None;
+            };
+            let name = create_pg_database(&admin_url).await;
+            (with_database(&admin_url, &name), TestDb::Postgres { admin_url, name })
+        }
+    };
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.database.url = Some(url);
+    settings.database.max_connections = 5;
+    settings.database.demo_seed = Some(false);
+    settings.playground.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground");
+    let app = App::build(settings).await.expect("building the app");
+    let address = format!("http://{}", app.local_addr());
+    let store = app.store().clone();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    Some(TestApp { address, client, store, shutdown: Some(tx), _db: db })
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let base = base.rsplit_once('/').map(|(head, _)| head).unwrap_or(base);
+    format!("{base}/{name}{query}")
+}
+
+/// Creates a database for one test by cloning a migrated template (made once per migration set).
+async fn create_pg_database(admin_url: &str) -> String {
+    let template = format!("securecart_tpl_{:016x}", migrations_hash());
+    let mut admin = PgConnection::connect(admin_url).await.expect("connecting to TEST_DATABASE_URL");
+    // Serialise template creation across test threads and processes.
+    admin.execute("SELECT pg_advisory_lock(727274)").await.unwrap();
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&template)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    if !exists {
+        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{template}\""))).await.unwrap();
+        let store = Store::connect(&with_database(admin_url, &template), 1).await.expect("template");
+        store.migrate().await.expect("migrating the template");
+        store.close().await;
+    }
+    admin.execute("SELECT pg_advisory_unlock(727274)").await.unwrap();
+    let name = format!("securecart_test_{}", uuid::Uuid::new_v4().simple());
+    let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+    let mut tries = 0;
+    // CREATE DATABASE ... TEMPLATE fails while another session is connected to the template.
+    while let Err(e) = admin.execute(sqlx::AssertSqlSafe(sql.clone())).await {
+        tries += 1;
+        assert!(tries < 50, "creating {name}: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    name
+}
+
+fn migrations_hash() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.file_name().hash(&mut hasher);
+        std::fs::read(&f).unwrap().hash(&mut hasher);
+    }
+    hasher.finish()
+}
