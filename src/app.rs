@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::graphql::build_schema;
 use crate::http::playground::Playground;
@@ -42,11 +43,12 @@ impl App {
         }
         let playground =
             if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
+        let verifier = Verifier::new(&settings.auth).await?;
         let schema = build_schema(store.clone(), settings.clone());
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
-        let state = AppState { settings, store: store.clone(), schema, playground };
+        let state = AppState { settings, store: store.clone(), schema, playground, verifier };
         Ok(Self { listener, router: router(state), store })
     }
 

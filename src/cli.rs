@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+use crate::auth::Role;
 
 /// SecureCart API: a GraphQL API server for an e-commerce platform.
 ///
@@ -52,4 +55,59 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL) to stdout.
     Schema,
+    /// Print a development token signed with the configured HS256 secret (refused in production).
+    ///
+    /// Paste it into GraphiQL's Headers tab as {"Authorization": "Bearer <token>"}.
+    Token {
+        /// The subject (`sub`): for customers, the customer record's key (demo: alice, bob).
+        #[arg(long)]
+        sub: String,
+        /// A role to grant: customer, vendor or admin (repeat for several).
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// For vendors: the vendor id (a Vendor global id or its number) put in the vendor claim.
+        #[arg(long)]
+        vendor: Option<String>,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    match text {
+        "customer" => Ok(Role::Customer),
+        "vendor" => Ok(Role::Vendor),
+        "admin" => Ok(Role::Admin),
+        other => Err(format!("`{other}` is not a role: customer, vendor or admin")),
+    }
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let bad = || format!("`{text}` is not a duration like 30m, 1h or 7d");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    if secs == 0 { Err(bad()) } else { Ok(Duration::from_secs(secs)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_and_roles_parse() {
+        assert_eq!(parse_ttl("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_ttl("1y").is_err() && parse_ttl("h").is_err() && parse_ttl("0s").is_err());
+        assert_eq!(parse_role("vendor"), Ok(Role::Vendor));
+        assert!(parse_role("root").is_err());
+    }
 }

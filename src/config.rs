@@ -44,6 +44,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Redis, used for the event bus when configured.
     pub redis: RedisSettings,
+    /// Identity: JWT verification and role mapping.
+    pub auth: AuthSettings,
     /// Operation limits and pagination.
     pub limits: LimitSettings,
     /// The GraphiQL playground.
@@ -105,6 +107,91 @@ impl DatabaseSettings {
 pub struct RedisSettings {
     /// `REDIS_URL`: when set, events fan out through Redis pub/sub; unset means an in-process bus.
     pub url: Option<String>,
+}
+
+/// Who may run introspection queries (`__schema`, `__type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntrospectionPolicy {
+    /// Every caller (the development default).
+    Everyone,
+    /// Only callers with the `admin` role (the production default).
+    Admins,
+    /// Nobody.
+    Nobody,
+}
+
+/// The development-only HS256 secret used when neither a secret nor a JWKS is configured.
+/// Production refuses to start with it.
+pub const DEV_JWT_SECRET: &str = "securecart-development-secret-not-for-production";
+
+/// Identity: how tokens are verified and turned into roles.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `SECURECART_JWT_SECRET`: shared HS256 secret (at least 32 bytes in production).
+    pub jwt_secret: Option<String>,
+    /// `SECURECART_JWKS_URL`: where the identity provider publishes its keys (RS256/ES256),
+    /// e.g. `https://example.auth0.com/.well-known/jwks.json`.
+    pub jwks_url: Option<String>,
+    /// `SECURECART_JWKS_FILE`: a JWKS JSON file instead of a URL.
+    pub jwks_file: Option<PathBuf>,
+    /// `SECURECART_JWKS_REFRESH_SECS`: how often the JWKS is fetched again (default 600).
+    pub jwks_refresh_secs: u64,
+    /// `SECURECART_JWKS_MIN_REFETCH_SECS`: the least time between fetches caused by an unknown
+    /// `kid` (default 60), so forged `kid`s cannot hammer the identity provider.
+    pub jwks_min_refetch_secs: u64,
+    /// `SECURECART_JWT_ISSUER`: required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `SECURECART_JWT_AUDIENCE`: required `aud`, when set.
+    pub audience: Option<String>,
+    /// `SECURECART_JWT_LEEWAY_SECS`: clock skew allowed on `exp` and `nbf` (default 30).
+    pub leeway_secs: u64,
+    /// `SECURECART_JWT_ALGORITHMS`: comma-separated allow-list. Default `HS256` with a secret,
+    /// `RS256,ES256` with a JWKS. `none` is never accepted, nor HMAC with a JWKS.
+    pub algorithms: Option<Vec<String>>,
+    /// `SECURECART_ROLES_CLAIM`: the claim holding roles (default `roles`); `cognito:groups`
+    /// and a space-separated `scope` are read as well.
+    pub roles_claim: String,
+    /// `SECURECART_VENDOR_CLAIM`: the claim holding a vendor's id (default `vendor_id`);
+    /// without it, the vendor whose `owner_subject` is the token's `sub`.
+    pub vendor_claim: String,
+    /// `SECURECART_INTROSPECTION`: `everyone`, `admins` or `nobody`
+    /// (default: everyone in development, admins in production).
+    pub introspection: Option<IntrospectionPolicy>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwks_url: None,
+            jwks_file: None,
+            jwks_refresh_secs: 600,
+            jwks_min_refetch_secs: 60,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            algorithms: None,
+            roles_claim: "roles".into(),
+            vendor_claim: "vendor_id".into(),
+            introspection: None,
+        }
+    }
+}
+
+// Secrets never reach logs: Debug shows only whether one is set.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwks_url", &self.jwks_url)
+            .field("jwks_file", &self.jwks_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Operation limits and pagination.
@@ -226,6 +313,47 @@ impl Settings {
         if let Some(v) = env("REDIS_URL") {
             self.redis.url = Some(v);
         }
+        if let Some(v) = env("SECURECART_JWT_SECRET") {
+            self.auth.jwt_secret = Some(v);
+        }
+        if let Some(v) = env("SECURECART_JWKS_URL") {
+            self.auth.jwks_url = Some(v);
+        }
+        if let Some(v) = env("SECURECART_JWKS_FILE") {
+            self.auth.jwks_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SECURECART_JWKS_REFRESH_SECS") {
+            self.auth.jwks_refresh_secs = parsed("SECURECART_JWKS_REFRESH_SECS", v)?;
+        }
+        if let Some(v) = env("SECURECART_JWKS_MIN_REFETCH_SECS") {
+            self.auth.jwks_min_refetch_secs = parsed("SECURECART_JWKS_MIN_REFETCH_SECS", v)?;
+        }
+        if let Some(v) = env("SECURECART_JWT_ISSUER") {
+            self.auth.issuer = Some(v);
+        }
+        if let Some(v) = env("SECURECART_JWT_AUDIENCE") {
+            self.auth.audience = Some(v);
+        }
+        if let Some(v) = env("SECURECART_JWT_LEEWAY_SECS") {
+            self.auth.leeway_secs = parsed("SECURECART_JWT_LEEWAY_SECS", v)?;
+        }
+        if let Some(v) = env("SECURECART_JWT_ALGORITHMS") {
+            self.auth.algorithms = Some(v.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
+        }
+        if let Some(v) = env("SECURECART_ROLES_CLAIM") {
+            self.auth.roles_claim = v;
+        }
+        if let Some(v) = env("SECURECART_VENDOR_CLAIM") {
+            self.auth.vendor_claim = v;
+        }
+        if let Some(v) = env("SECURECART_INTROSPECTION") {
+            self.auth.introspection = Some(match v.to_ascii_lowercase().as_str() {
+                "everyone" => IntrospectionPolicy::Everyone,
+                "admins" => IntrospectionPolicy::Admins,
+                "nobody" => IntrospectionPolicy::Nobody,
+                other => bail!("SECURECART_INTROSPECTION must be everyone, admins or nobody, not `{other}`"),
+            });
+        }
         if let Some(v) = env("SECURECART_MAX_DEPTH") {
             self.limits.max_depth = parsed("SECURECART_MAX_DEPTH", v)?;
         }
@@ -258,6 +386,24 @@ impl Settings {
         {
             bail!("limits: need 0 < default_page_size <= max_page_size");
         }
+        let auth = &self.auth;
+        if auth.jwt_secret.is_some() && (auth.jwks_url.is_some() || auth.jwks_file.is_some()) {
+            bail!("configure SECURECART_JWT_SECRET or a JWKS (SECURECART_JWKS_URL / SECURECART_JWKS_FILE), not both");
+        }
+        if auth.jwks_url.is_some() && auth.jwks_file.is_some() {
+            bail!("configure SECURECART_JWKS_URL or SECURECART_JWKS_FILE, not both");
+        }
+        if self.environment.is_production() {
+            let has_jwks = auth.jwks_url.is_some() || auth.jwks_file.is_some();
+            match auth.jwt_secret.as_deref() {
+                None if !has_jwks => bail!(
+                    "production needs SECURECART_JWT_SECRET or SECURECART_JWKS_URL / SECURECART_JWKS_FILE; refusing to start"
+                ),
+                Some(DEV_JWT_SECRET) => bail!("production refuses the development JWT secret"),
+                Some(s) if s.len() < 32 => bail!("SECURECART_JWT_SECRET must be at least 32 bytes in production"),
+                _ => {}
+            }
+        }
         let url = self.database.url();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:");
@@ -273,6 +419,15 @@ impl Settings {
     /// Whether an empty database gets the demo catalog at start-up.
     pub fn demo_seed(&self) -> bool {
         self.database.demo_seed.unwrap_or(!self.environment.is_production())
+    }
+
+    /// Who may introspect the schema.
+    pub fn introspection(&self) -> IntrospectionPolicy {
+        self.auth.introspection.unwrap_or(if self.environment.is_production() {
+            IntrospectionPolicy::Admins
+        } else {
+            IntrospectionPolicy::Everyone
+        })
     }
 
     /// Whether GraphiQL is served.
@@ -310,8 +465,24 @@ mod tests {
 
     #[test]
     fn production_turns_conveniences_off() {
-        let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y")]).unwrap();
+        let secret = ("SECURECART_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y"), secret]).unwrap();
         assert!(!s.auto_migrate() && !s.demo_seed() && !s.playground_enabled());
+        assert_eq!(s.introspection(), IntrospectionPolicy::Admins);
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_real_keys() {
+        let prod = ("SECURECART_ENV", "production");
+        let err = load(&[prod]).unwrap_err().to_string();
+        assert!(err.contains("SECURECART_JWT_SECRET"), "{err}");
+        let err = load(&[prod, ("SECURECART_JWT_SECRET", DEV_JWT_SECRET)]).unwrap_err().to_string();
+        assert!(err.contains("development JWT secret"), "{err}");
+        let err = load(&[prod, ("SECURECART_JWT_SECRET", "short")]).unwrap_err().to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+        assert!(load(&[prod, ("SECURECART_JWKS_URL", "https://idp.example/jwks.json")]).is_ok());
+        let both = [("SECURECART_JWT_SECRET", "x"), ("SECURECART_JWKS_URL", "https://idp.example/jwks.json")];
+        assert!(load(&both).is_err());
     }
 
     #[test]

@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 /// client sees a generic message and a `correlationId`, and the full chain is logged once.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// `UNAUTHENTICATED`: a field needs a valid token and none (or a bad one) came.
-    #[error("authentication required")]
-    Unauthenticated,
+    /// `UNAUTHENTICATED`: a field needs a valid token and none (or a bad one) came; the text
+    /// says which (missing, expired, wrong issuer, ...).
+    #[error("authentication required: {0}")]
+    Unauthenticated(String),
     /// `FORBIDDEN`: the caller is known but lacks the role.
-    #[error("you are not allowed to do this")]
-    Forbidden,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// `NOT_FOUND`: no such object, or one the caller may not see (the two look the same).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -64,8 +65,8 @@ impl AppError {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::Forbidden => "FORBIDDEN",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Invalid { code, .. } => code,
             Self::Conflict(_) => "CONFLICT",
@@ -77,8 +78,8 @@ impl AppError {
     /// The HTTP status for transports that use one (REST, health).
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,

@@ -1,6 +1,7 @@
 //! SecureCart API: a GraphQL API server for an e-commerce platform.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;

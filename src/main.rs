@@ -48,6 +48,16 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Token { sub, roles, vendor, ttl } => {
+            if settings.environment.is_production() {
+                anyhow::bail!(
+                    "`securecart token` refuses to run in production; tokens come from the identity provider"
+                );
+            }
+            let token = securecart::auth::jwt::issue_dev_token(&settings.auth, &sub, &roles, vendor.as_deref(), ttl)?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Schema => unreachable!("handled above"),
     }
 }

@@ -17,7 +17,7 @@ pub fn init(settings: &Settings) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry
-            .with(fmt::layer().json().with_current_span(true).with_span_list(false).with_writer(std::io::stderr))
+            .with(fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr))
             .try_init()
     } else {
         registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init()

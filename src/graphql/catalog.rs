@@ -10,6 +10,7 @@ use super::connection::{
     PageInfo, decode_keyed_cursor, decode_product_cursor, encode_keyed_cursor, encode_product_cursor, page_size,
 };
 use super::loaders::{Loaders, loader_error};
+use crate::auth::{Role, require_identity};
 use crate::config::Settings;
 use crate::domain::money::{format_minor, parse_decimal};
 use crate::domain::{GlobalId, NodeKind};
@@ -30,6 +31,10 @@ impl ScalarType for Decimal {
             Value::String(s) => parse_decimal(s).map(Decimal).map_err(InputValueError::custom),
             _ => Err(InputValueError::expected_type(value)),
         }
+    }
+
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(s) if parse_decimal(s).is_ok())
     }
 
     fn to_value(&self) -> Value {
@@ -95,12 +100,13 @@ impl Product {
         let loaders = ctx.data::<Loaders>()?;
         let record = loaders.inventory.load_one(self.0.id).await.map_err(loader_error)?;
         // A product always has an inventory row; a missing one reads as no stock.
-        Ok(Inventory(record.unwrap_or(InventoryRecord {
+        let record = record.unwrap_or(InventoryRecord {
             product_id: self.0.id,
             available: 0,
             reserved: 0,
             updated_at: self.0.updated_at,
-        })))
+        });
+        Ok(Inventory { record, vendor_id: self.0.vendor_id })
     }
 
     /// The vendor selling this product (batched across the page).
@@ -124,23 +130,38 @@ impl Product {
 }
 
 /// Stock levels of a product.
-pub struct Inventory(pub InventoryRecord);
+pub struct Inventory {
+    record: InventoryRecord,
+    vendor_id: i64,
+}
 
 #[Object]
 impl Inventory {
     /// Units that can be bought now.
     async fn available(&self) -> i64 {
-        self.0.available
+        self.record.available
     }
 
     /// Whether at least one unit can be bought.
     async fn in_stock(&self) -> bool {
-        self.0.available > 0
+        self.record.available > 0
+    }
+
+    /// Units held for orders not yet fulfilled. Only the product's vendor and admins may read
+    /// it (`UNAUTHENTICATED` / `FORBIDDEN` otherwise).
+    async fn reserved(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
+        let identity = require_identity(ctx).gql()?;
+        let owns = identity.has(Role::Vendor) && identity.vendor_id == Some(self.vendor_id);
+        if identity.is_admin() || owns {
+            Ok(self.record.reserved)
+        } else {
+            Err(AppError::Forbidden("only the product's vendor may see reserved stock".into()).extend())
+        }
     }
 
     /// When the stock level last changed.
     async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+        self.record.updated_at
     }
 }
 

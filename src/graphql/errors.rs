@@ -11,7 +11,7 @@
 //! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` |
 //! | `MAX_COMPLEXITY_EXCEEDED` | static complexity above `limits.max_complexity` |
 //! | `BAD_USER_INPUT` | an argument value the engine could not coerce while executing |
-//! | `INTERNAL_SERVER_ERROR` | any other engine error without a code (a bug on our side) |
+//! | `INTERNAL_SERVER_ERROR` | any other engine error without a code (a bug on our side; masked) |
 
 use std::sync::Arc;
 
@@ -39,6 +39,18 @@ pub fn with_code(mut err: ServerError, code: &str) -> ServerError {
         ext.set("code", code);
     }
     err
+}
+
+/// Replaces an uncoded engine error with the masked internal error, logged once.
+fn mask(e: ServerError) -> ServerError {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    tracing::error!(correlation_id = %correlation_id, error = %e.message, path = ?e.path, "internal GraphQL error");
+    let mut masked = ServerError::new(crate::error::MASKED_MESSAGE, e.locations.first().copied());
+    masked.path = e.path;
+    let ext = masked.extensions.get_or_insert_with(Default::default);
+    ext.set("code", "INTERNAL_SERVER_ERROR");
+    ext.set("correlationId", correlation_id);
+    masked
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -86,7 +98,11 @@ impl Extension for ErrorCodesExtension {
                 let client_fault = ["Invalid value for argument", "Expected input type", "Failed to parse"]
                     .iter()
                     .any(|p| e.message.starts_with(p));
-                with_code(e, if client_fault { "BAD_USER_INPUT" } else { "INTERNAL_SERVER_ERROR" })
+                if client_fault || e.extensions.as_ref().is_some_and(|x| x.get("code").is_some()) {
+                    with_code(e, "BAD_USER_INPUT")
+                } else {
+                    mask(e)
+                }
             })
             .collect();
         response

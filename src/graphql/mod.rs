@@ -1,9 +1,11 @@
 //! The GraphQL API: schema assembly, object types, pagination and DataLoaders.
 
+pub mod account;
 pub mod catalog;
 pub mod connection;
 pub mod errors;
 pub mod loaders;
+pub mod orders;
 pub mod schema;
 
 pub use schema::{AppSchema, build_schema, sdl};

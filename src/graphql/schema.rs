@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
+use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::errors::ErrorCodes;
+use super::orders::OrderQuery;
 use crate::config::Settings;
 use crate::store::Store;
 
 /// The query root: every domain module contributes its fields.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CatalogQuery);
+pub struct QueryRoot(CatalogQuery, AccountQuery, OrderQuery);
 
 /// The executable schema.
 pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;

@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::AppState;
+use crate::auth::{Caller, Role};
+use crate::config::IntrospectionPolicy;
 use crate::graphql::loaders::Loaders;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
@@ -99,7 +101,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// `POST /graphql`.
 pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     match read_post(&state, &headers, body) {
-        Ok((request, response_type)) => execute(&state, request, response_type).await,
+        Ok((request, response_type)) => execute(&state, &headers, request, response_type).await,
         Err(e) => e.into_response(),
     }
 }
@@ -121,7 +123,7 @@ fn read_post(
     }
     let body = match body {
         Ok(body) => body,
-        Err(BytesRejection::FailedToBufferBody(_)) => {
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             return Err(http_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
@@ -163,7 +165,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw
         return playground.page();
     }
     match read_get(&headers, raw.as_deref()) {
-        Ok((request, response_type)) => execute(&state, request, response_type).await,
+        Ok((request, response_type)) => execute(&state, &headers, request, response_type).await,
         Err(e) => e.into_response(),
     }
 }
@@ -202,10 +204,59 @@ fn read_get(headers: &HeaderMap, raw: Option<&str>) -> Result<(async_graphql::Re
     Ok((request, response_type))
 }
 
-async fn execute(state: &AppState, request: async_graphql::Request, response_type: ResponseType) -> Response {
+/// The caller behind an `Authorization` header value (`Bearer <token>`), for HTTP and WebSocket.
+/// No header: anonymous. A bad token: `Rejected`, so protected fields say why.
+pub async fn authenticate(state: &AppState, authorization: Option<&str>) -> Caller {
+    let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Caller::Anonymous;
+    };
+    let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
+        return Caller::Rejected("the Authorization header must be `Bearer <token>`".into());
+    };
+    match state.verifier.verify(token.trim()).await {
+        Ok(mut identity) => {
+            if identity.has(Role::Vendor) && identity.vendor_id.is_none() {
+                match state.store.vendor_id_for_owner(&identity.subject).await {
+                    Ok(id) => identity.vendor_id = id,
+                    Err(e) => tracing::warn!(error = %e, "looking up the vendor of a token failed"),
+                }
+            }
+            Caller::Authenticated(identity)
+        }
+        Err(reason) => {
+            tracing::debug!(reason = %reason, "bearer token refused");
+            Caller::Rejected(reason)
+        }
+    }
+}
+
+/// Adds the caller, fresh DataLoaders and the introspection policy to a request.
+pub fn prepare(state: &AppState, request: async_graphql::Request, caller: Caller) -> async_graphql::Request {
+    let introspection = match state.settings.introspection() {
+        IntrospectionPolicy::Everyone => true,
+        IntrospectionPolicy::Admins => caller.is_admin(),
+        IntrospectionPolicy::Nobody => false,
+    };
+    let request = if introspection { request } else { request.disable_introspection() };
+    request.data(Loaders::new(&state.store)).data(caller)
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+    response_type: ResponseType,
+) -> Response {
     let operation = request.operation_name.clone().unwrap_or_default();
-    let span = tracing::info_span!("graphql", operation = %operation);
-    let request = request.data(Loaders::new(&state.store));
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = authenticate(state, authorization).await;
+    let role = match &caller {
+        Caller::Authenticated(i) => i.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+        Caller::Anonymous => "anonymous".into(),
+        Caller::Rejected(_) => "rejected".into(),
+    };
+    let span = tracing::info_span!("graphql", operation = %operation, caller_role = %role);
+    let request = prepare(state, request, caller);
     let response = state.schema.execute(request).instrument(span).await;
 
     // A request error has no `data` at all (and its errors no `path`): nothing was executed.

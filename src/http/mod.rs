@@ -4,5 +4,6 @@ pub mod graphql;
 pub mod health;
 pub mod playground;
 pub mod routes;
+pub mod websocket;
 
 pub use routes::{AppState, router};

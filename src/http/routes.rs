@@ -13,7 +13,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::playground::Playground;
-use super::{graphql, health, playground};
+use super::{graphql, health, playground, websocket};
+use crate::auth::Verifier;
 use crate::config::Settings;
 use crate::graphql::AppSchema;
 use crate::store::Store;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub schema: AppSchema,
     /// GraphiQL, when enabled.
     pub playground: Option<Playground>,
+    /// Verifies bearer tokens.
+    pub verifier: Verifier,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.server.max_body_bytes;
     Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql/ws", get(websocket::upgrade))
         .route("/playground/assets/{*path}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -137,10 +137,13 @@ const PRODUCT_COLUMNS: &str = "SELECT p.id, p.vendor_id, p.sku, p.name, p.descri
 
 fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter) {
     if filter.in_stock.is_some() {
-        sql.push(" JOIN inventory i ON i.product_id = p.id");
+        // LEFT JOIN: a product without an inventory row counts as out of stock, as `Product.inventory` shows it.
+        sql.push(" LEFT JOIN inventory i ON i.product_id = p.id");
     }
     sql.push(" WHERE p.status = 'ACTIVE'");
     if let Some(search) = &filter.search {
+        // Case-insensitive on both backends for ASCII; PostgreSQL's lower() also folds other
+        // scripts, SQLite's does not (documented in the README).
         let pattern = format!("%{}%", escape_like(&search.to_lowercase()));
         sql.push(" AND (lower(p.name) LIKE ").bind(Bind::Text(pattern));
         sql.push(" ESCAPE '\\' OR lower(p.sku) LIKE ").rebind_last().push(" ESCAPE '\\')");
@@ -155,8 +158,8 @@ fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter) {
         sql.push(" AND p.price_amount <= ").bind(Bind::Int(max));
     }
     match filter.in_stock {
-        Some(true) => sql.push(" AND i.available > 0"),
-        Some(false) => sql.push(" AND i.available = 0"),
+        Some(true) => sql.push(" AND COALESCE(i.available, 0) > 0"),
+        Some(false) => sql.push(" AND COALESCE(i.available, 0) = 0"),
         None => sql,
     };
 }

@@ -16,11 +16,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub mod catalog;
+pub mod orders;
 pub mod seed;
 
 pub use catalog::{
     CursorKey, InventoryRecord, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort, VendorRecord,
 };
+pub use orders::{CustomerRecord, OrderItemRecord, OrderRecord, OrderScope};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

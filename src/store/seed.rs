@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::{Backend, Store};
+use super::{Store, on_pool};
 
 /// How much demo data to create.
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +105,25 @@ const NOUNS: &[&str] = &[
 const STYLES: &[&str] = &["Classic", "Compact", "Pro", "Mini", "Deluxe", "Travel", "Studio", "Everyday"];
 const STATUSES: &[(&str, u32)] = &[("PAID", 40), ("FULFILLED", 45), ("PENDING", 5), ("CANCELLED", 7), ("REFUNDED", 3)];
 const BATCH: usize = 5_000;
+const RESET: &[&str] = &[
+    "DELETE FROM payments",
+    "DELETE FROM order_items",
+    "DELETE FROM orders",
+    "DELETE FROM cart_items",
+    "DELETE FROM carts",
+    "DELETE FROM inventory_adjustments",
+    "DELETE FROM inventory",
+    "DELETE FROM products",
+    "DELETE FROM customers",
+    "DELETE FROM vendors",
+];
+const PG_SEQUENCES: &[&str] = &[
+    "SELECT setval(pg_get_serial_sequence('vendors', 'id'), COALESCE((SELECT MAX(id) FROM vendors), 0) + 1, false)",
+    "SELECT setval(pg_get_serial_sequence('products', 'id'), COALESCE((SELECT MAX(id) FROM products), 0) + 1, false)",
+    "SELECT setval(pg_get_serial_sequence('customers', 'id'), COALESCE((SELECT MAX(id) FROM customers), 0) + 1, false)",
+    "SELECT setval(pg_get_serial_sequence('orders', 'id'), COALESCE((SELECT MAX(id) FROM orders), 0) + 1, false)",
+    "SELECT setval(pg_get_serial_sequence('order_items', 'id'), COALESCE((SELECT MAX(id) FROM order_items), 0) + 1, false)",
+];
 
 struct Product {
     id: i64,
@@ -127,9 +146,7 @@ impl Store {
         if size.products == 0 && size.orders > 0 {
             bail!("orders need at least one product");
         }
-        if reset {
-            self.reset().await?;
-        } else if !self.catalog_is_empty().await? || self.count_vendors().await? > 0 {
+        if !reset && (!self.catalog_is_empty().await? || self.count_vendors().await? > 0) {
             bail!("the database already has a catalog; run `securecart seed --reset` to replace it");
         }
         let mut rng = SmallRng::seed_from_u64(0x5EC0_CA27);
@@ -150,7 +167,6 @@ impl Store {
                 json!({ "id": id, "name": name, "slug": slug, "owner_subject": format!("vendor-{id}"), "created_at": ts(id) })
             })
             .collect();
-        report.vendors = self.insert_json("vendors", &vendors).await?;
 
         let mut products = Vec::with_capacity(size.products as usize);
         let mut product_rows = Vec::with_capacity(size.products as usize);
@@ -179,8 +195,6 @@ impl Store {
                 .push(json!({ "product_id": id, "available": available, "reserved": 0, "updated_at": created }));
             products.push(Product { id, vendor_id, sku, name, price });
         }
-        report.products = self.insert_json("products", &product_rows).await?;
-        self.insert_json("inventory", &inventory_rows).await?;
 
         let customers: Vec<Value> = (1..=i64::from(size.customers))
             .map(|id| {
@@ -193,7 +207,6 @@ impl Store {
                         "name": format!("Customer {id}"), "created_at": ts(id) })
             })
             .collect();
-        report.customers = self.insert_json("customers", &customers).await?;
 
         let mut orders = Vec::with_capacity(size.orders as usize);
         let mut items = Vec::with_capacity(size.orders as usize * 3);
@@ -223,68 +236,59 @@ impl Store {
                 "created_at": created, "updated_at": created,
             }));
         }
-        report.orders = self.insert_json("orders", &orders).await?;
-        report.order_items = self.insert_json("order_items", &items).await?;
-        self.reset_sequences().await?;
+        let tables: [(&'static str, &[Value]); 6] = [
+            ("vendors", &vendors),
+            ("products", &product_rows),
+            ("inventory", &inventory_rows),
+            ("customers", &customers),
+            ("orders", &orders),
+            ("order_items", &items),
+        ];
+        let counts = self.write_seed(reset, &tables).await?;
+        report.vendors = counts[0];
+        report.products = counts[1];
+        report.customers = counts[3];
+        report.orders = counts[4];
+        report.order_items = counts[5];
         Ok(report)
     }
 
-    /// Inserts `rows` (JSON objects with the table's column names) in batches; returns the count.
-    async fn insert_json(&self, table: &'static str, rows: &[Value]) -> anyhow::Result<u64> {
-        let (pg, lite) = bulk_sql(table);
-        let mut inserted = 0;
-        for chunk in rows.chunks(BATCH) {
-            let body = serde_json::to_string(chunk)?;
-            self.count_statement();
-            let done = match &self.backend {
-                Backend::Postgres(pool) => sqlx::query(pg).bind(body).execute(pool).await.map(|r| r.rows_affected()),
-                Backend::Sqlite(pool) => sqlx::query(lite).bind(body).execute(pool).await.map(|r| r.rows_affected()),
+    /// Writes the seed in one transaction: a failure leaves the database as it was.
+    async fn write_seed(&self, reset: bool, tables: &[(&'static str, &[Value])]) -> anyhow::Result<Vec<u64>> {
+        let postgres = self.kind() == super::BackendKind::Postgres;
+        let mut counts = Vec::with_capacity(tables.len());
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if reset {
+                for sql in RESET {
+                    self.count_statement();
+                    sqlx::query(*sql).execute(&mut *tx).await.context("resetting the database")?;
+                }
             }
-            .with_context(|| format!("seeding {table}"))?;
-            inserted += done;
-        }
-        Ok(inserted)
-    }
-
-    /// Deletes every application row, children first.
-    async fn reset(&self) -> anyhow::Result<()> {
-        const TABLES: &[&str] = &[
-            "DELETE FROM payments",
-            "DELETE FROM order_items",
-            "DELETE FROM orders",
-            "DELETE FROM cart_items",
-            "DELETE FROM carts",
-            "DELETE FROM inventory_adjustments",
-            "DELETE FROM inventory",
-            "DELETE FROM products",
-            "DELETE FROM customers",
-            "DELETE FROM vendors",
-        ];
-        for sql in TABLES {
-            self.count_statement();
-            match &self.backend {
-                Backend::Postgres(pool) => sqlx::query(*sql).execute(pool).await.map(|_| ()),
-                Backend::Sqlite(pool) => sqlx::query(*sql).execute(pool).await.map(|_| ()),
+            for (table, rows) in tables {
+                let (pg, lite) = bulk_sql(table);
+                let mut inserted = 0;
+                for chunk in rows.chunks(BATCH) {
+                    self.count_statement();
+                    let done = sqlx::query(if postgres { pg } else { lite })
+                        .bind(serde_json::to_string(chunk)?)
+                        .execute(&mut *tx)
+                        .await
+                        .with_context(|| format!("seeding {table}"))?;
+                    inserted += done.rows_affected();
+                }
+                counts.push(inserted);
             }
-            .context("resetting the database")?;
-        }
-        Ok(())
-    }
-
-    /// After inserting explicit ids, moves PostgreSQL's identity sequences past them
-    /// (SQLite's rowid picks max + 1 by itself).
-    async fn reset_sequences(&self) -> anyhow::Result<()> {
-        if let Backend::Postgres(pool) = &self.backend {
-            for table in ["vendors", "products", "customers", "orders", "order_items"] {
-                let sql = format!(
-                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
-                );
-                self.count_statement();
-                // Safe: `table` comes from the fixed list above.
-                sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.context("resetting sequences")?;
+            if postgres {
+                // Explicit ids were inserted: move the identity sequences past them.
+                for sql in PG_SEQUENCES {
+                    self.count_statement();
+                    sqlx::query(*sql).execute(&mut *tx).await.context("resetting sequences")?;
+                }
             }
-        }
-        Ok(())
+            tx.commit().await?;
+        });
+        Ok(counts)
     }
 }
 

@@ -4,7 +4,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, first_error_code, on_both_backends};
 
-on_both_backends!(health_and_readiness);
+on_both_backends!(
+    health_and_readiness,
+    malformed_and_misdeclared_bodies_get_4xx_with_codes,
+    request_errors_follow_the_accepted_media_type,
+    get_runs_queries_and_refuses_mutations,
+    browsers_get_graphiql_with_pinned_assets,
+    request_ids_are_returned_and_accepted,
+);
 
 const QUERY: &str = "{ products(first: 2) { edges { node { name } } } }";
 
@@ -20,12 +27,6 @@ async fn health_and_readiness(app: TestApp) {
     assert_eq!(r.status(), 503, "not ready without a database");
 }
 
-async fn app() -> TestApp {
-    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
-    app.seed(5, 2).await;
-    app
-}
-
 async fn post_raw(app: &TestApp, content_type: &str, accept: Option<&str>, body: &str) -> (u16, String, Value) {
     let mut req = app.client.post(format!("{}/graphql", app.address)).header("content-type", content_type);
     if let Some(accept) = accept {
@@ -38,9 +39,8 @@ async fn post_raw(app: &TestApp, content_type: &str, accept: Option<&str>, body:
     (status, ct, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
 }
 
-#[tokio::test]
-async fn malformed_and_misdeclared_bodies_get_4xx_with_codes() {
-    let app = app().await;
+async fn malformed_and_misdeclared_bodies_get_4xx_with_codes(app: TestApp) {
+    app.seed(5, 2).await;
     let (status, _, body) = post_raw(&app, "application/json", None, "{\"query\": ").await;
     assert_eq!((status, first_error_code(&body)), (400, "BAD_REQUEST"));
     let (status, _, body) = post_raw(&app, "text/plain", None, &json!({ "query": QUERY }).to_string()).await;
@@ -65,9 +65,8 @@ async fn malformed_and_misdeclared_bodies_get_4xx_with_codes() {
     assert_eq!(body["data"]["products"]["edges"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn request_errors_follow_the_accepted_media_type() {
-    let app = app().await;
+async fn request_errors_follow_the_accepted_media_type(app: TestApp) {
+    app.seed(5, 2).await;
     let unknown_field = json!({ "query": "{ products(first: 1) { edges { node { nmae } } } }" }).to_string();
     // Legacy application/json: 200 with errors.
     let (status, ct, body) = post_raw(&app, "application/json", Some("application/json"), &unknown_field).await;
@@ -104,9 +103,8 @@ async fn body_message(app: &TestApp, query: &str) -> String {
     body["errors"][0]["message"].as_str().unwrap_or_default().to_string()
 }
 
-#[tokio::test]
-async fn get_runs_queries_and_refuses_mutations() {
-    let app = app().await;
+async fn get_runs_queries_and_refuses_mutations(app: TestApp) {
+    app.seed(5, 2).await;
     let r = app.client.get(format!("{}/graphql", app.address)).query(&[("query", QUERY)]).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
@@ -136,9 +134,8 @@ async fn get_runs_queries_and_refuses_mutations() {
     assert_eq!(first_error_code(&body), "METHOD_NOT_ALLOWED");
 }
 
-#[tokio::test]
-async fn browsers_get_graphiql_with_pinned_assets() {
-    let app = app().await;
+async fn browsers_get_graphiql_with_pinned_assets(app: TestApp) {
+    app.seed(5, 2).await;
     let r = app.client.get(format!("{}/graphql", app.address)).header("accept", "text/html").send().await.unwrap();
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
@@ -164,9 +161,8 @@ async fn browsers_get_graphiql_with_pinned_assets() {
     }
 }
 
-#[tokio::test]
-async fn request_ids_are_returned_and_accepted() {
-    let app = app().await;
+async fn request_ids_are_returned_and_accepted(app: TestApp) {
+    app.seed(5, 2).await;
     let r = app.client.post(format!("{}/graphql", app.address)).json(&json!({ "query": QUERY })).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 36, "a generated UUID: {id}");

@@ -1,0 +1,9 @@
+//! Identity: JWT verification (HS256 or a JWKS), the caller's roles, and field guards.
+
+pub mod guard;
+pub mod identity;
+pub mod jwt;
+
+pub use guard::{RoleGuard, caller, require_identity};
+pub use identity::{Caller, Identity, Role};
+pub use jwt::Verifier;
