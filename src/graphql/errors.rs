@@ -10,6 +10,7 @@
 //! | `GRAPHQL_VALIDATION_FAILED` | unknown field or argument, wrong argument type, bad variables, ... |
 //! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` |
 //! | `MAX_COMPLEXITY_EXCEEDED` | static complexity above `limits.max_complexity` |
+//! | `INTROSPECTION_DISABLED` | `__schema`/`__type` by a caller the introspection policy excludes |
 //! | `BAD_USER_INPUT` | an argument value the engine could not coerce while executing |
 //! | `INTERNAL_SERVER_ERROR` | any other engine error without a code (a bug on our side; masked) |
 
@@ -41,6 +42,27 @@ pub fn with_code(mut err: ServerError, code: &str) -> ServerError {
     err
 }
 
+/// Request data marking a caller who may not introspect the schema.
+pub struct IntrospectionDenied;
+
+/// Whether any operation selects `__schema` or `__type` at its root (directly, through inline
+/// fragments or through named fragments).
+fn asks_for_introspection(document: &ExecutableDocument) -> bool {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn visit(set: &SelectionSet, document: &ExecutableDocument, depth: usize) -> bool {
+        depth < 32
+            && set.items.iter().any(|item| match &item.node {
+                Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+                Selection::InlineFragment(f) => visit(&f.node.selection_set.node, document, depth + 1),
+                Selection::FragmentSpread(s) => document
+                    .fragments
+                    .get(&s.node.fragment_name.node)
+                    .is_some_and(|f| visit(&f.node.selection_set.node, document, depth + 1)),
+            })
+    }
+    document.operations.iter().any(|(_, op)| visit(&op.node.selection_set.node, document, 0))
+}
+
 /// Replaces an uncoded engine error with the masked internal error, logged once.
 fn mask(e: ServerError) -> ServerError {
     let correlation_id = uuid::Uuid::new_v4().to_string();
@@ -62,7 +84,12 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))
+        let document = next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))?;
+        if ctx.data_opt::<IntrospectionDenied>().is_some() && asks_for_introspection(&document) {
+            let err = ServerError::new("introspection is disabled for this caller", None);
+            return Err(with_code(err, "INTROSPECTION_DISABLED"));
+        }
+        Ok(document)
     }
 
     async fn validation(

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::config::IntrospectionPolicy;
+use crate::graphql::errors::IntrospectionDenied;
 use crate::graphql::loaders::Loaders;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
@@ -237,7 +238,7 @@ pub fn prepare(state: &AppState, request: async_graphql::Request, caller: Caller
         IntrospectionPolicy::Admins => caller.is_admin(),
         IntrospectionPolicy::Nobody => false,
     };
-    let request = if introspection { request } else { request.disable_introspection() };
+    let request = if introspection { request } else { request.disable_introspection().data(IntrospectionDenied) };
     request.data(Loaders::new(&state.store)).data(caller)
 }
 

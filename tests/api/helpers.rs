@@ -57,6 +57,20 @@ impl TestApp {
         body
     }
 
+    /// POSTs a GraphQL request with `Authorization: Bearer <token>`.
+    pub async fn graphql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("JSON body")
+    }
+
     /// POSTs any JSON body to /graphql.
     pub async fn post_json(&self, body: &Value) -> (u16, Value) {
         let response = self.client.post(format!("{}/graphql", self.address)).json(body).send().await.expect("request");
@@ -126,8 +140,18 @@ fn init_logs() {
     });
 }
 
+/// A development token (HS256, the default development secret) for `sub` with `roles`.
+pub fn token(sub: &str, roles: &[securecart::auth::Role], vendor: Option<&str>) -> String {
+    securecart::auth::jwt::issue_dev_token(&Default::default(), sub, roles, vendor, Duration::from_secs(600)).unwrap()
+}
+
 /// Starts the server on a fresh database; `None` when PostgreSQL is asked for but not configured.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings adjusted by `configure` before the server is built.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Option<TestApp> {
     init_logs();
     let (url, db) = match backend {
         Backend::Sqlite => {
@@ -152,6 +176,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     settings.database.max_connections = 5;
     settings.database.demo_seed = Some(false);
     settings.playground.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground");
+    configure(&mut settings);
     let app = App::build(settings).await.expect("building the app");
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();

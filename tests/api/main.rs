@@ -7,4 +7,7 @@ mod helpers;
 
 mod catalog;
 mod http;
+mod identity;
+mod ownership;
 mod schema;
+mod websocket;

@@ -1,0 +1,105 @@
+//! GraphQL over WebSocket: both protocols, the token in `connection_init`, and refusals.
+
+use futures::{SinkExt, StreamExt};
+use securecart::auth::Role;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::helpers::{TestApp, on_both_backends, token};
+
+on_both_backends!(transport_ws_accepts_a_valid_token, transport_ws_refuses_a_bad_token_with_4403, legacy_ws_protocol);
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(app: &TestApp, protocol: &str) -> Ws {
+    let url = app.address.replace("http://", "ws://") + "/graphql/ws";
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+    ws
+}
+
+async fn send(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into())).await.unwrap();
+}
+
+/// The next protocol message, skipping keep-alives; `Err(code)` when the server closes.
+async fn next(ws: &mut Ws) -> Result<Value, u16> {
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the stream is open")
+            .expect("no transport error");
+        match message {
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "ka" && value["type"] != "ping" {
+                    return Ok(value);
+                }
+            }
+            Message::Close(frame) => return Err(frame.map(|f| u16::from(f.code)).unwrap_or(0)),
+            _ => {}
+        }
+    }
+}
+
+async fn transport_ws_accepts_a_valid_token(app: TestApp) {
+    app.seed(3, 1).await;
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    let tok = token("alice", &[Role::Customer], None);
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {tok}") } })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    let query = "{ me { subject } products(first: 2) { edges { node { name } } } }";
+    send(&mut ws, json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["type"], "next", "{message}");
+    assert_eq!(message["payload"]["data"]["me"]["subject"], "alice");
+    assert_eq!(message["payload"]["data"]["products"]["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "complete");
+
+    // Without a token the connection is anonymous: public data yes, `me` no.
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": {} })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, json!({ "id": "a", "type": "subscribe", "payload": { "query": "{ me { subject } }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{message}");
+}
+
+async fn transport_ws_refuses_a_bad_token_with_4403(app: TestApp) {
+    for bad in ["Bearer not.a.jwt", "Bearer ", "Token abc"] {
+        let mut ws = connect(&app, "graphql-transport-ws").await;
+        send(&mut ws, json!({ "type": "connection_init", "payload": { "authorization": bad } })).await;
+        assert_eq!(next(&mut ws).await, Err(4403), "{bad}");
+    }
+    let expired = {
+        let claims = json!({ "sub": "alice", "roles": ["customer"], "exp": chrono::Utc::now().timestamp() - 3600 });
+        let key = jsonwebtoken::EncodingKey::from_secret(securecart::config::DEV_JWT_SECRET.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    };
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {expired}") } }))
+        .await;
+    assert_eq!(next(&mut ws).await, Err(4403));
+}
+
+async fn legacy_ws_protocol(app: TestApp) {
+    app.seed(3, 1).await;
+    let mut ws = connect(&app, "graphql-ws").await;
+    let tok = token("bob", &[Role::Customer], None);
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {tok}") } })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, json!({ "id": "1", "type": "start", "payload": { "query": "{ me { subject } }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["type"], "data", "{message}");
+    assert_eq!(message["payload"]["data"]["me"]["subject"], "bob");
+
+    let mut ws = connect(&app, "graphql-ws").await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "authorization": "Bearer forged" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["type"], "connection_error", "{message}");
+    assert!(message["payload"]["message"].as_str().unwrap().contains("malformed token"), "{message}");
+}
