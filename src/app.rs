@@ -9,10 +9,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::graphql::build_schema;
 use crate::http::playground::Playground;
 use crate::http::{AppState, router};
+use crate::payments::PaymentGateway;
 use crate::store::Store;
 use crate::store::seed::SeedSize;
 
@@ -21,6 +23,7 @@ pub struct App {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    bus: EventBus,
 }
 
 impl App {
@@ -44,12 +47,22 @@ impl App {
         let playground =
             if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
         let verifier = Verifier::new(&settings.auth).await?;
-        let schema = build_schema(store.clone(), settings.clone());
+        let bus = EventBus::in_process();
+        let payments = PaymentGateway::new(
+            settings.payment.url.as_deref(),
+            std::time::Duration::from_millis(settings.payment.timeout_ms),
+        )?;
+        if settings.payment.url.is_none() {
+            tracing::warn!(
+                "SECURECART_PAYMENT_URL is unset: using the built-in fake payment gateway (tok_visa approves)"
+            );
+        }
+        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let state = AppState { settings, store: store.clone(), schema, playground, verifier };
-        Ok(Self { listener, router: router(state), store })
+        Ok(Self { listener, router: router(state), store, bus })
     }
 
     /// The address the server listens on.
@@ -65,6 +78,11 @@ impl App {
     /// The store the server uses (tests read its statement count).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The event bus the server publishes to (tests subscribe to it).
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests and closes the pool.

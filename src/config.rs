@@ -46,6 +46,8 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Identity: JWT verification and role mapping.
     pub auth: AuthSettings,
+    /// The payment gateway.
+    pub payment: PaymentSettings,
     /// Operation limits and pagination.
     pub limits: LimitSettings,
     /// The GraphiQL playground.
@@ -107,6 +109,24 @@ impl DatabaseSettings {
 pub struct RedisSettings {
     /// `REDIS_URL`: when set, events fan out through Redis pub/sub; unset means an in-process bus.
     pub url: Option<String>,
+}
+
+/// The payment gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// `SECURECART_PAYMENT_URL`: the gateway's base URL; unset means the built-in development
+    /// fake (refused in production).
+    pub url: Option<String>,
+    /// `SECURECART_PAYMENT_TIMEOUT_MS`: how long a charge may take before the checkout is
+    /// abandoned (default 5000).
+    pub timeout_ms: u64,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self { url: None, timeout_ms: 5000 }
+    }
 }
 
 /// Who may run introspection queries (`__schema`, `__type`).
@@ -313,6 +333,12 @@ impl Settings {
         if let Some(v) = env("REDIS_URL") {
             self.redis.url = Some(v);
         }
+        if let Some(v) = env("SECURECART_PAYMENT_URL") {
+            self.payment.url = Some(v);
+        }
+        if let Some(v) = env("SECURECART_PAYMENT_TIMEOUT_MS") {
+            self.payment.timeout_ms = parsed("SECURECART_PAYMENT_TIMEOUT_MS", v)?;
+        }
         if let Some(v) = env("SECURECART_JWT_SECRET") {
             self.auth.jwt_secret = Some(v);
         }
@@ -393,6 +419,9 @@ impl Settings {
         if auth.jwks_url.is_some() && auth.jwks_file.is_some() {
             bail!("configure SECURECART_JWKS_URL or SECURECART_JWKS_FILE, not both");
         }
+        if self.environment.is_production() && self.payment.url.is_none() {
+            bail!("production needs SECURECART_PAYMENT_URL; the built-in fake payment gateway is for development only");
+        }
         if self.environment.is_production() {
             let has_jwks = auth.jwks_url.is_some() || auth.jwks_file.is_some();
             match auth.jwt_secret.as_deref() {
@@ -466,7 +495,8 @@ mod tests {
     #[test]
     fn production_turns_conveniences_off() {
         let secret = ("SECURECART_JWT_SECRET", "0123456789abcdef0123456789abcdef");
-        let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y"), secret]).unwrap();
+        let pay = ("SECURECART_PAYMENT_URL", "https://payments.example");
+        let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y"), secret, pay]).unwrap();
         assert!(!s.auto_migrate() && !s.demo_seed() && !s.playground_enabled());
         assert_eq!(s.introspection(), IntrospectionPolicy::Admins);
     }
@@ -475,12 +505,15 @@ mod tests {
     fn production_refuses_to_start_without_real_keys() {
         let prod = ("SECURECART_ENV", "production");
         let err = load(&[prod]).unwrap_err().to_string();
+        assert!(err.contains("SECURECART_PAYMENT_URL"), "{err}");
+        let pay = ("SECURECART_PAYMENT_URL", "https://payments.example");
+        let err = load(&[prod, pay]).unwrap_err().to_string();
         assert!(err.contains("SECURECART_JWT_SECRET"), "{err}");
-        let err = load(&[prod, ("SECURECART_JWT_SECRET", DEV_JWT_SECRET)]).unwrap_err().to_string();
+        let err = load(&[prod, pay, ("SECURECART_JWT_SECRET", DEV_JWT_SECRET)]).unwrap_err().to_string();
         assert!(err.contains("development JWT secret"), "{err}");
-        let err = load(&[prod, ("SECURECART_JWT_SECRET", "short")]).unwrap_err().to_string();
+        let err = load(&[prod, pay, ("SECURECART_JWT_SECRET", "short")]).unwrap_err().to_string();
         assert!(err.contains("32 bytes"), "{err}");
-        assert!(load(&[prod, ("SECURECART_JWKS_URL", "https://idp.example/jwks.json")]).is_ok());
+        assert!(load(&[prod, pay, ("SECURECART_JWKS_URL", "https://idp.example/jwks.json")]).is_ok());
         let both = [("SECURECART_JWT_SECRET", "x"), ("SECURECART_JWKS_URL", "https://idp.example/jwks.json")];
         assert!(load(&both).is_err());
     }

@@ -2,6 +2,7 @@
 
 pub mod id;
 pub mod money;
+pub mod order;
 pub mod product;
 
 pub use id::{GlobalId, NodeKind};

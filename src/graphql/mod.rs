@@ -2,10 +2,12 @@
 
 pub mod account;
 pub mod catalog;
+pub mod commerce;
 pub mod connection;
 pub mod errors;
 pub mod loaders;
 pub mod orders;
 pub mod schema;
+pub mod vendors;
 
 pub use schema::{AppSchema, build_schema, sdl};

@@ -59,7 +59,7 @@ pub struct Order {
 }
 
 impl Order {
-    fn new(record: OrderRecord, scope: OrderScope) -> Self {
+    pub(crate) fn new(record: OrderRecord, scope: OrderScope) -> Self {
         let vendor_view = match scope {
             OrderScope::Vendor(v) => Some(v),
             _ => None,

@@ -2,28 +2,36 @@
 
 use std::sync::Arc;
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
 use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
+use super::commerce::{CartQuery, CommerceMutation};
 use super::errors::ErrorCodes;
 use super::orders::OrderQuery;
+use super::vendors::VendorMutation;
+use crate::bus::EventBus;
 use crate::config::Settings;
+use crate::payments::PaymentGateway;
 use crate::store::Store;
 
 /// The query root: every domain module contributes its fields.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CatalogQuery, AccountQuery, OrderQuery);
+pub struct QueryRoot(CatalogQuery, AccountQuery, CartQuery, OrderQuery);
+
+/// The mutation root.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(CommerceMutation, VendorMutation);
 
 /// The executable schema.
-pub type AppSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-fn builder() -> SchemaBuilder<QueryRoot, EmptyMutation, EmptySubscription> {
-    Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
 }
 
 /// Builds the schema the server runs, with its limits and data.
-pub fn build_schema(store: Store, settings: Arc<Settings>) -> AppSchema {
+pub fn build_schema(store: Store, settings: Arc<Settings>, bus: EventBus, payments: PaymentGateway) -> AppSchema {
     let limits = &settings.limits;
     let mut builder =
         builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity).extension(ErrorCodes);
@@ -31,7 +39,7 @@ pub fn build_schema(store: Store, settings: Arc<Settings>) -> AppSchema {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();
     }
-    builder.data(store).data(settings).finish()
+    builder.data(store).data(settings).data(bus).data(payments).finish()
 }
 
 /// The SDL clients code against; `schema/schema.graphql` must equal it (a test checks).

@@ -40,11 +40,29 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// Like `on_both_backends!` for tests that build their own app: `async fn a(backend: Backend)`.
+macro_rules! for_each_backend {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$test($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+pub(crate) use for_each_backend;
+
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Store,
+    pub bus: securecart::bus::EventBus,
     shutdown: Option<oneshot::Sender<()>>,
     _db: TestDb,
 }
@@ -180,12 +198,13 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let app = App::build(settings).await.expect("building the app");
     let address = format!("http://{}", app.local_addr());
     let store = app.store().clone();
+    let bus = app.bus().clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Some(TestApp { address, client, store, shutdown: Some(tx), _db: db })
+    Some(TestApp { address, client, store, bus, shutdown: Some(tx), _db: db })
 }
 
 fn with_database(url: &str, name: &str) -> String {

@@ -6,6 +6,8 @@
 mod helpers;
 
 mod catalog;
+mod commerce;
+mod gateway;
 mod http;
 mod identity;
 mod ownership;
