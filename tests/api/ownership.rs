@@ -162,3 +162,70 @@ async fn ownership_matrix(app: TestApp) {
     let body = app.graphql_as(&nobody, ORDER, json!({ "id": all.orders[0]["id"] })).await;
     assert_eq!(first_error_code(&body), "FORBIDDEN");
 }
+
+on_both_backends!(every_mutation_checks_the_role);
+
+/// The guard half of the matrix: every mutation, every kind of caller. (Ownership within a role
+/// — another customer's order, another vendor's product — is covered in `commerce`.)
+async fn every_mutation_checks_the_role(app: TestApp) {
+    app.seed(4, 2).await;
+    let product = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, 1).encode();
+    let order = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Order, 1).encode();
+    let address = json!({ "name": "A", "line1": "1 Road", "city": "Oslo", "postalCode": "0150", "country": "NO" });
+    // (mutation, variables, roles allowed besides admin)
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        ("mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
+        ("mutation($p: ID!) { updateCartItem(productId: $p, quantity: 2) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
+        ("mutation($p: ID!) { removeCartItem(productId: $p) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
+        ("mutation { clearCart { userErrors { code } } }", json!({}), &["customer"]),
+        (
+            "mutation($a: ShippingAddressInput!) { checkout(input: { idempotencyKey: \"k\", paymentToken: \"tok_visa\", shippingAddress: $a }) { userErrors { code } } }",
+            json!({ "a": address }),
+            &["customer"],
+        ),
+        ("mutation($o: ID!) { cancelOrder(id: $o) { userErrors { code } } }", json!({ "o": order }), &["customer"]),
+        ("mutation($o: ID!) { fulfillOrder(id: $o) { userErrors { code } } }", json!({ "o": order }), &["vendor"]),
+        (
+            "mutation { createProduct(input: { sku: \"MX-1\", name: \"X\", price: { amount: \"1\", currencyCode: \"USD\" } }) { userErrors { code } } }",
+            json!({}),
+            &["vendor"],
+        ),
+        ("mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Y\" }) { userErrors { code } } }", json!({ "p": product }), &["vendor"]),
+        ("mutation($p: ID!) { archiveProduct(id: $p) { userErrors { code } } }", json!({ "p": product }), &["vendor"]),
+        (
+            "mutation($p: ID!) { setInventory(productId: $p, quantity: 1, compareQuantity: 0) { userErrors { code } } }",
+            json!({ "p": product }),
+            &["vendor"],
+        ),
+        (
+            "mutation($p: ID!) { adjustInventory(productId: $p, delta: 1, idempotencyKey: \"k\") { userErrors { code } } }",
+            json!({ "p": product }),
+            &["vendor"],
+        ),
+        ("mutation { createVendor(input: { name: \"Z Co\" }) { userErrors { code } } }", json!({}), &[]),
+        ("{ cart { totalQuantity } }", json!({}), &["customer"]),
+        ("{ orders { totalCount } }", json!({}), &["customer", "vendor"]),
+        ("{ me { subject } }", json!({}), &["customer", "vendor", "none"]),
+    ];
+    let callers = [
+        ("customer", token("alice", &[Role::Customer], None)),
+        ("vendor", token("vendor-1", &[Role::Vendor], None)),
+        ("none", token("mallory", &[], None)),
+    ];
+    for (query, vars, allowed) in &cases {
+        let body = app.graphql(query, vars.clone()).await;
+        assert_eq!(first_error_code(&body), "UNAUTHENTICATED", "anonymous: {query}");
+        for (role, tok) in &callers {
+            let body = app.graphql_as(tok, query, vars.clone()).await;
+            let code = body["errors"][0]["extensions"]["code"].as_str();
+            if allowed.contains(role) {
+                assert!(!matches!(code, Some("FORBIDDEN" | "UNAUTHENTICATED")), "{role} may: {query}: {body}");
+            } else {
+                assert_eq!(code, Some("FORBIDDEN"), "{role} may not: {query}: {body}");
+            }
+        }
+        let body = app.graphql_as(&token("root", &[Role::Admin], None), query, vars.clone()).await;
+        let code = body["errors"][0]["extensions"]["code"].as_str();
+        assert!(!matches!(code, Some("FORBIDDEN" | "UNAUTHENTICATED")), "admin may: {query}: {body}");
+    }
+}
