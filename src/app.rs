@@ -24,6 +24,7 @@ pub struct App {
     router: axum::Router,
     store: Store,
     bus: EventBus,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -47,7 +48,11 @@ impl App {
         let playground =
             if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
         let verifier = Verifier::new(&settings.auth).await?;
-        let bus = EventBus::in_process();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let bus = match &settings.redis.url {
+            Some(url) => EventBus::redis(url, &settings.redis.channel)?,
+            None => EventBus::in_process(),
+        };
         let payments = PaymentGateway::new(
             settings.payment.url.as_deref(),
             std::time::Duration::from_millis(settings.payment.timeout_ms),
@@ -61,8 +66,17 @@ impl App {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
-        let state = AppState { settings, store: store.clone(), schema, playground, verifier };
-        Ok(Self { listener, router: router(state), store, bus })
+        let state = AppState {
+            settings,
+            store: store.clone(),
+            schema,
+            playground,
+            verifier,
+            bus: bus.clone(),
+            websockets: Default::default(),
+            shutdown: shutdown_rx,
+        };
+        Ok(Self { listener, router: router(state), store, bus, shutdown_tx })
     }
 
     /// The address the server listens on.
@@ -88,7 +102,14 @@ impl App {
     /// Serves until `shutdown` completes, then finishes in-flight requests and closes the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await.context("serving")?;
+        let tx = self.shutdown_tx;
+        let signal = async move {
+            shutdown.await;
+            // WebSockets never end by themselves: tell them to close (1001) so the graceful
+            // shutdown can finish.
+            let _ = tx.send(true);
+        };
+        axum::serve(self.listener, service).with_graceful_shutdown(signal).await.context("serving")?;
         self.store.close().await;
         Ok(())
     }

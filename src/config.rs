@@ -44,6 +44,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Redis, used for the event bus when configured.
     pub redis: RedisSettings,
+    /// WebSocket limits.
+    pub websocket: WebSocketSettings,
     /// Identity: JWT verification and role mapping.
     pub auth: AuthSettings,
     /// The payment gateway.
@@ -104,11 +106,40 @@ impl DatabaseSettings {
 }
 
 /// Redis.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
     /// `REDIS_URL`: when set, events fan out through Redis pub/sub; unset means an in-process bus.
     pub url: Option<String>,
+    /// `SECURECART_REDIS_CHANNEL`: the pub/sub channel (default `securecart:events`); replicas
+    /// of one deployment share it.
+    pub channel: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: None, channel: "securecart:events".into() }
+    }
+}
+
+/// WebSocket limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketSettings {
+    /// `SECURECART_WS_MAX_CONNECTIONS`: open WebSocket connections per process (default 10000);
+    /// more are refused with 503 before the upgrade.
+    pub max_connections: usize,
+    /// `SECURECART_WS_MAX_SUBSCRIPTIONS`: operations at once per connection (default 100); more
+    /// get `TOO_MANY_SUBSCRIPTIONS`.
+    pub max_subscriptions: usize,
+    /// `SECURECART_WS_PING_SECS`: how often the server pings each connection (default 30).
+    pub ping_secs: u64,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self { max_connections: 10_000, max_subscriptions: 100, ping_secs: 30 }
+    }
 }
 
 /// The payment gateway.
@@ -332,6 +363,18 @@ impl Settings {
         }
         if let Some(v) = env("REDIS_URL") {
             self.redis.url = Some(v);
+        }
+        if let Some(v) = env("SECURECART_REDIS_CHANNEL") {
+            self.redis.channel = v;
+        }
+        if let Some(v) = env("SECURECART_WS_MAX_CONNECTIONS") {
+            self.websocket.max_connections = parsed("SECURECART_WS_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("SECURECART_WS_MAX_SUBSCRIPTIONS") {
+            self.websocket.max_subscriptions = parsed("SECURECART_WS_MAX_SUBSCRIPTIONS", v)?;
+        }
+        if let Some(v) = env("SECURECART_WS_PING_SECS") {
+            self.websocket.ping_secs = parsed("SECURECART_WS_PING_SECS", v)?;
         }
         if let Some(v) = env("SECURECART_PAYMENT_URL") {
             self.payment.url = Some(v);

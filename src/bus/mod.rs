@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+pub mod redis;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -53,10 +55,33 @@ pub enum Event {
 /// Events a subscriber can fall behind by before it loses the oldest ones.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 
+/// How the bus is doing, for `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusHealth {
+    /// In-process only: always fine.
+    InProcess,
+    /// Redis connected and subscribed.
+    Connected,
+    /// Redis unreachable: local events still flow, other replicas' do not.
+    Degraded,
+}
+
+impl BusHealth {
+    /// The name `/readyz` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProcess => "in-process",
+            Self::Connected => "ok",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
 /// Publishes events and hands out subscriptions.
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<Event>>,
+    redis: Option<redis::RedisLink>,
 }
 
 impl Default for EventBus {
@@ -69,13 +94,34 @@ impl EventBus {
     /// A bus inside this process only.
     pub fn in_process() -> Self {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        Self { local }
+        Self { local, redis: None }
     }
 
-    /// Publishes an event. Never fails the caller: the change it reports is already committed.
+    /// A bus fanned out through Redis pub/sub on `channel`.
+    pub fn redis(url: &str, channel: &str) -> anyhow::Result<Self> {
+        let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let redis = redis::RedisLink::start(url, channel, local.clone())?;
+        Ok(Self { local, redis: Some(redis) })
+    }
+
+    /// Publishes an event. Never fails or waits for the caller: the change it reports is
+    /// already committed.
     pub async fn publish(&self, event: Event) {
-        // No subscriber is not an error.
-        let _ = self.local.send(Arc::new(event));
+        let event = Arc::new(event);
+        // No local subscriber is not an error.
+        let _ = self.local.send(event.clone());
+        if let Some(redis) = &self.redis {
+            redis.publish(event);
+        }
+    }
+
+    /// How the bus is doing.
+    pub fn health(&self) -> BusHealth {
+        match &self.redis {
+            None => BusHealth::InProcess,
+            Some(r) if r.healthy() => BusHealth::Connected,
+            Some(_) => BusHealth::Degraded,
+        }
     }
 
     /// A new subscription to every event from now on.

@@ -79,7 +79,7 @@ pub struct Cart {
 }
 
 impl Cart {
-    async fn load(ctx: &Context<'_>, customer_id: i64) -> async_graphql::Result<Self> {
+    pub(crate) async fn load(ctx: &Context<'_>, customer_id: i64) -> async_graphql::Result<Self> {
         let lines = ctx.data::<Store>()?.cart_lines(customer_id).await.gql()?;
         Ok(Self { customer_id, lines })
     }

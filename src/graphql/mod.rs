@@ -8,6 +8,7 @@ pub mod errors;
 pub mod loaders;
 pub mod orders;
 pub mod schema;
+pub mod subscriptions;
 pub mod vendors;
 
 pub use schema::{AppSchema, build_schema, sdl};

@@ -30,7 +30,7 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
-    fn parse(s: &str) -> Self {
+    pub(crate) fn parse(s: &str) -> Self {
         match s {
             "PAID" => Self::Paid,
             "FULFILLED" => Self::Fulfilled,

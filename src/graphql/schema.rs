@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{MergedObject, Schema, SchemaBuilder};
 
 use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::commerce::{CartQuery, CommerceMutation};
 use super::errors::ErrorCodes;
 use super::orders::OrderQuery;
+use super::subscriptions::SubscriptionRoot;
 use super::vendors::VendorMutation;
 use crate::bus::EventBus;
 use crate::config::Settings;
@@ -24,10 +25,10 @@ pub struct QueryRoot(CatalogQuery, AccountQuery, CartQuery, OrderQuery);
 pub struct MutationRoot(CommerceMutation, VendorMutation);
 
 /// The executable schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot)
 }
 
 /// Builds the schema the server runs, with its limits and data.

@@ -13,7 +13,9 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: 200 when the database answers within two seconds, 503 otherwise.
+/// Readiness: 200 when the database answers within two seconds, 503 otherwise. The event bus
+/// is reported (`ok`, `in-process` or `degraded`) but does not fail readiness: without Redis
+/// queries and mutations still work, and only other replicas' events are missing.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let database = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
     let (status, database) = match database {
@@ -26,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let body = json!({
         "status": if status.is_success() { "ready" } else { "unavailable" },
-        "checks": { "database": database },
+        "checks": { "database": database, "bus": state.bus.health().as_str() },
     });
     (status, Json(body))
 }

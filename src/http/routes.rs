@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 use super::playground::Playground;
 use super::{graphql, health, playground, websocket};
 use crate::auth::Verifier;
+use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::graphql::AppSchema;
 use crate::store::Store;
@@ -32,6 +33,12 @@ pub struct AppState {
     pub playground: Option<Playground>,
     /// Verifies bearer tokens.
     pub verifier: Verifier,
+    /// The event bus (for health).
+    pub bus: EventBus,
+    /// Open WebSocket connections.
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// Becomes `true` when the server starts shutting down (WebSockets close with 1001).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -5,15 +5,22 @@
 //! `Bearer <token>`). No token: an anonymous connection (public data only). A bad token ends
 //! the connection before any operation: close code 4403 on graphql-transport-ws (as its spec
 //! says for a refused `connection_init`), `connection_error` on the legacy protocol.
+//!
+//! Limits: at most `SECURECART_WS_MAX_CONNECTIONS` connections per process (503
+//! `TOO_MANY_CONNECTIONS` before the upgrade) and `SECURECART_WS_MAX_SUBSCRIPTIONS` operations at
+//! once per connection (an error with `TOO_MANY_SUBSCRIPTIONS` for the one over). The server
+//! sends a WebSocket ping every `SECURECART_WS_PING_SECS`, which keeps proxies from closing idle
+//! connections with either protocol.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_graphql::futures_util::stream::BoxStream;
 use std::str::FromStr;
 
 use async_graphql::http::{WebSocket as GraphqlWebSocket, WebSocketProtocols, WsMessage};
-use async_graphql::{Data, Executor};
+use async_graphql::{Data, Executor, ServerError};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -39,7 +46,27 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Protocol must offer graphql-transport-ws or graphql-ws")
             .into_response();
     };
-    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| serve(state, protocol, socket))
+    // Take a connection slot before upgrading; it is given back when the connection ends.
+    let open = state.websockets.fetch_add(1, Ordering::SeqCst);
+    let slot = Slot(state.websockets.clone());
+    if open >= state.settings.websocket.max_connections {
+        let body = serde_json::json!({ "errors": [{ "message": "too many WebSocket connections; retry later",
+            "extensions": { "code": "TOO_MANY_CONNECTIONS" } }] });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    }
+    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+        serve(state, protocol, socket).await;
+        drop(slot);
+    })
+}
+
+/// Gives a counted slot back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Applies the per-request policy (caller, loaders, introspection) to each operation of a
@@ -47,6 +74,8 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
 #[derive(Clone)]
 struct SessionExecutor {
     state: AppState,
+    /// Operations running on this connection.
+    active: Arc<AtomicUsize>,
 }
 
 impl Executor for SessionExecutor {
@@ -65,9 +94,23 @@ impl Executor for SessionExecutor {
             .and_then(|c| c.downcast_ref::<Caller>())
             .cloned()
             .unwrap_or(Caller::Anonymous);
+        let max = self.state.settings.websocket.max_subscriptions;
+        if self.active.fetch_add(1, Ordering::SeqCst) >= max {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            let mut error = ServerError::new(format!("at most {max} operations at once per connection"), None);
+            error.extensions.get_or_insert_with(Default::default).set("code", "TOO_MANY_SUBSCRIPTIONS");
+            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
+        }
+        let slot = Slot(self.active.clone());
         let request = prepare(&self.state, request, caller);
         let schema: &AppSchema = &self.state.schema;
-        schema.execute_stream_with_session_data(request, session_data.unwrap_or_default())
+        schema
+            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+            .map(move |response| {
+                let _held = &slot;
+                response
+            })
+            .boxed()
     }
 }
 
@@ -81,7 +124,9 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket)
         })
     });
     let init_state = state.clone();
-    let executor = SessionExecutor { state };
+    let ping_every = Duration::from_secs(state.settings.websocket.ping_secs.max(1));
+    let mut shutdown = state.shutdown.clone();
+    let executor = SessionExecutor { state, active: Arc::default() };
     let output = GraphqlWebSocket::new(executor, input, protocol)
         .on_connection_init(move |payload| async move {
             let authorization = payload
@@ -98,7 +143,25 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket)
         })
         .keepalive_timeout(Duration::from_secs(60));
     futures::pin_mut!(output);
-    while let Some(message) = output.next().await {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    loop {
+        let message = tokio::select! {
+            message = output.next() => match message {
+                Some(message) => message,
+                None => break,
+            },
+            _ = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
+                let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
         let message = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Close(code, reason) => {

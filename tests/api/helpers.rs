@@ -63,6 +63,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub bus: securecart::bus::EventBus,
+    /// The database the server uses (other processes may share it).
+    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     _db: TestDb,
 }
@@ -190,7 +192,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     };
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
-    settings.database.url = Some(url);
+    settings.database.url = Some(url.clone());
     settings.database.max_connections = 5;
     settings.database.demo_seed = Some(false);
     settings.playground.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground");
@@ -204,7 +206,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Some(TestApp { address, client, store, bus, shutdown: Some(tx), _db: db })
+    Some(TestApp { address, client, store, bus, database_url: url, shutdown: Some(tx), _db: db })
 }
 
 fn with_database(url: &str, name: &str) -> String {

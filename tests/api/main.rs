@@ -11,5 +11,6 @@ mod gateway;
 mod http;
 mod identity;
 mod ownership;
+mod realtime;
 mod schema;
 mod websocket;

@@ -174,9 +174,21 @@ async fn every_mutation_checks_the_role(app: TestApp) {
     let address = json!({ "name": "A", "line1": "1 Road", "city": "Oslo", "postalCode": "0150", "country": "NO" });
     // (mutation, variables, roles allowed besides admin)
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        ("mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
-        ("mutation($p: ID!) { updateCartItem(productId: $p, quantity: 2) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
-        ("mutation($p: ID!) { removeCartItem(productId: $p) { userErrors { code } } }", json!({ "p": product }), &["customer"]),
+        (
+            "mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }",
+            json!({ "p": product }),
+            &["customer"],
+        ),
+        (
+            "mutation($p: ID!) { updateCartItem(productId: $p, quantity: 2) { userErrors { code } } }",
+            json!({ "p": product }),
+            &["customer"],
+        ),
+        (
+            "mutation($p: ID!) { removeCartItem(productId: $p) { userErrors { code } } }",
+            json!({ "p": product }),
+            &["customer"],
+        ),
         ("mutation { clearCart { userErrors { code } } }", json!({}), &["customer"]),
         (
             "mutation($a: ShippingAddressInput!) { checkout(input: { idempotencyKey: \"k\", paymentToken: \"tok_visa\", shippingAddress: $a }) { userErrors { code } } }",
@@ -190,7 +202,11 @@ async fn every_mutation_checks_the_role(app: TestApp) {
             json!({}),
             &["vendor"],
         ),
-        ("mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Y\" }) { userErrors { code } } }", json!({ "p": product }), &["vendor"]),
+        (
+            "mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Y\" }) { userErrors { code } } }",
+            json!({ "p": product }),
+            &["vendor"],
+        ),
         ("mutation($p: ID!) { archiveProduct(id: $p) { userErrors { code } } }", json!({ "p": product }), &["vendor"]),
         (
             "mutation($p: ID!) { setInventory(productId: $p, quantity: 1, compareQuantity: 0) { userErrors { code } } }",

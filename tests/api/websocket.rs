@@ -10,10 +10,15 @@ use crate::helpers::{TestApp, on_both_backends, token};
 
 on_both_backends!(transport_ws_accepts_a_valid_token, transport_ws_refuses_a_bad_token_with_4403, legacy_ws_protocol);
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, protocol: &str) -> Ws {
-    let url = app.address.replace("http://", "ws://") + "/graphql/ws";
+pub async fn connect(app: &TestApp, protocol: &str) -> Ws {
+    connect_to(&app.address, protocol).await
+}
+
+/// Opens a GraphQL WebSocket to a server at `address` (`http://host:port`).
+pub async fn connect_to(address: &str, protocol: &str) -> Ws {
+    let url = address.replace("http://", "ws://") + "/graphql/ws";
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
     let (ws, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
@@ -21,12 +26,12 @@ async fn connect(app: &TestApp, protocol: &str) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, value: Value) {
+pub async fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::Text(value.to_string().into())).await.unwrap();
 }
 
 /// The next protocol message, skipping keep-alives; `Err(code)` when the server closes.
-async fn next(ws: &mut Ws) -> Result<Value, u16> {
+pub async fn next(ws: &mut Ws) -> Result<Value, u16> {
     loop {
         let message = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
             .await

@@ -1,0 +1,329 @@
+//! Issue #5: subscriptions over both WebSocket protocols, their ownership rules, limits, token
+//! expiry, and fan-out through Redis across processes and across a Redis restart.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use securecart::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, first_error_code, on_both_backends, spawn_app_with, token};
+use crate::websocket::{Ws, connect, connect_to, next, send};
+
+on_both_backends!(inventory_events_reach_both_protocols, subscriptions_check_ownership_on_every_event);
+
+const INVENTORY: &str = "subscription { inventoryChanged { productId available delta product { name } } }";
+const ADJUST: &str = "mutation($p: ID!, $d: Int!, $k: String!) { adjustInventory(productId: $p, delta: $d, idempotencyKey: $k) { available userErrors { code } } }";
+
+fn admin() -> String {
+    token("root", &[Role::Admin], None)
+}
+
+fn product(n: i64) -> String {
+    securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, n).encode()
+}
+
+/// Opens a connection, authenticates (when `tok` is given) and starts one operation.
+async fn subscribe_at(address: &str, protocol: &str, tok: Option<&str>, query: &str) -> Ws {
+    let mut ws = connect_to(address, protocol).await;
+    let payload = tok.map(|t| json!({ "Authorization": format!("Bearer {t}") })).unwrap_or(json!({}));
+    send(&mut ws, json!({ "type": "connection_init", "payload": payload })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    let kind = if protocol == "graphql-ws" { "start" } else { "subscribe" };
+    send(&mut ws, json!({ "id": "1", "type": kind, "payload": { "query": query } })).await;
+    ws
+}
+
+async fn subscribe(app: &TestApp, protocol: &str, tok: Option<&str>, query: &str) -> Ws {
+    let ws = subscribe_at(&app.address, protocol, tok, query).await;
+    // The subscription is registered once the server has read the message; give it a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ws
+}
+
+/// The next result payload (`data` or `errors`), within `within`.
+async fn result(ws: &mut Ws, within: Duration) -> Option<Value> {
+    tokio::time::timeout(within, async {
+        loop {
+            let message = next(ws).await.ok()?;
+            match message["type"].as_str() {
+                Some("next" | "data") => return Some(message["payload"].clone()),
+                Some("error") => return Some(json!({ "errors": message["payload"] })),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+async fn inventory_events_reach_both_protocols(app: TestApp) {
+    app.seed(5, 2).await;
+    let mut modern = subscribe(&app, "graphql-transport-ws", None, INVENTORY).await;
+    let mut legacy = subscribe(&app, "graphql-ws", None, INVENTORY).await;
+    let only_2 =
+        format!("subscription {{ inventoryChanged(productIds: [\"{}\"]) {{ productId available }} }}", product(2));
+    let mut filtered = subscribe(&app, "graphql-transport-ws", None, &only_2).await;
+
+    let body = app.graphql_as(&admin(), ADJUST, json!({ "p": product(1), "d": 7, "k": "a" })).await;
+    let now = body["data"]["adjustInventory"]["available"].as_i64().unwrap_or_else(|| panic!("{body}"));
+    for ws in [&mut modern, &mut legacy] {
+        let event = result(ws, Duration::from_secs(5)).await.expect("an event");
+        let e = &event["data"]["inventoryChanged"];
+        assert_eq!(e["productId"], product(1).as_str());
+        assert_eq!((e["available"].as_i64(), e["delta"].as_i64()), (Some(now), Some(7)));
+        assert!(e["product"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+    }
+    assert!(result(&mut filtered, Duration::from_millis(300)).await.is_none(), "not product 2");
+    app.graphql_as(&admin(), ADJUST, json!({ "p": product(2), "d": 1, "k": "b" })).await;
+    let event = result(&mut filtered, Duration::from_secs(5)).await.expect("product 2");
+    assert_eq!(event["data"]["inventoryChanged"]["productId"], product(2).as_str());
+}
+
+async fn subscriptions_check_ownership_on_every_event(app: TestApp) {
+    app.seed(4, 2).await; // products 1 and 3 belong to vendor 1, 2 and 4 to vendor 2
+    let (alice, bob) = (token("alice", &[Role::Customer], None), token("bob", &[Role::Customer], None));
+    let vendor1 = token("vendor-1", &[Role::Vendor], None);
+
+    // lowStock: a vendor hears only about its own products.
+    let mut low = subscribe(
+        &app,
+        "graphql-transport-ws",
+        Some(&vendor1),
+        "subscription { lowStock(threshold: 100000) { productId } }",
+    )
+    .await;
+    app.graphql_as(&admin(), ADJUST, json!({ "p": product(2), "d": 1, "k": "v2" })).await;
+    app.graphql_as(&admin(), ADJUST, json!({ "p": product(3), "d": 1, "k": "v1" })).await;
+    let event = result(&mut low, Duration::from_secs(5)).await.expect("low stock");
+    assert_eq!(event["data"]["lowStock"]["productId"], product(3).as_str(), "vendor 2's product was skipped");
+
+    // cartChanged: both of alice's devices hear about her cart, with the cart as it is now.
+    let cart = "subscription { cartChanged { cart { totalQuantity } } }";
+    let mut phone = subscribe(&app, "graphql-transport-ws", Some(&alice), cart).await;
+    let mut laptop = subscribe(&app, "graphql-ws", Some(&alice), cart).await;
+    let mut bobs_cart = subscribe(&app, "graphql-transport-ws", Some(&bob), cart).await;
+    let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 2) { userErrors { code } } }";
+    app.graphql_as(&alice, add, json!({ "p": product(1) })).await;
+    for ws in [&mut phone, &mut laptop] {
+        let event = result(ws, Duration::from_secs(5)).await.expect("cart event");
+        assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 2);
+    }
+    // orderStatusChanged: alice hears about her order, bob does not.
+    let orders = "subscription { orderStatusChanged { status order { total { amount } } } }";
+    let mut alices = subscribe(&app, "graphql-transport-ws", Some(&alice), orders).await;
+    let mut bobs = subscribe(&app, "graphql-transport-ws", Some(&bob), orders).await;
+    let checkout = "mutation { checkout(input: { idempotencyKey: \"rt-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { id } userErrors { code } } }";
+    let body = app.graphql_as(&alice, checkout, json!({})).await;
+    let order_id = body["data"]["checkout"]["order"]["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let event = result(&mut alices, Duration::from_secs(5)).await.expect("alice's order");
+    assert_eq!(event["data"]["orderStatusChanged"]["status"], "PAID");
+    assert!(event["data"]["orderStatusChanged"]["order"]["total"]["amount"].is_string());
+    assert!(result(&mut bobs, Duration::from_millis(300)).await.is_none(), "bob hears nothing of alice's order");
+    assert!(result(&mut bobs_cart, Duration::from_millis(100)).await.is_none(), "nor of her cart");
+    // Someone else's order cannot be watched, and roles are enforced at subscribe time.
+    let watch = format!("subscription {{ orderStatusChanged(orderId: \"{order_id}\") {{ status }} }}");
+    let mut ws = subscribe(&app, "graphql-transport-ws", Some(&bob), &watch).await;
+    let refused = result(&mut ws, Duration::from_secs(5)).await.expect("an error");
+    assert_eq!(first_error_code(&refused), "NOT_FOUND", "{refused}");
+    let mut ws = subscribe(&app, "graphql-transport-ws", Some(&alice), "subscription { lowStock { productId } }").await;
+    assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "FORBIDDEN");
+    let mut ws = subscribe(&app, "graphql-transport-ws", None, "subscription { cartChanged { at } }").await;
+    assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn subscriptions_end_when_the_token_expires() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    app.seed(2, 1).await;
+    let exp = chrono::Utc::now().timestamp() + 2;
+    let claims = json!({ "sub": "vendor-1", "roles": ["vendor"], "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_secret(securecart::config::DEV_JWT_SECRET.as_bytes());
+    let short = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let mut ws = subscribe(&app, "graphql-transport-ws", Some(&short), "subscription { lowStock { productId } }").await;
+    let ended = result(&mut ws, Duration::from_secs(10)).await.expect("an error when the token expires");
+    assert_eq!(first_error_code(&ended), "UNAUTHENTICATED", "{ended}");
+    assert!(ended["errors"][0]["message"].as_str().unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn websocket_limits_are_enforced() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.websocket.max_subscriptions = 2;
+        s.websocket.max_connections = 2;
+    })
+    .await
+    .unwrap();
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, json!({ "type": "connection_init" })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    for id in ["a", "b", "c"] {
+        send(&mut ws, json!({ "id": id, "type": "subscribe", "payload": { "query": INVENTORY } })).await;
+    }
+    let refused = result(&mut ws, Duration::from_secs(5)).await.expect("the third is refused");
+    assert_eq!(first_error_code(&refused), "TOO_MANY_SUBSCRIPTIONS");
+    let _second = connect(&app, "graphql-transport-ws").await;
+    let url = app.address.replace("http://", "ws://") + "/graphql/ws";
+    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("a third connection must be refused, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// A server process of the real binary, killed when dropped.
+struct Server {
+    address: String,
+    _child: tokio::process::Child,
+}
+
+async fn start_binary(database_url: &str, redis_url: &str, channel: &str) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url)
+        .env("SECURECART_REDIS_CHANNEL", channel)
+        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_DEMO_SEED", "false")
+        .env("SECURECART_LOG", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" })
+        .stdout(Stdio::null())
+        .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting the securecart binary");
+    let address = format!("http://127.0.0.1:{port}");
+    wait_ready(&address, Duration::from_secs(30)).await;
+    Server { address, _child: child }
+}
+
+/// Waits until `/readyz` answers with the bus connected.
+async fn wait_ready(address: &str, limit: Duration) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{address}/readyz")).send().await
+            && let Ok(body) = r.json::<Value>().await
+            && body["checks"]["bus"] == "ok"
+        {
+            return;
+        }
+        assert!(started.elapsed() < limit, "{address} not ready with Redis in {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn redis_or_skip(test: &str) -> Option<String> {
+    match std::env::var("TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("CI").is_ok() => panic!("TEST_REDIS_URL is unset under CI: {test} must run"),
+        Err(_) => {
+            eprintln!("skipping {test}: TEST_REDIS_URL is unset");
+            None
+        }
+    }
+}
+
+/// Must-show 1: two server processes sharing PostgreSQL and Redis; a checkout on one reaches a
+/// WebSocket subscriber on the other within one second.
+#[tokio::test]
+async fn two_processes_share_events_through_redis() {
+    let Some(redis) = redis_or_skip("two_processes_share_events_through_redis") else { return };
+    // The PostgreSQL database comes from the usual per-test template; the app itself is not used.
+    let Some(db) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
+    db.seed(3, 1).await;
+    let url = db.database_url.clone();
+    let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
+    let (a, b) = (start_binary(&url, &redis, &channel).await, start_binary(&url, &redis, &channel).await);
+    let alice = token("alice", &[Role::Customer], None);
+    let client = reqwest::Client::new();
+    let post = |address: &str, query: &str, vars: Value| {
+        client
+            .post(format!("{address}/graphql"))
+            .bearer_auth(&alice)
+            .json(&json!({ "query": query, "variables": vars }))
+            .send()
+    };
+    let mut ws = subscribe_at(&b.address, "graphql-transport-ws", None, INVENTORY).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }";
+    post(&a.address, add, json!({ "p": product(1) })).await.unwrap();
+    let checkout = "mutation { checkout(input: { idempotencyKey: \"two-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
+    let body: Value = post(&a.address, checkout, json!({})).await.unwrap().json().await.unwrap();
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    let event = result(&mut ws, Duration::from_secs(1)).await.expect("the event reaches the other process within 1 s");
+    let e = &event["data"]["inventoryChanged"];
+    assert_eq!((e["productId"].as_str(), e["delta"].as_i64()), (Some(product(1).as_str()), Some(-1)));
+}
+
+/// Must-show 3: Redis killed and restarted; queries and mutations keep working, `/readyz` says
+/// degraded, and events flow again afterwards without client action.
+#[tokio::test]
+async fn events_flow_again_after_a_redis_restart() {
+    if redis_or_skip("events_flow_again_after_a_redis_restart").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_redis = || {
+        tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server must be installed where TEST_REDIS_URL is set")
+    };
+    let mut redis = start_redis();
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
+    let configure = |s: &mut securecart::config::Settings| {
+        s.redis.url = Some(redis_url.clone());
+        s.redis.channel = channel.clone();
+    };
+    let a = spawn_app_with(Backend::Sqlite, configure).await.unwrap();
+    let b = spawn_app_with(Backend::Sqlite, configure).await.unwrap();
+    a.seed(3, 1).await;
+    b.seed(3, 1).await; // the same deterministic catalog: the same product ids
+    wait_ready(&a.address, Duration::from_secs(10)).await;
+    wait_ready(&b.address, Duration::from_secs(10)).await;
+    let mut ws = subscribe(&b, "graphql-transport-ws", None, INVENTORY).await;
+    a.graphql_as(&admin(), ADJUST, json!({ "p": product(1), "d": 1, "k": "before" })).await;
+    assert!(result(&mut ws, Duration::from_secs(5)).await.is_some(), "events cross before the outage");
+
+    redis.kill().await.unwrap();
+    // Queries and mutations carry on without Redis.
+    let body = a.graphql_as(&admin(), ADJUST, json!({ "p": product(1), "d": 1, "k": "during" })).await;
+    assert!(body.get("errors").is_none() && body["data"]["adjustInventory"]["available"].is_i64(), "{body}");
+    let body = b.graphql("{ products(first: 2) { edges { cursor } } }", json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let started = Instant::now();
+    loop {
+        let r: Value = b.client.get(format!("{}/readyz", b.address)).send().await.unwrap().json().await.unwrap();
+        if r["checks"]["bus"] == "degraded" {
+            assert_eq!(r["status"], "ready", "the database still serves");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "readyz never reported the bus as degraded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let _redis = start_redis();
+    wait_ready(&a.address, Duration::from_secs(20)).await;
+    wait_ready(&b.address, Duration::from_secs(20)).await;
+    // The subscriber never reconnected; the server resubscribed for it.
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        a.graphql_as(&admin(), ADJUST, json!({ "p": product(2), "d": 1, "k": format!("after-{attempt}") })).await;
+        if let Some(event) = result(&mut ws, Duration::from_millis(500)).await
+            && event["data"]["inventoryChanged"]["productId"] == product(2).as_str()
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "events did not flow again after the restart");
+    }
+}
