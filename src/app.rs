@@ -9,9 +9,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Verifier;
+use crate::budget::Budgets;
 use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::graphql::build_schema;
+use crate::http::client::ClientIp;
+use crate::http::persisted::PersistedQueries;
 use crate::http::playground::Playground;
 use crate::http::{AppState, router};
 use crate::payments::PaymentGateway;
@@ -62,7 +65,17 @@ impl App {
                 "SECURECART_PAYMENT_URL is unset: using the built-in fake payment gateway (tok_visa approves)"
             );
         }
-        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments);
+        let budgets = Arc::new(match &settings.redis.url {
+            Some(url) => Budgets::redis(url, "securecart:budget:")?,
+            None => Budgets::local(),
+        });
+        let persisted = Arc::new(PersistedQueries::new(
+            settings.security.persisted_queries,
+            settings.redis.url.as_deref(),
+            settings.security.safelist_file.as_deref(),
+        )?);
+        let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
+        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments, budgets);
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -75,6 +88,8 @@ impl App {
             bus: bus.clone(),
             websockets: Default::default(),
             shutdown: shutdown_rx,
+            clients,
+            persisted,
         };
         Ok(Self { listener, router: router(state), store, bus, shutdown_tx })
     }

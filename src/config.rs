@@ -52,6 +52,10 @@ pub struct Settings {
     pub payment: PaymentSettings,
     /// Operation limits and pagination.
     pub limits: LimitSettings,
+    /// Rate limits and cost budgets.
+    pub rate_limit: RateLimitSettings,
+    /// CORS, CSRF prevention, persisted queries.
+    pub security: SecuritySettings,
     /// The GraphiQL playground.
     pub playground: PlaygroundSettings,
     /// Logging.
@@ -255,13 +259,100 @@ pub struct LimitSettings {
     pub max_page_size: u32,
     /// `SECURECART_MAX_DEPTH`: deepest selection nesting accepted (default 12).
     pub max_depth: usize,
-    /// `SECURECART_MAX_COMPLEXITY`: largest static complexity accepted (default 5000).
+    /// `SECURECART_MAX_COMPLEXITY`: largest requested cost accepted (default 5000; see `graphql::cost`).
     pub max_complexity: usize,
+    /// `SECURECART_MAX_QUERY_BYTES`: longest query text (default 256 KiB; `QUERY_TOO_LARGE`).
+    pub max_query_bytes: usize,
+    /// `SECURECART_MAX_TOKENS`: most lexical tokens in a query (default 15000; `MAX_TOKENS_EXCEEDED`).
+    pub max_tokens: usize,
+    /// `SECURECART_MAX_ALIASES`: most aliased fields (default 50; `MAX_ALIASES_EXCEEDED`).
+    pub max_aliases: usize,
+    /// `SECURECART_MAX_ROOT_FIELDS`: most root fields in an operation (default 30; `MAX_ROOT_FIELDS_EXCEEDED`).
+    pub max_root_fields: usize,
+    /// `SECURECART_MAX_VARIABLES_BYTES`: largest `variables` object as JSON (default 64 KiB; `VARIABLES_TOO_LARGE`).
+    pub max_variables_bytes: usize,
+    /// `SECURECART_MAX_BATCH`: operations in one batched request; 0 turns batching off (the
+    /// default; `BATCHING_NOT_SUPPORTED`), above it `BATCH_TOO_LARGE`.
+    pub max_batch: usize,
+    /// `SECURECART_EXECUTION_TIMEOUT_MS`: longest execution of one operation (default 10000;
+    /// `EXECUTION_TIMEOUT`, HTTP 504).
+    pub execution_timeout_ms: u64,
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { default_page_size: 20, max_page_size: 100, max_depth: 12, max_complexity: 5000 }
+        Self {
+            default_page_size: 20,
+            max_page_size: 100,
+            max_depth: 12,
+            max_complexity: 5000,
+            max_query_bytes: 256 * 1024,
+            max_tokens: 15_000,
+            max_aliases: 50,
+            max_root_fields: 30,
+            max_variables_bytes: 64 * 1024,
+            max_batch: 0,
+            execution_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Rate limits and cost budgets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// `SECURECART_ANON_RATE`: anonymous requests per second per client IP (default 20).
+    pub anonymous_per_second: u64,
+    /// `SECURECART_ANON_BURST`: how many anonymous requests an IP may send at once (default 40).
+    pub anonymous_burst: u32,
+    /// `SECURECART_TRUSTED_PROXIES`: comma-separated IPs or CIDRs of reverse proxies whose
+    /// `X-Forwarded-For` is believed (default none: the peer address is the client).
+    pub trusted_proxies: Vec<String>,
+    /// `SECURECART_BUDGET_ANONYMOUS` (`max/rate`, default `1000/50`): cost budget per anonymous IP.
+    pub anonymous: crate::budget::BudgetPolicy,
+    /// `SECURECART_BUDGET_CUSTOMER` (default `2000/100`).
+    pub customer: crate::budget::BudgetPolicy,
+    /// `SECURECART_BUDGET_VENDOR` (default `4000/200`).
+    pub vendor: crate::budget::BudgetPolicy,
+    /// `SECURECART_BUDGET_ADMIN` (default `10000/500`).
+    pub admin: crate::budget::BudgetPolicy,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        use crate::budget::BudgetPolicy as P;
+        Self {
+            anonymous_per_second: 20,
+            anonymous_burst: 40,
+            trusted_proxies: Vec::new(),
+            anonymous: P { maximum: 1000.0, restore_rate: 50.0 },
+            customer: P { maximum: 2000.0, restore_rate: 100.0 },
+            vendor: P { maximum: 4000.0, restore_rate: 200.0 },
+            admin: P { maximum: 10_000.0, restore_rate: 500.0 },
+        }
+    }
+}
+
+/// Browser-facing protections and persisted queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// `SECURECART_CORS_ORIGINS`: comma-separated origins allowed by CORS (`*` for any; default
+    /// none: same-origin only).
+    pub cors_origins: Vec<String>,
+    /// `SECURECART_CSRF_PREVENTION`: refuse GET requests that a browser could send without a
+    /// preflight (default on), as Apollo Server does.
+    pub csrf_prevention: bool,
+    /// `SECURECART_APQ`: automatic persisted queries (default on).
+    pub persisted_queries: bool,
+    /// `SECURECART_SAFELIST_FILE`: a persisted-query manifest; when set, only its operations run
+    /// (admins excepted).
+    pub safelist_file: Option<PathBuf>,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self { cors_origins: Vec::new(), csrf_prevention: true, persisted_queries: true, safelist_file: None }
     }
 }
 
@@ -429,6 +520,59 @@ impl Settings {
         if let Some(v) = env("SECURECART_MAX_COMPLEXITY") {
             self.limits.max_complexity = parsed("SECURECART_MAX_COMPLEXITY", v)?;
         }
+        let limits = [
+            ("SECURECART_MAX_QUERY_BYTES", &mut self.limits.max_query_bytes),
+            ("SECURECART_MAX_TOKENS", &mut self.limits.max_tokens),
+            ("SECURECART_MAX_ALIASES", &mut self.limits.max_aliases),
+            ("SECURECART_MAX_ROOT_FIELDS", &mut self.limits.max_root_fields),
+            ("SECURECART_MAX_VARIABLES_BYTES", &mut self.limits.max_variables_bytes),
+            ("SECURECART_MAX_BATCH", &mut self.limits.max_batch),
+        ];
+        for (name, slot) in limits {
+            if let Some(v) = env(name) {
+                *slot = parsed(name, v)?;
+            }
+        }
+        if let Some(v) = env("SECURECART_EXECUTION_TIMEOUT_MS") {
+            self.limits.execution_timeout_ms = parsed("SECURECART_EXECUTION_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = env("SECURECART_ANON_RATE") {
+            self.rate_limit.anonymous_per_second = parsed("SECURECART_ANON_RATE", v)?;
+        }
+        if let Some(v) = env("SECURECART_ANON_BURST") {
+            self.rate_limit.anonymous_burst = parsed("SECURECART_ANON_BURST", v)?;
+        }
+        if let Some(v) = env("SECURECART_TRUSTED_PROXIES") {
+            self.rate_limit.trusted_proxies = list(&v);
+        }
+        let budgets = [
+            ("SECURECART_BUDGET_ANONYMOUS", &mut self.rate_limit.anonymous),
+            ("SECURECART_BUDGET_CUSTOMER", &mut self.rate_limit.customer),
+            ("SECURECART_BUDGET_VENDOR", &mut self.rate_limit.vendor),
+            ("SECURECART_BUDGET_ADMIN", &mut self.rate_limit.admin),
+        ];
+        for (name, slot) in budgets {
+            if let Some(v) = env(name) {
+                let (max, rate) =
+                    v.split_once('/').ok_or_else(|| anyhow::anyhow!("{name} must be `max/rate`, e.g. 1000/50"))?;
+                *slot = crate::budget::BudgetPolicy {
+                    maximum: parsed(name, max.into())?,
+                    restore_rate: parsed(name, rate.into())?,
+                };
+            }
+        }
+        if let Some(v) = env("SECURECART_CORS_ORIGINS") {
+            self.security.cors_origins = list(&v);
+        }
+        if let Some(v) = env("SECURECART_CSRF_PREVENTION") {
+            self.security.csrf_prevention = parse_bool("SECURECART_CSRF_PREVENTION", &v)?;
+        }
+        if let Some(v) = env("SECURECART_APQ") {
+            self.security.persisted_queries = parse_bool("SECURECART_APQ", &v)?;
+        }
+        if let Some(v) = env("SECURECART_SAFELIST_FILE") {
+            self.security.safelist_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = env("SECURECART_PLAYGROUND") {
             self.playground.enabled = Some(parse_bool("SECURECART_PLAYGROUND", &v)?);
         }
@@ -476,6 +620,19 @@ impl Settings {
                 _ => {}
             }
         }
+        for (name, p) in [
+            ("anonymous", self.rate_limit.anonymous),
+            ("customer", self.rate_limit.customer),
+            ("vendor", self.rate_limit.vendor),
+            ("admin", self.rate_limit.admin),
+        ] {
+            if !(p.maximum > 0.0 && p.restore_rate > 0.0) {
+                bail!("the {name} cost budget needs a positive maximum and restore rate");
+            }
+        }
+        if self.rate_limit.anonymous_per_second == 0 || self.rate_limit.anonymous_burst == 0 {
+            bail!("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive");
+        }
         let url = self.database.url();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:");
@@ -506,6 +663,10 @@ impl Settings {
     pub fn playground_enabled(&self) -> bool {
         self.playground.enabled.unwrap_or(!self.environment.is_production())
     }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
 fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {

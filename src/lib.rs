@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod budget;
 pub mod bus;
 pub mod cli;
 pub mod config;

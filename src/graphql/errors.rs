@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `GRAPHQL_PARSE_FAILED` | the document is not valid GraphQL syntax |
 //! | `GRAPHQL_VALIDATION_FAILED` | unknown field or argument, wrong argument type, bad variables, ... |
-//! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` |
+//! | `MAX_DEPTH_EXCEEDED` | nesting deeper than `limits.max_depth` (or the parser's 32 levels) |
+//! | `FRAGMENT_CYCLE` | a fragment that spreads itself, directly or through others |
 //! | `MAX_COMPLEXITY_EXCEEDED` | static complexity above `limits.max_complexity` |
 //! | `INTROSPECTION_DISABLED` | `__schema`/`__type` by a caller the introspection policy excludes |
 //! | `BAD_USER_INPUT` | an argument value the engine could not coerce while executing |
@@ -40,6 +41,52 @@ pub fn with_code(mut err: ServerError, code: &str) -> ServerError {
         ext.set("code", code);
     }
     err
+}
+
+/// Whether some fragment of `query` spreads itself, directly or through others (only called on
+/// the error path, so parsing again costs nothing in the common case).
+fn has_fragment_cycle(query: &str) -> bool {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn spreads(set: &SelectionSet, out: &mut Vec<String>) {
+        for item in &set.items {
+            match &item.node {
+                Selection::Field(f) => spreads(&f.node.selection_set.node, out),
+                Selection::InlineFragment(f) => spreads(&f.node.selection_set.node, out),
+                Selection::FragmentSpread(s) => out.push(s.node.fragment_name.node.to_string()),
+            }
+        }
+    }
+    let Ok(document) = async_graphql::parser::parse_query(query) else { return false };
+    let edges: std::collections::HashMap<String, Vec<String>> = document
+        .fragments
+        .iter()
+        .map(|(name, f)| {
+            let mut out = Vec::new();
+            spreads(&f.node.selection_set.node, &mut out);
+            (name.to_string(), out)
+        })
+        .collect();
+    // Depth-first search with colours: grey on the stack, black done.
+    fn visit<'a>(
+        n: &'a str,
+        edges: &'a std::collections::HashMap<String, Vec<String>>,
+        grey: &mut Vec<&'a str>,
+        black: &mut Vec<&'a str>,
+    ) -> bool {
+        if grey.contains(&n) {
+            return true;
+        }
+        if black.contains(&n) {
+            return false;
+        }
+        grey.push(n);
+        let cyclic = edges.get(n).is_some_and(|next| next.iter().any(|m| visit(m, edges, grey, black)));
+        grey.pop();
+        black.push(n);
+        cyclic
+    }
+    let (mut grey, mut black) = (Vec::new(), Vec::new());
+    edges.keys().any(|n| visit(n, &edges, &mut grey, &mut black))
 }
 
 /// Request data marking a caller who may not introspect the schema.
@@ -84,7 +131,16 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await.map_err(|e| with_code(e, "GRAPHQL_PARSE_FAILED"))?;
+        let document = next.run(ctx, query, variables).await.map_err(|e| {
+            // The parser's nesting guards fire before validation counts depth; a fragment that
+            // spreads itself trips them too, and deserves its own code.
+            let code = if e.message.contains("recursion limit") || e.message.contains("recursion depth") {
+                if has_fragment_cycle(query) { "FRAGMENT_CYCLE" } else { "MAX_DEPTH_EXCEEDED" }
+            } else {
+                "GRAPHQL_PARSE_FAILED"
+            };
+            with_code(e, code)
+        })?;
         if ctx.data_opt::<IntrospectionDenied>().is_some() && asks_for_introspection(&document) {
             let err = ServerError::new("introspection is disabled for this caller", None);
             return Err(with_code(err, "INTROSPECTION_DISABLED"));

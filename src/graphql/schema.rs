@@ -8,9 +8,11 @@ use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::commerce::{CartQuery, CommerceMutation};
 use super::errors::ErrorCodes;
+use super::limits::Limits;
 use super::orders::OrderQuery;
 use super::subscriptions::SubscriptionRoot;
 use super::vendors::VendorMutation;
+use crate::budget::Budgets;
 use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::payments::PaymentGateway;
@@ -32,10 +34,17 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 }
 
 /// Builds the schema the server runs, with its limits and data.
-pub fn build_schema(store: Store, settings: Arc<Settings>, bus: EventBus, payments: PaymentGateway) -> AppSchema {
+pub fn build_schema(
+    store: Store,
+    settings: Arc<Settings>,
+    bus: EventBus,
+    payments: PaymentGateway,
+    budgets: Arc<Budgets>,
+) -> AppSchema {
     let limits = &settings.limits;
+    // Complexity is enforced by `Limits` with the documented cost model, not async-graphql's.
     let mut builder =
-        builder().limit_depth(limits.max_depth).limit_complexity(limits.max_complexity).extension(ErrorCodes);
+        builder().limit_depth(limits.max_depth).extension(ErrorCodes).extension(Limits::new(settings.clone(), budgets));
     if settings.environment.is_production() {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();

@@ -4,17 +4,28 @@
 //! - The response is `application/graphql-response+json` when the `Accept` header prefers it,
 //!   else `application/json`. An `Accept` that allows neither gets 406.
 //! - With `application/graphql-response+json`, a request error (the document does not parse or
-//!   validate, so there is no `data`) answers 400; with `application/json` it answers 200, as
-//!   the spec requires for legacy clients. Field errors always answer 200 with partial `data`.
-//! - Malformed JSON, a body that is not a GraphQL request, or a batch (an array; batching is
-//!   off) answers 400 with `BAD_REQUEST`; a POST that is not `application/json` answers 415
-//!   with `UNSUPPORTED_MEDIA_TYPE`; a body above `SECURECART_MAX_BODY_BYTES` answers 413 with
-//!   `PAYLOAD_TOO_LARGE`; a mutation over GET answers 405 with `Allow: POST`.
+//!   validate, or a limit refuses it, so there is no `data`) answers 400; with
+//!   `application/json` it answers 200, as the spec requires for legacy clients. Field errors
+//!   always answer 200 with partial `data`.
+//! - Malformed JSON or a body that is not a GraphQL request answers 400 `BAD_REQUEST`; a batch
+//!   (an array) `BATCHING_NOT_SUPPORTED` unless `SECURECART_MAX_BATCH` allows it
+//!   (`BATCH_TOO_LARGE` above); a POST that is not `application/json` answers 415
+//!   `UNSUPPORTED_MEDIA_TYPE`; a body above `SECURECART_MAX_BODY_BYTES` 413 `PAYLOAD_TOO_LARGE`;
+//!   `variables` above `SECURECART_MAX_VARIABLES_BYTES` 400 `VARIABLES_TOO_LARGE`; a mutation over
+//!   GET 405 with `Allow: POST`; an execution past `SECURECART_EXECUTION_TIMEOUT_MS` 504
+//!   `EXECUTION_TIMEOUT`; a request over a rate limit or cost budget 429 `THROTTLED` with
+//!   `Retry-After` and `RateLimit` headers.
+//! - CSRF prevention (as Apollo Server): a GET must carry `Content-Type: application/json` or a
+//!   non-empty `Apollo-Require-Preflight`, `X-Apollo-Operation-Name` or
+//!   `GraphQL-Require-Preflight` header, which a browser cannot add to a cross-site request
+//!   without a CORS preflight (400 `CSRF_CHECK_FAILED` otherwise).
 //! - A browser (`Accept: text/html`) that GETs `/graphql` gets GraphiQL when it is enabled.
 //!
 //! Every error body has the GraphQL shape `{"errors":[{"message","extensions":{"code"}}]}`.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
@@ -26,9 +37,11 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::AppState;
+use super::client::Peer;
 use crate::auth::{Caller, Role};
 use crate::config::IntrospectionPolicy;
 use crate::graphql::errors::IntrospectionDenied;
+use crate::graphql::limits::{BillingKey, CostCell, OperationName};
 use crate::graphql::loaders::Loaders;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
@@ -53,10 +66,15 @@ fn http_error(status: StatusCode, code: &'static str, message: impl Into<String>
     HttpError { status, code, message: message.into() }
 }
 
+impl HttpError {
+    fn body(&self) -> Value {
+        json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] })
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -99,20 +117,70 @@ fn wants_html(headers: &HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
+/// One request's context at the transport.
+struct Call {
+    caller: Caller,
+    billing: BillingKey,
+    response_type: ResponseType,
+    /// Came by GET: only queries may run.
+    get: bool,
+}
+
+async fn call(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    response_type: ResponseType,
+    get: bool,
+) -> Call {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = authenticate(state, authorization).await;
+    let client_ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
+    let billing = BillingKey::of(&caller, &client_ip, &state.settings);
+    Call { caller, billing, response_type, get }
+}
+
 /// `POST /graphql`.
-pub async fn post(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    match read_post(&state, &headers, body) {
-        Ok((request, response_type)) => execute(&state, &headers, request, response_type).await,
-        Err(e) => e.into_response(),
+pub async fn post(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let requests = match read_post(&state, &headers, body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let response_type = match negotiate(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let call = call(&state, &headers, peer, response_type, false).await;
+    match requests {
+        Batch::Single(request) => execute(&state, &call, *request).await,
+        Batch::Many(requests) => {
+            // Each operation is billed and limited on its own; the batch answers 200 with one
+            // result per operation, in order.
+            let mut results = Vec::with_capacity(requests.len());
+            for request in requests {
+                let response = execute(&state, &call, request).await;
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
+                results.push(serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null));
+            }
+            let mut response = (StatusCode::OK, axum::Json(Value::Array(results))).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+            response
+        }
     }
 }
 
-fn read_post(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(async_graphql::Request, ResponseType), HttpError> {
-    let response_type = negotiate(headers)?;
+enum Batch {
+    Single(Box<async_graphql::Request>),
+    Many(Vec<async_graphql::Request>),
+}
+
+fn read_post(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Batch, HttpError> {
+    negotiate(headers)?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media != "application/json" {
@@ -135,24 +203,45 @@ fn read_post(
     };
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("malformed JSON: {e}")))?;
-    if value.is_array() {
-        return Err(http_error(StatusCode::BAD_REQUEST, "BATCHING_NOT_SUPPORTED", "batched requests are not accepted"));
+    let limits = &state.settings.limits;
+    match value {
+        Value::Array(items) => {
+            if limits.max_batch == 0 {
+                return Err(http_error(
+                    StatusCode::BAD_REQUEST,
+                    "BATCHING_NOT_SUPPORTED",
+                    "batched requests are not accepted",
+                ));
+            }
+            if items.len() > limits.max_batch || items.is_empty() {
+                return Err(http_error(
+                    StatusCode::BAD_REQUEST,
+                    "BATCH_TOO_LARGE",
+                    format!("a batch holds 1 to {} operations (got {})", limits.max_batch, items.len()),
+                ));
+            }
+            Ok(Batch::Many(items.into_iter().map(|v| parse_request(state, v)).collect::<Result<_, _>>()?))
+        }
+        other => Ok(Batch::Single(Box::new(parse_request(state, other)?))),
     }
-    Ok((parse_request(value)?, response_type))
 }
 
-fn parse_request(value: Value) -> Result<async_graphql::Request, HttpError> {
+fn parse_request(state: &AppState, value: Value) -> Result<async_graphql::Request, HttpError> {
     let bad = |m: String| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", m);
     let Value::Object(map) = &value else {
         return Err(bad("the body must be a JSON object with a `query`".into()));
     };
+    let persisted = map.get("extensions").and_then(|e| e.get("persistedQuery")).is_some();
     match map.get("query") {
         Some(Value::String(_)) => {}
+        None | Some(Value::Null) if persisted => {}
         Some(_) => return Err(bad("`query` must be a string".into())),
         None => return Err(bad("the body has no `query`".into())),
     }
-    if !matches!(map.get("variables"), None | Some(Value::Null) | Some(Value::Object(_))) {
-        return Err(bad("`variables` must be an object".into()));
+    match map.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(vars @ Value::Object(_)) => check_variables_size(state, vars)?,
+        Some(_) => return Err(bad("`variables` must be an object".into())),
     }
     if !matches!(map.get("operationName"), None | Some(Value::Null) | Some(Value::String(_))) {
         return Err(bad("`operationName` must be a string".into()));
@@ -160,49 +249,114 @@ fn parse_request(value: Value) -> Result<async_graphql::Request, HttpError> {
     serde_json::from_value(value).map_err(|e| bad(format!("not a GraphQL request: {e}")))
 }
 
+fn check_variables_size(state: &AppState, variables: &Value) -> Result<(), HttpError> {
+    let max = state.settings.limits.max_variables_bytes;
+    let size = serde_json::to_vec(variables).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > max {
+        return Err(http_error(
+            StatusCode::BAD_REQUEST,
+            "VARIABLES_TOO_LARGE",
+            format!("`variables` is {size} bytes; at most {max} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query (never a mutation) from the URL.
-pub async fn get(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     if let Some(playground) = state.playground.as_ref().filter(|_| wants_html(&headers)) {
         return playground.page();
     }
-    match read_get(&headers, raw.as_deref()) {
-        Ok((request, response_type)) => execute(&state, &headers, request, response_type).await,
-        Err(e) => e.into_response(),
-    }
+    let request = match read_get(&state, &headers, raw.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let response_type = match negotiate(&headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let call = call(&state, &headers, peer, response_type, true).await;
+    execute(&state, &call, request).await
 }
 
-fn read_get(headers: &HeaderMap, raw: Option<&str>) -> Result<(async_graphql::Request, ResponseType), HttpError> {
-    let response_type = negotiate(headers)?;
+/// Whether a GET carries something a cross-site browser request cannot (Apollo's CSRF rule).
+fn preflighted(headers: &HeaderMap) -> bool {
+    let present = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| !v.trim().is_empty());
+    let simple_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|ct| {
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        matches!(media.as_str(), "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data")
+    });
+    matches!(simple_type, Some(false))
+        || present("apollo-require-preflight")
+        || present("x-apollo-operation-name")
+        || present("graphql-require-preflight")
+}
+
+fn read_get(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<async_graphql::Request, HttpError> {
+    negotiate(headers)?;
+    if state.settings.security.csrf_prevention && !preflighted(headers) {
+        return Err(http_error(
+            StatusCode::BAD_REQUEST,
+            "CSRF_CHECK_FAILED",
+            "GET requests need a `Content-Type: application/json` or a non-empty `Apollo-Require-Preflight` header",
+        ));
+    }
     let params: HashMap<String, String> = serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("bad query string: {e}")))?;
-    let Some(query) = params.get("query") else {
-        return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "GET /graphql needs a `query` parameter"));
+    let extensions = match params.get("extensions").filter(|e| !e.is_empty()) {
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Object(_)) => Some(v),
+            _ => return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`extensions` must be a JSON object")),
+        },
+        None => None,
     };
+    let query = params.get("query").cloned().unwrap_or_default();
+    if query.is_empty() && extensions.as_ref().and_then(|e| e.get("persistedQuery")).is_none() {
+        return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "GET /graphql needs a `query` parameter"));
+    }
     let mut request = async_graphql::Request::new(query.clone());
+    if let Some(Value::Object(ext)) = extensions {
+        for (k, v) in ext {
+            if let Ok(v) = async_graphql::Value::from_json(v) {
+                request.extensions.insert(k, v);
+            }
+        }
+    }
     if let Some(name) = params.get("operationName").filter(|n| !n.is_empty()) {
         request = request.operation_name(name.clone());
     }
     if let Some(vars) = params.get("variables").filter(|v| !v.is_empty()) {
         match serde_json::from_str::<Value>(vars) {
-            Ok(v @ Value::Object(_)) => request = request.variables(async_graphql::Variables::from_json(v)),
+            Ok(v @ Value::Object(_)) => {
+                check_variables_size(state, &v)?;
+                request = request.variables(async_graphql::Variables::from_json(v));
+            }
             _ => return Err(http_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`variables` must be a JSON object")),
         }
     }
-    // GET must not change anything: refuse mutations (and subscriptions) before executing.
-    if let Ok(doc) = async_graphql::parser::parse_query(query) {
-        let op = match request.operation_name.as_deref() {
-            Some(name) => doc.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)).map(|(_, op)| op),
-            None => doc.operations.iter().next().map(|(_, op)| op),
-        };
-        if op.is_some_and(|op| op.node.ty != OperationType::Query) {
-            return Err(http_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "only queries may be sent with GET; use POST",
-            ));
-        }
+    Ok(request)
+}
+
+/// GET must not change anything: refuses mutations (and subscriptions) before executing.
+fn refuse_writes_over_get(request: &async_graphql::Request) -> Result<(), HttpError> {
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return Ok(()) };
+    let op = match request.operation_name.as_deref() {
+        Some(name) => doc.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)).map(|(_, op)| op),
+        None => doc.operations.iter().next().map(|(_, op)| op),
+    };
+    if op.is_some_and(|op| op.node.ty != OperationType::Query) {
+        return Err(http_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "only queries may be sent with GET; use POST",
+        ));
     }
-    Ok((request, response_type))
+    Ok(())
 }
 
 /// The caller behind an `Authorization` header value (`Bearer <token>`), for HTTP and WebSocket.
@@ -231,34 +385,55 @@ pub async fn authenticate(state: &AppState, authorization: Option<&str>) -> Call
     }
 }
 
-/// Adds the caller, fresh DataLoaders and the introspection policy to a request.
-pub fn prepare(state: &AppState, request: async_graphql::Request, caller: Caller) -> async_graphql::Request {
+/// Adds the caller, its bill, fresh DataLoaders and the introspection policy to a request.
+pub fn prepare(
+    state: &AppState,
+    request: async_graphql::Request,
+    caller: Caller,
+    billing: BillingKey,
+    cost: CostCell,
+) -> async_graphql::Request {
     let introspection = match state.settings.introspection() {
         IntrospectionPolicy::Everyone => true,
         IntrospectionPolicy::Admins => caller.is_admin(),
         IntrospectionPolicy::Nobody => false,
     };
     let request = if introspection { request } else { request.disable_introspection().data(IntrospectionDenied) };
-    request.data(Loaders::new(&state.store)).data(caller)
+    let name = OperationName(request.operation_name.clone());
+    request.data(Loaders::new(&state.store)).data(caller).data(billing).data(cost).data(name)
 }
 
-async fn execute(
-    state: &AppState,
-    headers: &HeaderMap,
-    request: async_graphql::Request,
-    response_type: ResponseType,
-) -> Response {
+async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
+    if let Err((status, code, message)) = state.persisted.resolve(&mut request, call.caller.is_admin()).await {
+        return http_error(status, code, message).into_response();
+    }
+    if call.get
+        && let Err(e) = refuse_writes_over_get(&request)
+    {
+        return e.into_response();
+    }
     let operation = request.operation_name.clone().unwrap_or_default();
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = authenticate(state, authorization).await;
-    let role = match &caller {
+    let role = match &call.caller {
         Caller::Authenticated(i) => i.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
         Caller::Anonymous => "anonymous".into(),
         Caller::Rejected(_) => "rejected".into(),
     };
-    let span = tracing::info_span!("graphql", operation = %operation, caller_role = %role);
-    let request = prepare(state, request, caller);
-    let response = state.schema.execute(request).instrument(span).await;
+    let span =
+        tracing::info_span!("graphql", operation = %operation, caller_role = %role, cost = tracing::field::Empty);
+    let cost = CostCell::default();
+    let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone());
+    let timeout = Duration::from_millis(state.settings.limits.execution_timeout_ms);
+    let Ok(response) = tokio::time::timeout(timeout, state.schema.execute(request).instrument(span.clone())).await
+    else {
+        tracing::warn!(parent: &span, timeout_ms = state.settings.limits.execution_timeout_ms, "execution timed out");
+        return http_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "EXECUTION_TIMEOUT",
+            format!("the operation did not finish in {} ms", state.settings.limits.execution_timeout_ms),
+        )
+        .into_response();
+    };
+    let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
 
     // A request error has no `data` at all (and its errors no `path`): nothing was executed.
     let request_error = !response.errors.is_empty()
@@ -275,12 +450,38 @@ async fn execute(
     if request_error && let Value::Object(map) = &mut body {
         map.remove("data");
     }
-    let (status, content_type) = match response_type {
-        ResponseType::GraphqlResponseJson if request_error => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON),
-        ResponseType::GraphqlResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
-        ResponseType::Json => (StatusCode::OK, JSON),
+    let status = match (call.response_type, &report.throttled) {
+        (_, Some(_)) => StatusCode::TOO_MANY_REQUESTS,
+        (ResponseType::GraphqlResponseJson, None) if request_error => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    let content_type = match call.response_type {
+        ResponseType::GraphqlResponseJson => GRAPHQL_RESPONSE_JSON,
+        ResponseType::Json => JSON,
     };
     let mut http = (status, axum::Json(body)).into_response();
-    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = http.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let bucket = report.throttled.map(|t| t.status).or(report.status);
+    if let Some(s) = bucket {
+        // The IETF RateLimit fields, in cost points: what is left and when the bucket is full.
+        let reset = ((s.maximum_available - s.currently_available).max(0.0) / s.restore_rate).ceil() as u64;
+        let value = format!(
+            "limit={}, remaining={}, reset={reset}",
+            s.maximum_available.floor(),
+            s.currently_available.floor().max(0.0)
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert("ratelimit", v);
+        }
+        let policy =
+            format!("{};w={};q=cost", s.maximum_available.floor(), (s.maximum_available / s.restore_rate).ceil());
+        if let Ok(v) = HeaderValue::from_str(&policy) {
+            headers.insert("ratelimit-policy", v);
+        }
+    }
+    if let Some(t) = report.throttled {
+        headers.insert(header::RETRY_AFTER, t.retry_after_secs.into());
+    }
     http
 }

@@ -1,7 +1,9 @@
 //! HTTP transport: the axum router, GraphQL over HTTP, the playground and health checks.
 
+pub mod client;
 pub mod graphql;
 pub mod health;
+pub mod persisted;
 pub mod playground;
 pub mod routes;
 pub mod websocket;

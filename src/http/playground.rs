@@ -88,9 +88,15 @@ impl Playground {
         Ok(Self { page: page.into(), assets: Arc::new(if offline { assets } else { HashMap::new() }), offline })
     }
 
-    /// The HTML page.
+    /// The HTML page, with a Content-Security-Policy that allows exactly what GraphiQL needs:
+    /// its own inline bootstrap, the pinned assets (here or on the CDN), and this origin's API.
     pub fn page(&self) -> Response {
-        Html(self.page.to_string()).into_response()
+        const CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; \
+             style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: blob:; \
+             font-src 'self' data: https://cdn.jsdelivr.net; connect-src 'self' ws: wss:; frame-ancestors 'none'";
+        let mut response = Html(self.page.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        response
     }
 }
 

@@ -5,13 +5,19 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Request, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use axum::routing::get;
+use tower::ServiceExt;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
 use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use super::client::{ClientIp, governor_error};
+use super::persisted::PersistedQueries;
 use super::playground::Playground;
 use super::{graphql, health, playground, websocket};
 use crate::auth::Verifier;
@@ -39,25 +45,70 @@ pub struct AppState {
     pub websockets: Arc<std::sync::atomic::AtomicUsize>,
     /// Becomes `true` when the server starts shutting down (WebSockets close with 1001).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Tells client addresses (trusting configured proxies).
+    pub clients: ClientIp,
+    /// Automatic persisted queries and the safelist.
+    pub persisted: Arc<PersistedQueries>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The GraphQL endpoints, with tower-governor's per-IP limit for anonymous callers in front:
+/// a request without an `Authorization` header goes through the governor, one with a token is
+/// billed by its cost budget instead (see `graphql::limits`).
+fn api(state: &AppState) -> Router {
+    let routes = Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql/ws", get(websocket::upgrade))
+        .with_state(state.clone());
+    let limits = &state.settings.rate_limit;
+    let (per_second, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
+    // One token every 1000/rate ms (tower-governor counts periods, not rates).
+    let config = GovernorConfigBuilder::default()
+        .per_millisecond((1000 / per_second).max(1))
+        .burst_size(burst)
+        .key_extractor(state.clients.clone())
+        .finish()
+        .expect("a positive rate and burst (checked by Settings::validate)");
+    let limiter = config.limiter().clone();
+    // Forget idle clients now and then, so the limiter's memory stays bounded.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            limiter.retain_recent();
+        }
+    });
+    let anonymous =
+        routes.clone().layer(GovernorLayer::new(config).error_handler(move |e| governor_error(e, per_second, burst)));
+    Router::new().fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
+        let authenticated = req.headers().contains_key(header::AUTHORIZATION);
+        let target = if authenticated { routes.clone() } else { anonymous.clone() };
+        async move { target.oneshot(req).await }
+    }))
+}
+
 /// Builds the public router.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.server.max_body_bytes;
+    let cors = cors(&state.settings.security.cors_origins);
     Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
-        .route("/graphql/ws", get(websocket::upgrade))
         .route("/playground/assets/{*path}", get(playground::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .with_state(state.clone())
+        .merge(api(&state))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CompressionLayer::new())
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        // API responses are data, never a page: nothing may run or be framed. The playground
+        // page sets its own, looser policy.
         .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
+        .layer(cors)
         // Outermost: every log line of a request carries its id, and the client gets it back.
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(
@@ -72,5 +123,27 @@ pub fn router(state: AppState) -> Router {
                 }),
         )
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+}
+
+/// CORS for the configured origins (`*`: any origin, without credentials); none by default.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-apollo-operation-name"),
+            HeaderName::from_static("graphql-require-preflight"),
+            X_REQUEST_ID,
+        ])
+        .expose_headers([X_REQUEST_ID, HeaderName::from_static("ratelimit"), header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
 }

@@ -28,16 +28,24 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
 use super::AppState;
+use super::client::Peer;
 use super::graphql::{authenticate, prepare};
 use crate::auth::Caller;
 use crate::graphql::AppSchema;
+use crate::graphql::limits::{BillingKey, CostCell};
 
 /// Marks the init error that must become close code 4403.
 const REFUSED: &str = "Forbidden: ";
 
 /// `GET /graphql/ws`: upgrades to a GraphQL WebSocket. A missing or unknown
 /// `Sec-WebSocket-Protocol` is refused with 400 before the upgrade.
-pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Peer(peer): Peer,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let client_ip = state.clients.of(peer.map(|p| p.ip()), &headers).map(|ip| ip.to_string()).unwrap_or_default();
     let protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -54,10 +62,17 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
             "extensions": { "code": "TOO_MANY_CONNECTIONS" } }] });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     }
-    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
-        serve(state, protocol, socket).await;
-        drop(slot);
-    })
+    // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
+    // read buffer; client messages are small, so 64 KiB is a generous cap on one.
+    ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .on_upgrade(move |socket| async move {
+            serve(state, protocol, socket, client_ip).await;
+            drop(slot);
+        })
 }
 
 /// Gives a counted slot back when dropped.
@@ -88,12 +103,12 @@ impl Executor for SessionExecutor {
         request: async_graphql::Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, async_graphql::Response> {
-        let caller = session_data
-            .as_ref()
-            .and_then(|d| d.get(&std::any::TypeId::of::<Caller>()))
-            .and_then(|c| c.downcast_ref::<Caller>())
-            .cloned()
-            .unwrap_or(Caller::Anonymous);
+        fn get<T: Clone + 'static>(data: &Option<Arc<Data>>) -> Option<T> {
+            data.as_ref()?.get(&std::any::TypeId::of::<T>())?.downcast_ref::<T>().cloned()
+        }
+        let caller = get::<Caller>(&session_data).unwrap_or(Caller::Anonymous);
+        let billing = get::<BillingKey>(&session_data)
+            .unwrap_or_else(|| BillingKey::of(&caller, "unknown", &self.state.settings));
         let max = self.state.settings.websocket.max_subscriptions;
         if self.active.fetch_add(1, Ordering::SeqCst) >= max {
             self.active.fetch_sub(1, Ordering::SeqCst);
@@ -102,7 +117,7 @@ impl Executor for SessionExecutor {
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
         }
         let slot = Slot(self.active.clone());
-        let request = prepare(&self.state, request, caller);
+        let request = prepare(&self.state, request, caller, billing, CostCell::default());
         let schema: &AppSchema = &self.state.schema;
         schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
@@ -114,7 +129,7 @@ impl Executor for SessionExecutor {
     }
 }
 
-async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket) {
+async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket, client_ip: String) {
     let (mut sink, stream) = socket.split();
     let input = stream.take_while(|msg| futures::future::ready(msg.is_ok())).filter_map(|msg| {
         futures::future::ready(match msg {
@@ -138,6 +153,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket)
                 return Err(async_graphql::Error::new(format!("{REFUSED}{reason}")));
             }
             let mut data = Data::default();
+            data.insert(BillingKey::of(&caller, &client_ip, &init_state.settings));
             data.insert(caller);
             Ok(data)
         })

@@ -105,13 +105,17 @@ async fn body_message(app: &TestApp, query: &str) -> String {
 
 async fn get_runs_queries_and_refuses_mutations(app: TestApp) {
     app.seed(5, 2).await;
+    // CSRF prevention: a bare GET, which any web page could make a browser send, is refused.
     let r = app.client.get(format!("{}/graphql", app.address)).query(&[("query", QUERY)]).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(first_error_code(&body), "CSRF_CHECK_FAILED");
+    let get = || app.client.get(format!("{}/graphql", app.address)).header("apollo-require-preflight", "true");
+    let r = get().query(&[("query", QUERY)]).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["data"]["products"]["edges"].as_array().unwrap().len(), 2);
-    let r = app
-        .client
-        .get(format!("{}/graphql", app.address))
+    let r = get()
         .query(&[
             ("query", "query($n: Int) { products(first: $n) { edges { cursor } } }"),
             ("variables", r#"{"n": 1}"#),
@@ -120,14 +124,8 @@ async fn get_runs_queries_and_refuses_mutations(app: TestApp) {
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["data"]["products"]["edges"].as_array().unwrap().len(), 1);
-    let r = app
-        .client
-        .get(format!("{}/graphql", app.address))
-        .query(&[("query", "mutation { anything }")])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(body["data"]["products"]["edges"].as_array().map(Vec::len), Some(1), "{body}");
+    let r = get().query(&[("query", "mutation { anything }")]).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
     let body: Value = r.json().await.unwrap();

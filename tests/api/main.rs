@@ -11,6 +11,7 @@ mod gateway;
 mod http;
 mod identity;
 mod ownership;
+mod protection;
 mod realtime;
 mod schema;
 mod websocket;

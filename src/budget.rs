@@ -1,0 +1,161 @@
+//! Per-caller cost budgets: a leaky bucket per user (or per IP for anonymous callers), sized by
+//! role. A request may start only when its requested cost fits in what is available; afterwards
+//! the difference between requested and actual cost is given back.
+//!
+//! With Redis the buckets live there and every replica shares them: one Lua script reads,
+//! refills (from Redis's own clock) and debits a bucket atomically. Without Redis they live in
+//! the process. If Redis cannot be reached the request is let through (and logged): the budget
+//! protects fairness, not correctness, and must not turn a Redis outage into an API outage.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Size and refill rate of one kind of caller's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPolicy {
+    /// Points a full bucket holds (`maximumAvailable`).
+    pub maximum: f64,
+    /// Points restored per second (`restoreRate`).
+    pub restore_rate: f64,
+}
+
+/// What a client is told in `extensions.cost.throttleStatus`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThrottleStatus {
+    /// Bucket size.
+    pub maximum_available: f64,
+    /// Points left now.
+    pub currently_available: f64,
+    /// Points restored per second.
+    pub restore_rate: f64,
+}
+
+/// A request that does not fit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throttled {
+    /// The bucket now.
+    pub status: ThrottleStatus,
+    /// Seconds until the request would fit.
+    pub retry_after_secs: u64,
+}
+
+/// One caller's bucket in the in-process store.
+pub struct Bucket {
+    available: f64,
+    at: Instant,
+}
+
+const SCRIPT: &str = r#"
+local max = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'a', 't')
+local a = tonumber(b[1]) or max
+local last = tonumber(b[2]) or now
+a = math.min(max, a + (now - last) / 1000 * rate)
+local ok = 1
+if cost > a then ok = 0 else a = math.min(max, a - cost) end
+redis.call('HSET', KEYS[1], 'a', tostring(a), 't', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(max / rate * 1000) + 60000)
+return {ok, tostring(a)}
+"#;
+
+/// Where buckets live.
+pub enum Budgets {
+    /// In this process.
+    Local(Mutex<HashMap<String, Bucket>>),
+    /// In Redis, shared by every replica.
+    Redis { manager: ConnectionManager, script: redis::Script, prefix: String },
+}
+
+impl Budgets {
+    /// Buckets in this process.
+    pub fn local() -> Self {
+        Self::Local(Mutex::new(HashMap::new()))
+    }
+
+    /// Buckets in Redis at `url`, under keys starting with `prefix`.
+    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_millis(500)))
+            .set_number_of_retries(1);
+        let manager = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+        Ok(Self::Redis { manager, script: redis::Script::new(SCRIPT), prefix: prefix.to_string() })
+    }
+
+    /// Debits `cost` points from `key`'s bucket if they are there; a negative cost credits.
+    pub async fn take(&self, key: &str, cost: f64, policy: BudgetPolicy) -> Result<ThrottleStatus, Throttled> {
+        let (ok, available) = match self {
+            Self::Local(buckets) => {
+                let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let bucket = buckets.entry(key.to_string()).or_insert(Bucket { available: policy.maximum, at: now });
+                let refilled = bucket.available + now.duration_since(bucket.at).as_secs_f64() * policy.restore_rate;
+                bucket.available = refilled.min(policy.maximum);
+                bucket.at = now;
+                if cost > bucket.available {
+                    (false, bucket.available)
+                } else {
+                    bucket.available = (bucket.available - cost).min(policy.maximum);
+                    (true, bucket.available)
+                }
+            }
+            Self::Redis { manager, script, prefix } => {
+                let mut manager = manager.clone();
+                let result: redis::RedisResult<(i64, String)> = script
+                    .key(format!("{prefix}{key}"))
+                    .arg(policy.maximum)
+                    .arg(policy.restore_rate)
+                    .arg(cost)
+                    .invoke_async(&mut manager)
+                    .await;
+                match result {
+                    Ok((ok, a)) => (ok == 1, a.parse().unwrap_or(policy.maximum)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cost budget unavailable (Redis); letting the request through");
+                        (true, policy.maximum)
+                    }
+                }
+            }
+        };
+        let status = ThrottleStatus {
+            maximum_available: policy.maximum,
+            currently_available: available,
+            restore_rate: policy.restore_rate,
+        };
+        if ok {
+            Ok(status)
+        } else {
+            let missing = cost - available;
+            let retry_after_secs = (missing / policy.restore_rate).ceil().max(1.0) as u64;
+            Err(Throttled { status, retry_after_secs })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_bucket_drains_and_refills() {
+        let budgets = Budgets::local();
+        let policy = BudgetPolicy { maximum: 100.0, restore_rate: 1000.0 };
+        let status = budgets.take("u", 60.0, policy).await.unwrap();
+        assert!((status.currently_available - 40.0).abs() < 1.0);
+        let refused = budgets.take("u", 60.0, policy).await.unwrap_err();
+        assert_eq!(refused.retry_after_secs, 1);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(budgets.take("u", 60.0, policy).await.is_ok(), "30 ms at 1000/s refilled it");
+        assert!(budgets.take("other", 100.0, policy).await.is_ok(), "buckets are per key");
+        let credited = budgets.take("other", -500.0, policy).await.unwrap();
+        assert_eq!(credited.currently_available, 100.0, "never above the maximum");
+    }
+}

@@ -1,0 +1,364 @@
+//! Operation limits and cost budgets, checked before anything executes.
+//!
+//! | limit (setting) | default | code |
+//! |---|---|---|
+//! | query text (`SECURECART_MAX_QUERY_BYTES`) | 256 KiB | `QUERY_TOO_LARGE` |
+//! | lexical tokens (`SECURECART_MAX_TOKENS`) | 15,000 | `MAX_TOKENS_EXCEEDED` |
+//! | aliases (`SECURECART_MAX_ALIASES`) | 50 | `MAX_ALIASES_EXCEEDED` |
+//! | root fields (`SECURECART_MAX_ROOT_FIELDS`) | 30 | `MAX_ROOT_FIELDS_EXCEEDED` |
+//! | depth (`SECURECART_MAX_DEPTH`) | 12 | `MAX_DEPTH_EXCEEDED` |
+//! | requested cost (`SECURECART_MAX_COMPLEXITY`) | 5,000 | `MAX_COMPLEXITY_EXCEEDED` |
+//! | cost budget (per caller, see `budget`) | by role | `THROTTLED` (HTTP 429) |
+//!
+//! Size and token limits run on the raw text before it is parsed, so an oversized document
+//! costs a scan, not a parse. Example: `{ a1: __typename a2: __typename ... a51: __typename }`
+//! answers `{"errors":[{"message":"51 aliases; at most 50 are allowed","extensions":{"code":"MAX_ALIASES_EXCEEDED"}}]}`.
+//!
+//! Every response carries `extensions.cost { requestedQueryCost actualQueryCost throttleStatus
+//! { maximumAvailable currentlyAvailable restoreRate } }` (see `cost` for the model).
+
+use std::sync::{Arc, Mutex};
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Name, Request, Response, ServerError, ServerResult, Value, Variables};
+
+use super::cost::operation_cost;
+use super::errors::with_code;
+use crate::auth::{Caller, Role};
+use crate::budget::{BudgetPolicy, Budgets, ThrottleStatus, Throttled};
+use crate::config::Settings;
+
+/// Who a request is billed to: `user:<sub>` or `ip:<address>`, with the role's policy.
+#[derive(Debug, Clone)]
+pub struct BillingKey {
+    /// The bucket key.
+    pub key: String,
+    /// The bucket size and refill rate.
+    pub policy: BudgetPolicy,
+}
+
+impl BillingKey {
+    /// The bucket of `caller` (anonymous and refused tokens by client IP).
+    pub fn of(caller: &Caller, client_ip: &str, settings: &Settings) -> Self {
+        let limits = &settings.rate_limit;
+        match caller.identity() {
+            Some(i) => {
+                let policy = if i.is_admin() {
+                    limits.admin
+                } else if i.has(Role::Vendor) {
+                    limits.vendor
+                } else {
+                    limits.customer
+                };
+                Self { key: format!("user:{}", i.subject), policy }
+            }
+            None => Self { key: format!("ip:{client_ip}"), policy: limits.anonymous },
+        }
+    }
+}
+
+/// What the transport learns about a request's cost (to set 429 headers).
+#[derive(Debug, Clone, Default)]
+pub struct CostReport {
+    /// Set when the request was refused for its budget.
+    pub throttled: Option<Throttled>,
+    /// The bucket after the request.
+    pub status: Option<ThrottleStatus>,
+}
+
+/// Shared between the extension and the transport for one request.
+#[derive(Clone, Default)]
+pub struct CostCell(pub Arc<Mutex<CostReport>>);
+
+/// The operation name a request asked for (the extension's hooks do not get it).
+pub struct OperationName(pub Option<String>);
+
+/// Builds the per-request limits extension.
+pub struct Limits {
+    settings: Arc<Settings>,
+    budgets: Arc<Budgets>,
+}
+
+impl Limits {
+    /// The extension factory.
+    pub fn new(settings: Arc<Settings>, budgets: Arc<Budgets>) -> Self {
+        Self { settings, budgets }
+    }
+}
+
+impl ExtensionFactory for Limits {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(LimitsExtension {
+            settings: self.settings.clone(),
+            budgets: self.budgets.clone(),
+            state: Mutex::new(State::default()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct State {
+    document: Option<ExecutableDocument>,
+    variables: Variables,
+    requested: u64,
+    billed: Option<(BillingKey, ThrottleStatus)>,
+}
+
+struct LimitsExtension {
+    settings: Arc<Settings>,
+    budgets: Arc<Budgets>,
+    state: Mutex<State>,
+}
+
+fn refuse(code: &str, message: String) -> ServerError {
+    with_code(ServerError::new(message, None), code)
+}
+
+/// Counts GraphQL tokens (punctuators, names, numbers, strings), stopping past `limit`.
+pub fn count_tokens(text: &str, limit: usize) -> usize {
+    let bytes = text.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < bytes.len() && n <= limit {
+        let b = bytes[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => i += 1,
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                n += 1;
+                if bytes[i..].starts_with(b"\"\"\"") {
+                    i += 3;
+                    while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 3;
+                } else {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+            }
+            b'.' if bytes[i..].starts_with(b"...") => {
+                n += 1;
+                i += 3;
+            }
+            _ if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' => {
+                n += 1;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.' | b'-' | b'+'))
+                {
+                    i += 1;
+                }
+            }
+            _ => {
+                n += 1;
+                i += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Aliases in the whole document, and root fields of the largest operation.
+fn shape(document: &ExecutableDocument) -> (usize, usize) {
+    fn aliases(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(f) => usize::from(f.node.alias.is_some()) + aliases(&f.node.selection_set.node),
+                Selection::InlineFragment(f) => aliases(&f.node.selection_set.node),
+                Selection::FragmentSpread(_) => 0,
+            })
+            .sum()
+    }
+    fn root_fields(set: &SelectionSet, document: &ExecutableDocument, seen: &mut Vec<Name>) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(_) => 1,
+                Selection::InlineFragment(f) => root_fields(&f.node.selection_set.node, document, seen),
+                Selection::FragmentSpread(s) => {
+                    let name = &s.node.fragment_name.node;
+                    match document.fragments.get(name) {
+                        Some(f) if !seen.contains(name) => {
+                            seen.push(name.clone());
+                            root_fields(&f.node.selection_set.node, document, seen)
+                        }
+                        _ => 0,
+                    }
+                }
+            })
+            .sum()
+    }
+    let in_operations: usize = document.operations.iter().map(|(_, op)| aliases(&op.node.selection_set.node)).sum();
+    let in_fragments: usize = document.fragments.values().map(|f| aliases(&f.node.selection_set.node)).sum();
+    let roots = document
+        .operations
+        .iter()
+        .map(|(_, op)| root_fields(&op.node.selection_set.node, document, &mut Vec::new()))
+        .max()
+        .unwrap_or(0);
+    (in_operations + in_fragments, roots)
+}
+
+fn cost_value(requested: u64, actual: u64, status: Option<ThrottleStatus>) -> Value {
+    let mut cost = async_graphql::indexmap::IndexMap::new();
+    cost.insert(Name::new("requestedQueryCost"), Value::from(requested));
+    cost.insert(Name::new("actualQueryCost"), Value::from(actual));
+    if let Some(s) = status {
+        let mut t = async_graphql::indexmap::IndexMap::new();
+        t.insert(Name::new("maximumAvailable"), Value::from(s.maximum_available.floor() as u64));
+        t.insert(Name::new("currentlyAvailable"), Value::from(s.currently_available.floor().max(0.0) as u64));
+        t.insert(Name::new("restoreRate"), Value::from(s.restore_rate.floor() as u64));
+        cost.insert(Name::new("throttleStatus"), Value::Object(t));
+    }
+    Value::Object(cost)
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for LimitsExtension {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        let limits = &self.settings.limits;
+        if request.query.len() > limits.max_query_bytes {
+            return Err(refuse(
+                "QUERY_TOO_LARGE",
+                format!("the query is {} bytes; at most {} are allowed", request.query.len(), limits.max_query_bytes),
+            ));
+        }
+        let tokens = count_tokens(&request.query, limits.max_tokens);
+        if tokens > limits.max_tokens {
+            return Err(refuse("MAX_TOKENS_EXCEEDED", format!("the query has more than {} tokens", limits.max_tokens)));
+        }
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).variables = request.variables.clone();
+        next.run(ctx, request).await
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let limits = &self.settings.limits;
+        let (aliases, roots) = shape(&document);
+        if aliases > limits.max_aliases {
+            return Err(refuse(
+                "MAX_ALIASES_EXCEEDED",
+                format!("{aliases} aliases; at most {} are allowed", limits.max_aliases),
+            ));
+        }
+        if roots > limits.max_root_fields {
+            return Err(refuse(
+                "MAX_ROOT_FIELDS_EXCEEDED",
+                format!("{roots} root fields; at most {} are allowed", limits.max_root_fields),
+            ));
+        }
+        let name = ctx.data_opt::<OperationName>().and_then(|n| n.0.clone());
+        let requested = operation_cost(&document, name.as_deref(), variables, limits.default_page_size, None);
+        if requested > limits.max_complexity as u64 {
+            return Err(refuse(
+                "MAX_COMPLEXITY_EXCEEDED",
+                format!(
+                    "the query costs {requested}; at most {} is allowed (see extensions.cost)",
+                    limits.max_complexity
+                ),
+            ));
+        }
+        // Bill the requested cost now; the unused part is given back after execution.
+        let billed = match ctx.data_opt::<BillingKey>() {
+            Some(key) => match self.budgets.take(&key.key, requested as f64, key.policy).await {
+                Ok(status) => Some((key.clone(), status)),
+                Err(throttled) => {
+                    if let Some(cell) = ctx.data_opt::<CostCell>() {
+                        cell.0.lock().unwrap_or_else(|e| e.into_inner()).throttled = Some(throttled);
+                    }
+                    let mut err = refuse(
+                        "THROTTLED",
+                        format!(
+                            "this query costs {requested}; {} of {} points are available, {} restored per second",
+                            throttled.status.currently_available.floor(),
+                            throttled.status.maximum_available,
+                            throttled.status.restore_rate
+                        ),
+                    );
+                    let ext = err.extensions.get_or_insert_with(Default::default);
+                    ext.set("retryAfter", throttled.retry_after_secs);
+                    ext.set("cost", cost_value(requested, 0, Some(throttled.status)));
+                    return Err(err);
+                }
+            },
+            None => None,
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.requested = requested;
+        state.billed = billed;
+        state.document = Some(document.clone());
+        Ok(document)
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        let (document, variables, requested, billed) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            (state.document.take(), std::mem::take(&mut state.variables), state.requested, state.billed.take())
+        };
+        let default_page = self.settings.limits.default_page_size;
+        let actual = document
+            .map(|d| operation_cost(&d, operation_name, &variables, default_page, Some(&response.data)))
+            .unwrap_or(requested)
+            .min(requested);
+        let mut status = billed.as_ref().map(|(_, s)| *s);
+        if let Some((key, _)) = billed
+            && actual < requested
+        {
+            let refund = -((requested - actual) as f64);
+            if let Ok(s) = self.budgets.take(&key.key, refund, key.policy).await {
+                status = Some(s);
+            }
+        }
+        if let Some(cell) = ctx.data_opt::<CostCell>() {
+            cell.0.lock().unwrap_or_else(|e| e.into_inner()).status = status;
+        }
+        response.extensions.insert("cost".to_string(), cost_value(requested, actual, status));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_counted_like_the_lexer() {
+        assert_eq!(count_tokens("{ a }", 100), 3);
+        assert_eq!(count_tokens("query Q($x: Int = 5) { a(b: \"s t\", c: -1.5e3) ...F } # c", 100), 23);
+        assert_eq!(count_tokens(&"{ a ".repeat(1000), 50), 51, "stops once past the limit");
+        assert_eq!(count_tokens("\"\"\"block\nstring\"\"\" x", 10), 2);
+    }
+
+    #[test]
+    fn aliases_and_root_fields() {
+        let doc = async_graphql::parser::parse_query("{ a: x b: y { c: z } ...F } fragment F on Q { d: w v }").unwrap();
+        assert_eq!(shape(&doc), (4, 4));
+    }
+}
