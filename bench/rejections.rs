@@ -16,7 +16,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let rest = &stat[stat.rfind(')').map(|i| i + 2).unwrap_or(0)..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn ticks_per_second() -> f64 {
@@ -41,6 +42,7 @@ async fn main() {
         .arg("serve")
         .current_dir(&dir)
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
         .env("SECURECART_LOG", "error")
         // The bench measures the limits, not the rate limiter or the budgets.
         .env("SECURECART_ANON_RATE", "1000000")
@@ -84,12 +86,22 @@ async fn main() {
     for (name, query, code) in cases {
         let body = json!({ "query": query }).to_string();
         // Warm up, and check the answer is the one expected.
-        let answer: Value = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap().json().await.unwrap();
+        let answer: Value = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let got = answer["errors"][0]["extensions"]["code"].as_str().unwrap_or("");
         assert_eq!(got, code, "{name}: {answer}");
         let (before, started) = (cpu_ticks(pid), Instant::now());
         for _ in 0..requests {
-            let r = client.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
+            let r =
+                client.post(&url).header("content-type", "application/json").body(body.clone()).send().await.unwrap();
             let _ = r.bytes().await.unwrap();
         }
         let wall = started.elapsed().as_secs_f64() / requests as f64;

@@ -38,6 +38,7 @@ async fn run(n: usize, bin: &str) -> String {
         .arg("serve")
         .current_dir(&dir)
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
         .env("SECURECART_WS_MAX_CONNECTIONS", "20000")
         .env("SECURECART_LOG", "warn")
         .kill_on_drop(true)

@@ -16,15 +16,19 @@ use crate::graphql::build_schema;
 use crate::http::client::ClientIp;
 use crate::http::persisted::PersistedQueries;
 use crate::http::playground::Playground;
-use crate::http::{AppState, router};
+use crate::http::{AppState, internal_router, router};
 use crate::payments::PaymentGateway;
 use crate::store::Store;
 use crate::store::seed::SeedSize;
 
-/// A built server, bound to its port but not yet serving.
+/// A built server, bound to its ports but not yet serving.
 pub struct App {
     listener: TcpListener,
+    internal: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+    deadline: std::time::Duration,
     router: axum::Router,
+    internal_router: axum::Router,
     store: Store,
     bus: EventBus,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
@@ -35,6 +39,12 @@ impl App {
     /// so, and binds the listener (`SECURECART_LISTEN`; port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
+        // Install the metrics recorder before anything records.
+        crate::telemetry::metrics::handle();
+        let tls = match (&settings.server.tls_cert, &settings.server.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::server_config(cert, key)?),
+            _ => None,
+        };
         let store = Store::connect(settings.database.url(), settings.database.max_connections).await?;
         if settings.auto_migrate() {
             store.migrate().await?;
@@ -79,6 +89,10 @@ impl App {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
+        let internal = TcpListener::bind(settings.server.internal_listen)
+            .await
+            .with_context(|| format!("binding the internal listener {}", settings.server.internal_listen))?;
+        let deadline = std::time::Duration::from_secs(settings.server.shutdown_deadline_secs);
         let state = AppState {
             settings,
             store: store.clone(),
@@ -91,7 +105,8 @@ impl App {
             clients,
             persisted,
         };
-        Ok(Self { listener, router: router(state), store, bus, shutdown_tx })
+        let internal_router = internal_router(state.clone());
+        Ok(Self { listener, internal, tls, deadline, router: router(state), internal_router, store, bus, shutdown_tx })
     }
 
     /// The address the server listens on.
@@ -104,6 +119,11 @@ impl App {
         self.local_addr().port()
     }
 
+    /// The address of the internal listener (`/metrics`, `/healthz`, `/readyz`).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal.local_addr().expect("a bound listener has an address")
+    }
+
     /// The store the server uses (tests read its statement count).
     pub fn store(&self) -> &Store {
         &self.store
@@ -114,24 +134,56 @@ impl App {
         &self.bus
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests and closes the pool.
+    /// Serves until `shutdown` completes; then stops accepting, closes WebSockets with 1001,
+    /// lets in-flight requests finish within the shutdown deadline, and closes the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let tx = self.shutdown_tx;
-        let signal = async move {
+        let down = tx.subscribe();
+        tokio::spawn(async move {
             shutdown.await;
-            // WebSockets never end by themselves: tell them to close (1001) so the graceful
-            // shutdown can finish.
             let _ = tx.send(true);
+        });
+        let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|d| *d).await;
         };
-        axum::serve(self.listener, service).with_graceful_shutdown(signal).await.context("serving")?;
-        self.store.close().await;
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let public = async {
+            match self.tls {
+                Some(config) => {
+                    use axum::serve::ListenerExt;
+                    // `tap_io` only lends the stream type axum's connect-info support.
+                    let listener = crate::http::tls::TlsListener::new(self.listener, config)?.tap_io(|_| {});
+                    axum::serve(listener, service).with_graceful_shutdown(stopping(down.clone())).await
+                }
+                None => axum::serve(self.listener, service).with_graceful_shutdown(stopping(down.clone())).await,
+            }
+        };
+        let internal = axum::serve(self.internal, self.internal_router).with_graceful_shutdown(stopping(down.clone()));
+        let serving = async { tokio::try_join!(public, internal) };
+        let deadline = self.deadline;
+        let mut watch = down.clone();
+        let expired = async move {
+            let _ = watch.wait_for(|d| *d).await;
+            tokio::time::sleep(deadline).await;
+        };
+        tokio::select! {
+            served = serving => { served.context("serving")?; }
+            _ = expired => tracing::warn!(deadline_secs = deadline.as_secs(), "shutdown deadline passed; dropping unfinished requests"),
+        }
+        // Logs are written synchronously as they happen, so nothing is left to flush.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.store.close()).await;
+        tracing::info!("stopped");
         Ok(())
     }
 
     /// Serves until SIGINT or SIGTERM.
     pub async fn run(self) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "SecureCart API listening (GraphQL at /graphql)");
+        tracing::info!(
+            addr = %self.local_addr(),
+            internal = %self.internal_addr(),
+            tls = self.tls.is_some(),
+            "SecureCart API listening (GraphQL at /graphql; metrics and health on the internal address)"
+        );
         self.run_until(shutdown_signal()).await
     }
 }

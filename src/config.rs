@@ -70,11 +70,29 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// `SECURECART_MAX_BODY_BYTES`: the largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
+    /// `SECURECART_INTERNAL_LISTEN`: the private listener for `/metrics`, `/healthz` and
+    /// `/readyz` (default 127.0.0.1:9090). Keep it off the internet.
+    pub internal_listen: SocketAddr,
+    /// `SECURECART_SHUTDOWN_DEADLINE_SECS`: how long in-flight requests may take to finish after
+    /// SIGTERM or SIGINT (default 30).
+    pub shutdown_deadline_secs: u64,
+    /// `SECURECART_TLS_CERT`: a PEM certificate chain; with `tls_key`, the public listener speaks
+    /// TLS 1.2/1.3.
+    pub tls_cert: Option<PathBuf>,
+    /// `SECURECART_TLS_KEY`: the PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            internal_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            shutdown_deadline_secs: 30,
+            tls_cert: None,
+            tls_key: None,
+        }
     }
 }
 
@@ -437,6 +455,18 @@ impl Settings {
         if let Some(v) = env("SECURECART_LISTEN") {
             self.server.listen = parsed("SECURECART_LISTEN", v)?;
         }
+        if let Some(v) = env("SECURECART_INTERNAL_LISTEN") {
+            self.server.internal_listen = parsed("SECURECART_INTERNAL_LISTEN", v)?;
+        }
+        if let Some(v) = env("SECURECART_SHUTDOWN_DEADLINE_SECS") {
+            self.server.shutdown_deadline_secs = parsed("SECURECART_SHUTDOWN_DEADLINE_SECS", v)?;
+        }
+        if let Some(v) = env("SECURECART_TLS_CERT") {
+            self.server.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("SECURECART_TLS_KEY") {
+            self.server.tls_key = Some(PathBuf::from(v));
+        }
         if let Some(v) = env("SECURECART_MAX_BODY_BYTES") {
             self.server.max_body_bytes = parsed("SECURECART_MAX_BODY_BYTES", v)?;
         }
@@ -598,6 +628,9 @@ impl Settings {
         if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size
         {
             bail!("limits: need 0 < default_page_size <= max_page_size");
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            bail!("set both SECURECART_TLS_CERT and SECURECART_TLS_KEY, or neither");
         }
         let auth = &self.auth;
         if auth.jwt_secret.is_some() && (auth.jwks_url.is_some() || auth.jwks_file.is_some()) {

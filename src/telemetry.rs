@@ -25,3 +25,75 @@ pub fn init(settings: &Settings) {
     // Already installed (tests build several apps in one process): keep the first.
     let _ = result;
 }
+
+/// Prometheus metrics: the recorder (installed once per process) and the names used.
+pub mod metrics {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+    /// GraphQL operations, by `type` and `operation` (counter).
+    pub const REQUESTS: &str = "securecart_graphql_requests_total";
+    /// GraphQL operation latency in seconds, by `type` and `operation` (histogram).
+    pub const DURATION: &str = "securecart_graphql_request_duration_seconds";
+    /// Errors in GraphQL responses, by `code` (counter).
+    pub const ERRORS: &str = "securecart_graphql_errors_total";
+    /// Documents refused by an operation limit, by `code` (counter).
+    pub const LIMIT_REJECTIONS: &str = "securecart_limit_rejections_total";
+    /// Requests refused by a rate limit, by `kind` (`anonymous_ip`, `budget`) (counter).
+    pub const THROTTLED: &str = "securecart_throttled_total";
+    /// HTTP responses, by `status` (counter).
+    pub const HTTP_RESPONSES: &str = "securecart_http_responses_total";
+    /// Open WebSocket connections (gauge).
+    pub const WS_CONNECTIONS: &str = "securecart_websocket_connections";
+    /// Running WebSocket operations (subscriptions) (gauge).
+    pub const SUBSCRIPTIONS: &str = "securecart_subscriptions_active";
+    /// Events published on the bus, by `type` (counter).
+    pub const EVENTS_PUBLISHED: &str = "securecart_events_published_total";
+    /// Events delivered to subscribers, by `type` (counter).
+    pub const EVENTS_DELIVERED: &str = "securecart_events_delivered_total";
+    /// Database pool connections, by `state` (`idle`, `in_use`), and the pool's maximum (gauges).
+    pub const DB_POOL: &str = "securecart_db_pool_connections";
+    /// SQL statements run (counter).
+    pub const DB_STATEMENTS: &str = "securecart_db_statements_total";
+    /// Whether the database answered a ping at the last scrape (1) or not (0).
+    pub const DATABASE_UP: &str = "securecart_database_up";
+    /// Whether the event bus reaches Redis (1) or not (0); absent for the in-process bus.
+    pub const BUS_CONNECTED: &str = "securecart_bus_connected";
+    /// Uses of deprecated schema fields, by `field` and `client` (counter).
+    pub const DEPRECATED_FIELDS: &str = "securecart_deprecated_field_usage_total";
+
+    /// The process's Prometheus handle (installs the recorder on first use).
+    pub fn handle() -> &'static PrometheusHandle {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        HANDLE.get_or_init(|| {
+            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DURATION.into()), &buckets)
+                .expect("valid buckets");
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (a test harness): keep an unattached one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+    }
+
+    /// An operation name safe to use as a label: client-chosen names are limited to 200
+    /// distinct values per process (then `other`), so a client cannot blow up the series count.
+    pub fn operation_label(name: Option<&str>) -> String {
+        static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+        let Some(name) = name
+            .filter(|n| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        else {
+            return if name.is_none_or(str::is_empty) { "anonymous".into() } else { "other".into() };
+        };
+        let mut seen = SEEN.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+        if seen.contains(name) || (seen.len() < 200 && seen.insert(name.to_string())) {
+            name.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}

@@ -52,6 +52,17 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Inventory { .. } => "inventory",
+            Self::OrderStatus { .. } => "order_status",
+            Self::Cart { .. } => "cart",
+        }
+    }
+}
+
 /// Events a subscriber can fall behind by before it loses the oldest ones.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 
@@ -107,6 +118,7 @@ impl EventBus {
     /// Publishes an event. Never fails or waits for the caller: the change it reports is
     /// already committed.
     pub async fn publish(&self, event: Event) {
+        metrics::counter!(crate::telemetry::metrics::EVENTS_PUBLISHED, "type" => event.kind()).increment(1);
         let event = Arc::new(event);
         // No local subscriber is not an error.
         let _ = self.local.send(event.clone());

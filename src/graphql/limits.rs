@@ -60,9 +60,15 @@ impl BillingKey {
     }
 }
 
-/// What the transport learns about a request's cost (to set 429 headers).
+/// What the transport learns about a request (429 headers, metrics, the span).
 #[derive(Debug, Clone, Default)]
 pub struct CostReport {
+    /// `query`, `mutation` or `subscription`, once parsed.
+    pub operation_type: Option<&'static str>,
+    /// The operation's name in the document, if it has one.
+    pub operation_name: Option<String>,
+    /// The requested cost, once computed.
+    pub requested: Option<u64>,
     /// Set when the request was refused for its budget.
     pub throttled: Option<Throttled>,
     /// The bucket after the request.
@@ -269,7 +275,25 @@ impl Extension for LimitsExtension {
             ));
         }
         let name = ctx.data_opt::<OperationName>().and_then(|n| n.0.clone());
+        let operation = match name.as_deref() {
+            Some(n) => document.operations.iter().find(|(o, _)| o.map(|o| o.as_str()) == Some(n)),
+            None => document.operations.iter().next(),
+        };
+        let operation_type = operation.map(|(_, op)| match op.node.ty {
+            async_graphql::parser::types::OperationType::Query => "query",
+            async_graphql::parser::types::OperationType::Mutation => "mutation",
+            async_graphql::parser::types::OperationType::Subscription => "subscription",
+        });
         let requested = operation_cost(&document, name.as_deref(), variables, limits.default_page_size, None);
+        let span = tracing::Span::current();
+        span.record("operation_type", operation_type.unwrap_or("unknown"));
+        span.record("cost", requested);
+        if let Some(cell) = ctx.data_opt::<CostCell>() {
+            let mut report = cell.0.lock().unwrap_or_else(|e| e.into_inner());
+            report.operation_type = operation_type;
+            report.operation_name = operation.and_then(|(n, _)| n.map(|n| n.to_string()));
+            report.requested = Some(requested);
+        }
         if requested > limits.max_complexity as u64 {
             return Err(refuse(
                 "MAX_COMPLEXITY_EXCEEDED",

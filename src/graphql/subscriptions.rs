@@ -144,6 +144,7 @@ where
             match next {
                 Ok(event) => {
                     if let Some(item) = pick(&event) {
+                        metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => event.kind()).increment(1);
                         yield Ok(item);
                     }
                 }

@@ -41,7 +41,7 @@ use super::client::Peer;
 use crate::auth::{Caller, Role};
 use crate::config::IntrospectionPolicy;
 use crate::graphql::errors::IntrospectionDenied;
-use crate::graphql::limits::{BillingKey, CostCell, OperationName};
+use crate::graphql::limits::{BillingKey, CostCell, CostReport, OperationName};
 use crate::graphql::loaders::Loaders;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
@@ -359,6 +359,45 @@ fn refuse_writes_over_get(request: &async_graphql::Request) -> Result<(), HttpEr
     Ok(())
 }
 
+/// Counts the operation, its latency, its errors by code, and refusals by limits and budgets.
+fn record_metrics(operation: &str, report: &CostReport, response: &async_graphql::Response, elapsed: Duration) {
+    use crate::telemetry::metrics as m;
+    let labels = [
+        ("type", report.operation_type.unwrap_or("unknown").to_string()),
+        ("operation", m::operation_label(Some(operation).filter(|o| !o.is_empty()))),
+    ];
+    metrics::counter!(m::REQUESTS, &labels).increment(1);
+    metrics::histogram!(m::DURATION, &labels).record(elapsed.as_secs_f64());
+    for error in &response.errors {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(|c| match c {
+                async_graphql::Value::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "UNKNOWN".into());
+        if LIMIT_CODES.contains(&code.as_str()) {
+            metrics::counter!(m::LIMIT_REJECTIONS, "code" => code.clone()).increment(1);
+        }
+        metrics::counter!(m::ERRORS, "code" => code).increment(1);
+    }
+    if report.throttled.is_some() {
+        metrics::counter!(m::THROTTLED, "kind" => "budget").increment(1);
+    }
+}
+
+const LIMIT_CODES: &[&str] = &[
+    "QUERY_TOO_LARGE",
+    "MAX_TOKENS_EXCEEDED",
+    "MAX_ALIASES_EXCEEDED",
+    "MAX_ROOT_FIELDS_EXCEEDED",
+    "MAX_DEPTH_EXCEEDED",
+    "MAX_COMPLEXITY_EXCEEDED",
+    "FRAGMENT_CYCLE",
+];
+
 /// The caller behind an `Authorization` header value (`Bearer <token>`), for HTTP and WebSocket.
 /// No header: anonymous. A bad token: `Rejected`, so protected fields say why.
 pub async fn authenticate(state: &AppState, authorization: Option<&str>) -> Caller {
@@ -418,8 +457,14 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
         Caller::Anonymous => "anonymous".into(),
         Caller::Rejected(_) => "rejected".into(),
     };
-    let span =
-        tracing::info_span!("graphql", operation = %operation, caller_role = %role, cost = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "graphql",
+        operation = %operation,
+        operation_type = tracing::field::Empty,
+        caller_role = %role,
+        cost = tracing::field::Empty,
+    );
+    let started = std::time::Instant::now();
     let cost = CostCell::default();
     let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone());
     let timeout = Duration::from_millis(state.settings.limits.execution_timeout_ms);
@@ -434,6 +479,7 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
         .into_response();
     };
     let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
+    record_metrics(report.operation_name.as_deref().unwrap_or(&operation), &report, &response, started.elapsed());
 
     // A request error has no `data` at all (and its errors no `path`): nothing was executed.
     let request_error = !response.errors.is_empty()

@@ -8,6 +8,25 @@ use serde_json::json;
 
 use super::AppState;
 
+/// `GET /metrics` (internal listener only): Prometheus text, with the database pool, statement
+/// count and bus state sampled at scrape time.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use crate::telemetry::metrics as m;
+    let (open, idle, max) = state.store.pool_stats();
+    metrics::gauge!(m::DB_POOL, "state" => "idle").set(idle as f64);
+    metrics::gauge!(m::DB_POOL, "state" => "in_use").set(f64::from(open) - idle as f64);
+    metrics::gauge!(m::DB_POOL, "state" => "max").set(f64::from(max));
+    metrics::counter!(m::DB_STATEMENTS).absolute(state.store.statements_executed());
+    let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
+    metrics::gauge!(m::DATABASE_UP).set(if matches!(database, Ok(Ok(()))) { 1.0 } else { 0.0 });
+    match state.bus.health() {
+        crate::bus::BusHealth::InProcess => {}
+        crate::bus::BusHealth::Connected => metrics::gauge!(m::BUS_CONNECTED).set(1.0),
+        crate::bus::BusHealth::Degraded => metrics::gauge!(m::BUS_CONNECTED).set(0.0),
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], m::handle().render())
+}
+
 /// Liveness: answers as long as the process serves HTTP.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))

@@ -6,6 +6,7 @@ pub mod health;
 pub mod persisted;
 pub mod playground;
 pub mod routes;
+pub mod tls;
 pub mod websocket;
 
-pub use routes::{AppState, router};
+pub use routes::{AppState, internal_router, router};

@@ -119,10 +119,21 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
                 })
                 .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                    metrics::counter!(crate::telemetry::metrics::HTTP_RESPONSES, "status" => res.status().as_u16().to_string())
+                        .increment(1);
                     tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
                 }),
         )
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}
+
+/// The private router: metrics and health, for the internal listener only.
+pub fn internal_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
 }
 
 /// CORS for the configured origins (`*`: any origin, without credentials); none by default.

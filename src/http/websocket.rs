@@ -56,7 +56,7 @@ pub async fn upgrade(
     };
     // Take a connection slot before upgrading; it is given back when the connection ends.
     let open = state.websockets.fetch_add(1, Ordering::SeqCst);
-    let slot = Slot(state.websockets.clone());
+    let slot = Slot::new(state.websockets.clone(), crate::telemetry::metrics::WS_CONNECTIONS);
     if open >= state.settings.websocket.max_connections {
         let body = serde_json::json!({ "errors": [{ "message": "too many WebSocket connections; retry later",
             "extensions": { "code": "TOO_MANY_CONNECTIONS" } }] });
@@ -75,12 +75,20 @@ pub async fn upgrade(
         })
 }
 
-/// Gives a counted slot back when dropped.
-struct Slot(Arc<AtomicUsize>);
+/// Gives a counted slot back when dropped, and keeps a gauge in step.
+struct Slot(Arc<AtomicUsize>, &'static str);
+
+impl Slot {
+    fn new(counter: Arc<AtomicUsize>, gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Self(counter, gauge)
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!(self.1).decrement(1.0);
     }
 }
 
@@ -116,7 +124,7 @@ impl Executor for SessionExecutor {
             error.extensions.get_or_insert_with(Default::default).set("code", "TOO_MANY_SUBSCRIPTIONS");
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
         }
-        let slot = Slot(self.active.clone());
+        let slot = Slot::new(self.active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
         let request = prepare(&self.state, request, caller, billing, CostCell::default());
         let schema: &AppSchema = &self.state.schema;
         schema

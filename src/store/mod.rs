@@ -130,6 +130,11 @@ impl Store {
         self.statements.load(Ordering::Relaxed)
     }
 
+    /// Connections in the pool: (open, idle, maximum).
+    pub fn pool_stats(&self) -> (u32, usize, u32) {
+        on_pool!(self, pool => (pool.size(), pool.num_idle(), pool.options().get_max_connections()))
+    }
+
     pub(crate) fn count_statement(&self) {
         self.statements.fetch_add(1, Ordering::Relaxed);
     }

@@ -60,6 +60,8 @@ pub(crate) use for_each_backend;
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub address: String,
+    /// The internal listener (`/metrics`, `/healthz`, `/readyz`).
+    pub internal_address: String,
     pub client: reqwest::Client,
     pub store: Store,
     pub bus: securecart::bus::EventBus,
@@ -192,6 +194,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     };
     let mut settings = Settings::default();
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.internal_listen = "127.0.0.1:0".parse().unwrap();
     settings.database.url = Some(url.clone());
     settings.database.max_connections = 5;
     settings.database.demo_seed = Some(false);
@@ -203,8 +206,11 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     (limits.anonymous, limits.customer, limits.vendor, limits.admin) = (roomy, roomy, roomy, roomy);
     (limits.anonymous_per_second, limits.anonymous_burst) = (1000, 100_000);
     configure(&mut settings);
+    let settings_tls = settings.server.tls_cert.is_some();
     let app = App::build(settings).await.expect("building the app");
-    let address = format!("http://{}", app.local_addr());
+    let scheme = if settings_tls { "https" } else { "http" };
+    let address = format!("{scheme}://{}", app.local_addr());
+    let internal_address = format!("http://{}", app.internal_addr());
     let store = app.store().clone();
     let bus = app.bus().clone();
     let (tx, rx) = oneshot::channel();
@@ -212,7 +218,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Some(TestApp { address, client, store, bus, database_url: url, shutdown: Some(tx), _db: db })
+    Some(TestApp { address, internal_address, client, store, bus, database_url: url, shutdown: Some(tx), _db: db })
 }
 
 fn with_database(url: &str, name: &str) -> String {

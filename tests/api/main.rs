@@ -10,6 +10,7 @@ mod commerce;
 mod gateway;
 mod http;
 mod identity;
+mod operations;
 mod ownership;
 mod protection;
 mod realtime;

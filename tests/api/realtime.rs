@@ -189,6 +189,7 @@ async fn start_binary(database_url: &str, redis_url: &str, channel: &str) -> Ser
         .env("REDIS_URL", redis_url)
         .env("SECURECART_REDIS_CHANNEL", channel)
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
         .env("SECURECART_DEMO_SEED", "false")
         .env("SECURECART_LOG", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" })
         .stdout(Stdio::null())

@@ -1,0 +1,207 @@
+//! Issue #7: metrics on the internal listener, graceful shutdown of the real binary, and TLS.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use securecart::auth::Role;
+use serde_json::{Value, json};
+
+use crate::gateway::FakeGateway;
+use crate::helpers::{Backend, spawn_app_with, token};
+
+/// The value of one sample line of a Prometheus exposition (0 when absent).
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Must-show 1: the internal port's /metrics moves with traffic; the public port has no /metrics.
+#[tokio::test]
+async fn metrics_move_on_the_internal_port_only() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    app.seed(5, 1).await;
+    let scrape = || async {
+        app.client.get(format!("{}/metrics", app.internal_address)).send().await.unwrap().text().await.unwrap()
+    };
+    let op = format!("MetricsProbe{}", uuid::Uuid::new_v4().simple());
+    let before = scrape().await;
+    let label = format!("operation=\"{op}\"");
+    assert_eq!(sample(&before, "securecart_graphql_requests_total", &[&label]), 0.0);
+    for _ in 0..3 {
+        app.graphql(&format!("query {op} {{ products(first: 2) {{ edges {{ cursor }} }} }}"), json!({})).await;
+    }
+    app.graphql("{ products(first: 500) { edges { cursor } } }", json!({})).await;
+    app.graphql(
+        &format!("{{ {} }}", (0..60).map(|i| format!("a{i}: __typename")).collect::<Vec<_>>().join(" ")),
+        json!({}),
+    )
+    .await;
+    let after = scrape().await;
+    assert_eq!(sample(&after, "securecart_graphql_requests_total", &[&label, "type=\"query\""]), 3.0, "{after}");
+    assert_eq!(sample(&after, "securecart_graphql_request_duration_seconds_count", &[&label]), 3.0);
+    assert!(
+        sample(&after, "securecart_graphql_errors_total", &["code=\"PAGE_SIZE_EXCEEDED\""])
+            > sample(&before, "securecart_graphql_errors_total", &["code=\"PAGE_SIZE_EXCEEDED\""])
+    );
+    assert!(
+        sample(&after, "securecart_limit_rejections_total", &["code=\"MAX_ALIASES_EXCEEDED\""])
+            > sample(&before, "securecart_limit_rejections_total", &["code=\"MAX_ALIASES_EXCEEDED\""])
+    );
+    assert!(after.contains("securecart_db_pool_connections{state=\"max\"} 5"), "pool gauges");
+    assert!(sample(&after, "securecart_db_statements_total", &[]) > 0.0);
+    assert!(sample(&after, "securecart_http_responses_total", &["status=\"200\""]) >= 5.0);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(app.client.get(format!("{}{path}", app.internal_address)).send().await.unwrap().status(), 200);
+    }
+    let public = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(public.status(), 404, "nothing internal on the public port");
+}
+
+fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+/// Must-show 2: requests in flight when SIGTERM arrives complete; new connections are refused;
+/// WebSockets are closed with 1001; the process exits cleanly.
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
+    let gateway = FakeGateway::start().await;
+    let dir = std::env::temp_dir().join(format!("securecart-shutdown-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
+        .env("SECURECART_PAYMENT_URL", &gateway.url)
+        .env("SECURECART_PAYMENT_TIMEOUT_MS", "10000")
+        .env("SECURECART_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alice = token("alice", &[Role::Customer], None);
+    let gql = |query: &str| {
+        client.post(format!("{base}/graphql")).bearer_auth(&alice).json(&json!({ "query": query })).send()
+    };
+    let first: Value = gql("{ products(first: 1) { edges { node { id } } } }").await.unwrap().json().await.unwrap();
+    let product = first["data"]["products"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
+    gql(&format!("mutation {{ addCartItem(productId: \"{product}\", quantity: 1) {{ userErrors {{ code }} }} }}"))
+        .await
+        .unwrap();
+    let mut ws = crate::websocket::connect_to(&base, "graphql-transport-ws").await;
+    crate::websocket::send(&mut ws, json!({ "type": "connection_init" })).await;
+    assert_eq!(crate::websocket::next(&mut ws).await.unwrap()["type"], "connection_ack");
+
+    // A checkout whose payment takes 3 s is in flight when SIGTERM arrives.
+    let checkout = "mutation { checkout(input: { idempotencyKey: \"slow-1\", paymentToken: \"tok_slow\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
+    let in_flight = tokio::spawn(gql(checkout));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    send_signal(child.id().unwrap(), "TERM");
+
+    // The WebSocket is told the server is going away.
+    assert_eq!(crate::websocket::next(&mut ws).await, Err(1001));
+    // New connections are refused while the checkout finishes.
+    let refused_by = Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ => {
+                assert!(refused_by.elapsed() < Duration::from_secs(2), "new connections still accepted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let response = in_flight.await.unwrap().expect("the in-flight request got its answer");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits").unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(gateway.charges(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Must-show 3: TLS with a self-signed certificate made here; TLS 1.2 and 1.3 only.
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate() {
+    let dir = std::env::temp_dir().join(format!("securecart-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (c, k) = (cert.clone(), key.clone());
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.server.tls_cert = Some(c);
+        s.server.tls_key = Some(k);
+    })
+    .await
+    .unwrap();
+    app.seed(2, 1).await;
+    assert!(app.address.starts_with("https://127.0.0.1:"));
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
+    let body: Value = client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": "{ products(first: 1) { edges { node { name } } } }" }))
+        .send()
+        .await
+        .expect("an HTTPS request")
+        .json()
+        .await
+        .unwrap();
+    assert!(body["data"]["products"]["edges"][0]["node"]["name"].is_string(), "{body}");
+    // Plain HTTP on the TLS port does not get an answer.
+    let plain = reqwest::Client::new().get(format!("{}/healthz", app.address.replace("https", "http"))).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    let port = app.address.rsplit(':').next().unwrap().to_string();
+    let handshake = |version: &'static str| {
+        let port = port.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = std::process::Command::new("openssl");
+                cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}"), version]);
+                if version == "-tls1_1" {
+                    // Let the client offer TLS 1.1 at all, so the refusal is the server's.
+                    cmd.args(["-cipher", "DEFAULT@SECLEVEL=0"]);
+                }
+                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for version in ["-tls1_2", "-tls1_3"] {
+        let out = handshake(version).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("BEGIN CERTIFICATE") && text.contains("Cipher is"), "{version}: {text}");
+    }
+    let out = handshake("-tls1_1").await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("BEGIN CERTIFICATE") || text.contains("Cipher is (NONE)"), "TLS 1.1 must fail: {text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
