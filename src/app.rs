@@ -45,7 +45,9 @@ impl App {
             (Some(cert), Some(key)) => Some(crate::http::tls::server_config(cert, key)?),
             _ => None,
         };
-        let store = Store::connect(settings.database.url(), settings.database.max_connections).await?;
+        let store = Store::connect(settings.database.url(), settings.database.max_connections)
+            .await?
+            .with_cache(std::time::Duration::from_secs(settings.database.cache_ttl_secs));
         if settings.auto_migrate() {
             store.migrate().await?;
         }
@@ -75,6 +77,7 @@ impl App {
                 "SECURECART_PAYMENT_URL is unset: using the built-in fake payment gateway (tok_visa approves)"
             );
         }
+        spawn_cache_invalidation(&store, &bus);
         let budgets = Arc::new(match &settings.redis.url {
             Some(url) => Budgets::redis(url, "securecart:budget:")?,
             None => Budgets::local(),
@@ -186,6 +189,38 @@ impl App {
         );
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Keeps the catalog cache honest: drops entries named by bus events (from every replica), and
+/// switches the cache off while the bus cannot deliver them.
+fn spawn_cache_invalidation(store: &Store, bus: &EventBus) {
+    let cache = Arc::downgrade(&store.cache);
+    let mut events = bus.subscribe();
+    let health = bus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => Some(event),
+                _ = tick.tick() => None,
+            };
+            let Some(cache) = cache.upgrade() else { return };
+            match event {
+                Some(Ok(event)) => match event.as_ref() {
+                    crate::bus::Event::Inventory { product_id, .. } => cache.invalidate_inventory(*product_id),
+                    crate::bus::Event::Product { product_id, .. } => cache.invalidate_product(*product_id),
+                    _ => {}
+                },
+                // Missed events could name anything: start afresh.
+                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                    cache.set_enabled(false);
+                    cache.set_enabled(health.health() != crate::bus::BusHealth::Degraded);
+                }
+                Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                None => cache.set_enabled(health.health() != crate::bus::BusHealth::Degraded),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

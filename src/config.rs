@@ -106,6 +106,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// `SECURECART_AUTO_MIGRATE`: apply migrations at start-up (default: on in development, off in production).
     pub auto_migrate: Option<bool>,
+    /// `SECURECART_CACHE_TTL_SECS`: lifetime of cached product details and stock levels
+    /// (default 30; 0 turns the cache off). Invalidation keeps them fresh well within it.
+    pub cache_ttl_secs: u64,
     /// `SECURECART_DEMO_SEED`: seed a small demo catalog into an empty database at start-up
     /// (default: on in development, off in production).
     pub demo_seed: Option<bool>,
@@ -113,7 +116,7 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, max_connections: 10, auto_migrate: None, demo_seed: None }
+        Self { url: None, max_connections: 10, auto_migrate: None, demo_seed: None, cache_ttl_secs: 30 }
     }
 }
 
@@ -475,6 +478,9 @@ impl Settings {
         }
         if let Some(v) = env("SECURECART_DB_MAX_CONNECTIONS") {
             self.database.max_connections = parsed("SECURECART_DB_MAX_CONNECTIONS", v)?;
+        }
+        if let Some(v) = env("SECURECART_CACHE_TTL_SECS") {
+            self.database.cache_ttl_secs = parsed("SECURECART_CACHE_TTL_SECS", v)?;
         }
         if let Some(v) = env("SECURECART_AUTO_MIGRATE") {
             self.database.auto_migrate = Some(parse_bool("SECURECART_AUTO_MIGRATE", &v)?);

@@ -43,6 +43,13 @@ pub enum Event {
         /// When it changed.
         at: DateTime<Utc>,
     },
+    /// A product's details changed (name, description, price, status): caches drop it.
+    Product {
+        /// The product.
+        product_id: i64,
+        /// When it changed.
+        at: DateTime<Utc>,
+    },
     /// A customer's cart changed.
     Cart {
         /// The customer.
@@ -58,6 +65,7 @@ impl Event {
         match self {
             Self::Inventory { .. } => "inventory",
             Self::OrderStatus { .. } => "order_status",
+            Self::Product { .. } => "product",
             Self::Cart { .. } => "cart",
         }
     }

@@ -63,7 +63,9 @@ pub enum ProductStatus {
 /// A product in the catalog.
 pub struct Product(pub ProductRecord);
 
-#[Object]
+// Cache hints for anonymous responses (the smallest in a response wins): product details may be
+// cached briefly by HTTP caches; stock (Inventory) for a second.
+#[Object(cache_control(max_age = 30))]
 impl Product {
     /// The product's global id.
     async fn id(&self) -> ID {
@@ -135,7 +137,7 @@ pub struct Inventory {
     vendor_id: i64,
 }
 
-#[Object]
+#[Object(cache_control(max_age = 1))]
 impl Inventory {
     /// Units that can be bought now.
     async fn available(&self) -> i64 {
@@ -168,7 +170,7 @@ impl Inventory {
 /// A vendor (merchant) selling in the shop.
 pub struct Vendor(pub VendorRecord);
 
-#[Object]
+#[Object(cache_control(max_age = 300))]
 impl Vendor {
     /// The vendor's global id.
     async fn id(&self) -> ID {

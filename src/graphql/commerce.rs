@@ -365,7 +365,7 @@ impl CommerceMutation {
         match outcome {
             Err(e) => Ok(refused(e.into())),
             Ok(CheckoutResult::Replayed(order)) => {
-                Ok(CheckoutPayload { order: Some(Order::new(order, scope)), replayed: true, user_errors: vec![] })
+                Ok(CheckoutPayload { order: Some(Order::new(order, &scope)), replayed: true, user_errors: vec![] })
             }
             Ok(CheckoutResult::Placed(order, stock)) => {
                 let bus = ctx.data::<EventBus>()?;
@@ -383,7 +383,7 @@ impl CommerceMutation {
                 })
                 .await;
                 bus.publish(Event::Cart { customer_id: customer.id, at }).await;
-                Ok(CheckoutPayload { order: Some(Order::new(order, scope)), replayed: false, user_errors: vec![] })
+                Ok(CheckoutPayload { order: Some(Order::new(order, &scope)), replayed: false, user_errors: vec![] })
             }
         }
     }
@@ -403,7 +403,7 @@ impl CommerceMutation {
 }
 
 async fn change_status(ctx: &Context<'_>, id: ID, next: OrderStatus) -> async_graphql::Result<OrderPayload> {
-    let mut scope = order_scope(ctx).await.gql()?;
+    let mut scope = order_scope(ctx).gql()?;
     // A customer who is also a vendor cancels as a customer.
     if next == OrderStatus::Cancelled
         && let OrderScope::Vendor(_) = scope
@@ -419,14 +419,14 @@ async fn change_status(ctx: &Context<'_>, id: ID, next: OrderStatus) -> async_gr
     let gateway = ctx.data::<PaymentGateway>()?.clone();
     let store = ctx.data::<Store>()?;
     let outcome = store
-        .change_order_status(scope, order_id, next, move |reference, amount, currency, order_id| async move {
+        .change_order_status(&scope, order_id, next, move |reference, amount, currency, order_id| async move {
             gateway.refund(&reference, amount, &currency, &format!("refund:{order_id}")).await
         })
         .await
         .gql()?;
     match outcome {
         Err(e) => {
-            let order = store.order(scope, order_id).await.gql()?.map(|o| Order::new(o, scope));
+            let order = store.order(&scope, order_id).await.gql()?.map(|o| Order::new(o, &scope));
             Ok(OrderPayload { order, user_errors: vec![e.into()] })
         }
         Ok(change) => {
@@ -440,7 +440,7 @@ async fn change_status(ctx: &Context<'_>, id: ID, next: OrderStatus) -> async_gr
                 at: chrono::Utc::now(),
             })
             .await;
-            Ok(OrderPayload { order: Some(Order::new(change.order, scope)), user_errors: vec![] })
+            Ok(OrderPayload { order: Some(Order::new(change.order, &scope)), user_errors: vec![] })
         }
     }
 }

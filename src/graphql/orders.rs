@@ -59,9 +59,9 @@ pub struct Order {
 }
 
 impl Order {
-    pub(crate) fn new(record: OrderRecord, scope: OrderScope) -> Self {
+    pub(crate) fn new(record: OrderRecord, scope: &OrderScope) -> Self {
         let vendor_view = match scope {
-            OrderScope::Vendor(v) => Some(v),
+            OrderScope::Vendor(v) => Some(*v),
             _ => None,
         };
         Self { record, vendor_view }
@@ -188,7 +188,7 @@ pub struct OrderConnection {
 impl OrderConnection {
     /// How many orders the caller can see with this filter.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        ctx.data::<Store>()?.count_orders(self.scope, self.status.map(|s| s.as_str())).await.gql()
+        ctx.data::<Store>()?.count_orders(&self.scope, self.status.map(|s| s.as_str())).await.gql()
     }
 }
 
@@ -217,18 +217,18 @@ impl OrderQuery {
         after: Option<String>,
         filter: Option<OrderFilter>,
     ) -> async_graphql::Result<OrderConnection> {
-        let scope = order_scope(ctx).await.gql()?;
+        let scope = order_scope(ctx).gql()?;
         let settings = ctx.data::<std::sync::Arc<Settings>>()?;
         let size = page_size(first, None, false, &settings.limits).gql()?;
         let before_id = after.map(|c| decode_keyed_cursor("o", "after", &c).map(|(id, _)| id)).transpose().gql()?;
         let status = filter.and_then(|f| f.status);
         let store = ctx.data::<Store>()?;
-        let mut rows = store.list_orders(scope, status.map(|s| s.as_str()), before_id, size.limit).await.gql()?;
+        let mut rows = store.list_orders(&scope, status.map(|s| s.as_str()), before_id, size.limit).await.gql()?;
         let has_more = rows.len() > size.limit as usize;
         rows.truncate(size.limit as usize);
         let edges: Vec<OrderEdge> = rows
             .into_iter()
-            .map(|r| OrderEdge { cursor: encode_keyed_cursor("o", r.id, ""), node: Order::new(r, scope) })
+            .map(|r| OrderEdge { cursor: encode_keyed_cursor("o", r.id, ""), node: Order::new(r, &scope) })
             .collect();
         let page_info = PageInfo {
             has_next_page: has_more,
@@ -241,12 +241,12 @@ impl OrderQuery {
 
     /// One order the caller may see; anything else (missing or someone else's) is `NOT_FOUND`.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
-        let scope = order_scope(ctx).await.gql()?;
+        let scope = order_scope(ctx).gql()?;
         let not_found = || AppError::NotFound("order").extend();
         // A malformed id is also just "not found": the answer must not tell ids apart.
         let id = GlobalId::decode_as(&id, NodeKind::Order).ok_or_else(not_found)?;
-        match ctx.data::<Store>()?.order(scope, id).await.gql()? {
-            Some(r) => Ok(Some(Order::new(r, scope))),
+        match ctx.data::<Store>()?.order(&scope, id).await.gql()? {
+            Some(r) => Ok(Some(Order::new(r, &scope))),
             None => Err(not_found()),
         }
     }

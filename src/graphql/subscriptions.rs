@@ -88,8 +88,8 @@ impl OrderStatusEvent {
 
     /// The order as the subscriber may see it.
     async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
-        let record = ctx.data::<Store>()?.order(self.scope, self.order_id).await.gql()?;
-        Ok(record.map(|r| Order::new(r, self.scope)))
+        let record = ctx.data::<Store>()?.order(&self.scope, self.order_id).await.gql()?;
+        Ok(record.map(|r| Order::new(r, &self.scope)))
     }
 }
 
@@ -223,28 +223,34 @@ impl SubscriptionRoot {
         order_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
         let identity = require_identity(ctx).gql()?.clone();
-        let scope = order_scope(ctx).await.gql()?;
+        let mut scope = order_scope(ctx).gql()?;
+        // Events carry customer ids: resolve the subject once, here.
+        if let OrderScope::CustomerSubject(subject) = &scope {
+            scope = OrderScope::Customer(ctx.data::<Store>()?.ensure_customer(subject).await.gql()?.id);
+        }
         let only = match order_id {
             Some(id) => {
                 let not_found = || AppError::NotFound("order").extend();
                 let id = GlobalId::decode_as(&id, NodeKind::Order).ok_or_else(not_found)?;
-                ctx.data::<Store>()?.order(scope, id).await.gql()?.ok_or_else(not_found)?;
+                ctx.data::<Store>()?.order(&scope, id).await.gql()?.ok_or_else(not_found)?;
                 Some(id)
             }
             None => None,
         };
         Ok(event_stream(ctx.data::<EventBus>()?, Some(identity.expires_at), move |event| match event {
             Event::OrderStatus { order_id, customer_id, vendor_ids, status, at } => {
-                let visible = match scope {
+                let visible = match &scope {
                     OrderScope::All => true,
-                    OrderScope::Customer(c) => c == *customer_id,
-                    OrderScope::Vendor(v) => vendor_ids.contains(&v),
+                    OrderScope::Customer(c) => c == customer_id,
+                    // Resolved to `Customer` above.
+                    OrderScope::CustomerSubject(_) => false,
+                    OrderScope::Vendor(v) => vendor_ids.contains(v),
                 };
                 (visible && only.is_none_or(|o| o == *order_id)).then(|| OrderStatusEvent {
                     order_id: *order_id,
                     status: status.clone(),
                     at: *at,
-                    scope,
+                    scope: scope.clone(),
                 })
             }
             _ => None,

@@ -121,6 +121,12 @@ fn check_price(field: &str, price: &MoneyInput) -> Result<(i64, Currency), UserE
     Ok((price.amount.0, currency))
 }
 
+/// Tells every replica a product changed, so their caches drop it.
+async fn publish_product(ctx: &Context<'_>, product_id: i64) -> async_graphql::Result<()> {
+    ctx.data::<EventBus>()?.publish(crate::bus::Event::Product { product_id, at: chrono::Utc::now() }).await;
+    Ok(())
+}
+
 /// Vendor and admin mutations.
 #[derive(Default)]
 pub struct VendorMutation;
@@ -209,6 +215,7 @@ impl VendorMutation {
             )
             .await
             .gql()?;
+        publish_product(ctx, product.id).await?;
         Ok(ProductPayload { product: updated.map(Product), user_errors: vec![] })
     }
 
@@ -217,6 +224,7 @@ impl VendorMutation {
     async fn archive_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ProductPayload> {
         let (product, _) = own_product(ctx, &id).await?;
         let updated = ctx.data::<Store>()?.archive_product(product.id).await.gql()?;
+        publish_product(ctx, product.id).await?;
         Ok(ProductPayload { product: updated.map(Product), user_errors: vec![] })
     }
 

@@ -529,5 +529,20 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     if let Some(t) = report.throttled {
         headers.insert(header::RETRY_AFTER, t.retry_after_secs.into());
     }
+    // HTTP caching: anonymous catalog reads carry the schema's hints (the smallest max-age of
+    // what they touched); anything a caller with a token sees is private and never stored.
+    let cacheable = matches!(call.caller, Caller::Anonymous)
+        && report.operation_type == Some("query")
+        && response.errors.is_empty()
+        && status == StatusCode::OK;
+    let cache_control = match response.cache_control.value() {
+        Some(hint) if cacheable && !hint.contains("private") => format!("public, {hint}"),
+        _ if matches!(call.caller, Caller::Authenticated(_)) => "private, no-store".to_string(),
+        _ => "no-cache".to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Authorization, Accept"));
     http
 }

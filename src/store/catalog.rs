@@ -263,8 +263,20 @@ impl Store {
         Ok(count)
     }
 
-    /// A product by id, archived or not.
+    /// A product by id, archived or not (through the cache).
     pub async fn product(&self, id: i64) -> AppResult<Option<ProductRecord>> {
+        if let Some(hit) = self.cache.product(id) {
+            return Ok(Some(hit));
+        }
+        let started = std::time::Instant::now();
+        let row = self.product_uncached(id).await?;
+        if let Some(p) = &row {
+            self.cache.fill_product(p, started);
+        }
+        Ok(row)
+    }
+
+    async fn product_uncached(&self, id: i64) -> AppResult<Option<ProductRecord>> {
         const SQL: &str = "SELECT p.id, p.vendor_id, p.sku, p.name, p.description, p.price_amount, \
              p.currency_code, p.status, p.created_at, p.updated_at FROM products p WHERE p.id = $1";
         self.count_statement();
@@ -294,8 +306,29 @@ impl Store {
         Ok(rows)
     }
 
-    /// Inventory by product id, in any order. One statement.
+    /// Inventory by product id, in any order (through the cache: one statement for the misses).
     pub async fn inventory_by_product_ids(&self, ids: &[i64]) -> AppResult<Vec<InventoryRecord>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache.inventory(*id) {
+                Some(hit) => rows.push(hit),
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(rows);
+        }
+        let started = std::time::Instant::now();
+        let fetched = self.inventory_uncached(&missing).await?;
+        for r in &fetched {
+            self.cache.fill_inventory(r, started);
+        }
+        rows.extend(fetched);
+        Ok(rows)
+    }
+
+    async fn inventory_uncached(&self, ids: &[i64]) -> AppResult<Vec<InventoryRecord>> {
         self.count_statement();
         let rows = match &self.backend {
             super::Backend::Postgres(pool) => {

@@ -298,6 +298,9 @@ impl Store {
                 .bind(customer_id).execute(&mut *tx).await?;
             let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order_id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
+            for change in &stock {
+                self.cache.invalidate_inventory(change.product_id);
+            }
             Ok(Ok(CheckoutResult::Placed(order, stock)))
         }.await);
         match attempt {
@@ -335,7 +338,7 @@ impl Store {
     /// changes nothing). Out-of-scope orders are `NOT_FOUND`.
     pub async fn change_order_status<F, Fut>(
         &self,
-        scope: OrderScope,
+        scope: &OrderScope,
         order_id: i64,
         next: OrderStatus,
         refund: F,
@@ -394,6 +397,9 @@ impl Store {
             }
             let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
+            for change in &stock {
+                self.cache.invalidate_inventory(change.product_id);
+            }
             Ok(Ok(StatusChange { order, vendor_ids, stock }))
         }.await);
         Ok(result?)
@@ -453,6 +459,7 @@ impl Store {
              price_amount = COALESCE($4, price_amount), currency_code = COALESCE($5, currency_code), updated_at = $6 \
              WHERE id = $1 RETURNING id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at")
             .bind(id).bind(name).bind(description).bind(amount).bind(currency).bind(now).fetch_optional(pool).await)?;
+        self.cache.invalidate_product(id);
         Ok(row)
     }
 
@@ -464,6 +471,7 @@ impl Store {
             "UPDATE products SET status = 'ARCHIVED', updated_at = $2 WHERE id = $1 \
              RETURNING id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at")
             .bind(id).bind(now).fetch_optional(pool).await)?;
+        self.cache.invalidate_product(id);
         Ok(row)
     }
 
@@ -479,6 +487,7 @@ impl Store {
         let updated: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
             "UPDATE inventory SET available = $2, updated_at = $4 WHERE product_id = $1 AND available = $3 RETURNING available")
             .bind(product.id).bind(quantity).bind(compare).bind(now).fetch_optional(pool).await)?;
+        self.cache.invalidate_inventory(product.id);
         if updated.is_some() {
             return Ok(Ok(StockChange {
                 product_id: product.id,
@@ -528,6 +537,7 @@ impl Store {
                 other => other?,
             };
             tx.commit().await?;
+            self.cache.invalidate_inventory(product.id);
             Ok(Ok((StockChange { product_id: product.id, vendor_id: product.vendor_id, available, delta }, false)))
         }.await);
         match result {

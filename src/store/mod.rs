@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
+pub mod cache;
 pub mod catalog;
 pub mod commerce;
 pub mod orders;
@@ -40,11 +41,13 @@ pub(crate) enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// The store: a connection pool plus a count of the SQL statements it has run.
+/// The store: a connection pool, a count of the SQL statements it has run, and the catalog cache.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
     statements: Arc<AtomicU64>,
+    /// Product details and stock levels (see `cache`).
+    pub cache: Arc<cache::CatalogCache>,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend.
@@ -92,7 +95,17 @@ impl Store {
                 .context("opening SQLite database")?;
             Backend::Sqlite(pool)
         };
-        Ok(Self { backend, statements: Arc::new(AtomicU64::new(0)) })
+        Ok(Self {
+            backend,
+            statements: Arc::new(AtomicU64::new(0)),
+            cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)),
+        })
+    }
+
+    /// Turns on the catalog cache with entries that live `ttl`.
+    pub fn with_cache(mut self, ttl: Duration) -> Self {
+        self.cache = Arc::new(cache::CatalogCache::new(ttl));
+        self
     }
 
     /// Which backend this is.

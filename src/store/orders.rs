@@ -68,10 +68,13 @@ pub struct OrderItemRecord {
 }
 
 /// Whose orders a query may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderScope {
     /// One customer's orders.
     Customer(i64),
+    /// The orders of the customer with this identity-provider subject (no lookup first: the
+    /// scope is a subquery, so a customer's order list is one statement).
+    CustomerSubject(std::sync::Arc<str>),
     /// Orders with at least one line of this vendor's products.
     Vendor(i64),
     /// Every order (admins).
@@ -81,14 +84,19 @@ pub enum OrderScope {
 const ORDER_COLUMNS: &str = "SELECT o.id, o.customer_id, o.status, o.currency_code, o.subtotal_amount, \
      o.total_amount, o.created_at, o.updated_at FROM orders o WHERE 1 = 1";
 
-fn push_scope(sql: &mut SqlBuilder, scope: OrderScope) {
+fn push_scope(sql: &mut SqlBuilder, scope: &OrderScope) {
     match scope {
         OrderScope::Customer(id) => {
-            sql.push(" AND o.customer_id = ").bind(Bind::Int(id));
+            sql.push(" AND o.customer_id = ").bind(Bind::Int(*id));
+        }
+        OrderScope::CustomerSubject(subject) => {
+            sql.push(" AND o.customer_id = (SELECT id FROM customers WHERE subject = ")
+                .bind(Bind::Text(subject.to_string()))
+                .push(")");
         }
         OrderScope::Vendor(id) => {
             sql.push(" AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.vendor_id = ")
-                .bind(Bind::Int(id))
+                .bind(Bind::Int(*id))
                 .push(")");
         }
         OrderScope::All => {}
@@ -154,7 +162,7 @@ impl Store {
     /// Newest orders first within `scope`: up to `limit + 1` rows older than `before_id`.
     pub async fn list_orders(
         &self,
-        scope: OrderScope,
+        scope: &OrderScope,
         status: Option<&str>,
         before_id: Option<i64>,
         limit: u32,
@@ -177,7 +185,7 @@ impl Store {
     }
 
     /// How many orders `scope` sees.
-    pub async fn count_orders(&self, scope: OrderScope, status: Option<&str>) -> AppResult<i64> {
+    pub async fn count_orders(&self, scope: &OrderScope, status: Option<&str>) -> AppResult<i64> {
         let mut sql = SqlBuilder::default();
         sql.push("SELECT COUNT(*) FROM orders o WHERE 1 = 1");
         push_scope(&mut sql, scope);
@@ -191,7 +199,7 @@ impl Store {
     }
 
     /// One order, if `scope` may see it (otherwise `None`, exactly as if it did not exist).
-    pub async fn order(&self, scope: OrderScope, id: i64) -> AppResult<Option<OrderRecord>> {
+    pub async fn order(&self, scope: &OrderScope, id: i64) -> AppResult<Option<OrderRecord>> {
         let mut sql = SqlBuilder::default();
         sql.push(ORDER_COLUMNS);
         push_scope(&mut sql, scope);
@@ -222,8 +230,30 @@ impl Store {
         Ok(rows)
     }
 
-    /// Products by id, archived included (order lines point at them). One statement.
+    /// Products by id, archived included (order lines point at them); through the cache, one
+    /// statement for the misses.
     pub async fn products_by_ids(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
+        let mut rows = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.cache.product(*id) {
+                Some(hit) => rows.push(hit),
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(rows);
+        }
+        let started = std::time::Instant::now();
+        let fetched = self.products_uncached(&missing).await?;
+        for p in &fetched {
+            self.cache.fill_product(p, started);
+        }
+        rows.extend(fetched);
+        Ok(rows)
+    }
+
+    async fn products_uncached(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
         self.count_statement();
         let rows = match &self.backend {
             Backend::Postgres(pool) => {

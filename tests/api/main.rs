@@ -12,6 +12,7 @@ mod http;
 mod identity;
 mod operations;
 mod ownership;
+mod performance;
 mod protection;
 mod realtime;
 mod schema;

@@ -1,0 +1,188 @@
+//! Issue #8: SQL statements per request are bounded whatever the page size, and the catalog
+//! cache never serves stale data on the writing replica and at most a second elsewhere.
+
+use std::time::{Duration, Instant};
+
+use securecart::auth::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, on_both_backends, spawn_app_with, token};
+
+on_both_backends!(the_writing_replica_never_reads_stale_data);
+
+const Q1: &str = "query($n: Int) { products(first: $n) { edges { node { name price { amount currencyCode } inventory { available } } } } }";
+const Q2: &str = "query($id: ID!) { product(id: $id) { sku name description price { amount currencyCode } inventory { available } } }";
+const Q3: &str = "query($n: Int) { orders(first: $n) { edges { node { id status createdAt total { amount } lines { quantity unitPrice { amount } product { name } } } } } }";
+
+async fn statements(app: &TestApp, tok: Option<&str>, query: &str, vars: Value) -> (u64, Value) {
+    let before = app.store.statements_executed();
+    let body = match tok {
+        Some(t) => app.graphql_as(t, query, vars).await,
+        None => app.graphql(query, vars).await,
+    };
+    assert!(body.get("errors").is_none(), "{body}");
+    (app.store.statements_executed() - before, body)
+}
+
+fn product(n: i64) -> String {
+    securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, n).encode()
+}
+
+#[tokio::test]
+async fn statements_per_request_are_bounded() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        // Cache off: count what a cold request costs.
+        let Some(app) = spawn_app_with(backend, |s| s.database.cache_ttl_secs = 0).await else { continue };
+        app.store
+            .seed(securecart::store::seed::SeedSize { products: 120, vendors: 6, customers: 3, orders: 150 }, false)
+            .await
+            .unwrap();
+        for n in [1, 20, 100] {
+            let (count, body) = statements(&app, None, Q1, json!({ "n": n })).await;
+            assert_eq!(body["data"]["products"]["edges"].as_array().unwrap().len(), n as usize);
+            assert_eq!(count, 2, "Q1 with {n} products: the page and one batched inventory read");
+        }
+        let (count, _) = statements(&app, None, Q2, json!({ "id": product(7) })).await;
+        assert_eq!(count, 2, "Q2: the product and its inventory");
+        let alice = token("alice", &[Role::Customer], None);
+        for n in [1, 10, 50] {
+            let (count, body) = statements(&app, Some(&alice), Q3, json!({ "n": n })).await;
+            let orders = body["data"]["orders"]["edges"].as_array().unwrap();
+            assert!(!orders.is_empty() && orders.len() <= n as usize);
+            assert!(orders.iter().all(|o| o["node"]["lines"].as_array().is_some_and(|l| !l.is_empty())));
+            assert!(count <= 3, "Q3 with {n} orders: orders, their lines, their products; got {count}");
+        }
+    }
+}
+
+async fn the_writing_replica_never_reads_stale_data(app: TestApp) {
+    app.seed(5, 1).await;
+    let admin = token("root", &[Role::Admin], None);
+    let (_, first) = statements(&app, None, Q2, json!({ "id": product(3) })).await;
+    let (hit, _) = statements(&app, None, Q2, json!({ "id": product(3) })).await;
+    assert_eq!(hit, 0, "the second read is served from the cache");
+    let before = first["data"]["product"]["inventory"]["available"].as_i64().unwrap();
+    let set = "mutation($p: ID!, $q: Int!, $c: Int!) { setInventory(productId: $p, quantity: $q, compareQuantity: $c) { available } }";
+    app.graphql_as(&admin, set, json!({ "p": product(3), "q": before + 11, "c": before })).await;
+    let rename = "mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Renamed Lamp\" }) { product { name } } }";
+    app.graphql_as(&admin, rename, json!({ "p": product(3) })).await;
+    let (_, after) = statements(&app, None, Q2, json!({ "id": product(3) })).await;
+    assert_eq!(after["data"]["product"]["inventory"]["available"], before + 11, "never stale after its own write");
+    assert_eq!(after["data"]["product"]["name"], "Renamed Lamp");
+    // A checkout's stock change too.
+    let alice = token("alice", &[Role::Customer], None);
+    app.graphql_as(
+        &alice,
+        "mutation($p: ID!) { addCartItem(productId: $p, quantity: 2) { userErrors { code } } }",
+        json!({ "p": product(3) }),
+    )
+    .await;
+    let checkout = "mutation { checkout(input: { idempotencyKey: \"cache-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } } }";
+    app.graphql_as(&alice, checkout, json!({})).await;
+    let (_, after) = statements(&app, None, Q2, json!({ "id": product(3) })).await;
+    assert_eq!(after["data"]["product"]["inventory"]["available"], before + 9);
+}
+
+/// Another replica (sharing PostgreSQL and Redis) serves the change within one second.
+#[tokio::test]
+async fn other_replicas_see_a_change_within_a_second() {
+    let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
+        assert!(std::env::var("CI").is_err(), "TEST_REDIS_URL is unset under CI");
+        eprintln!("skipping other_replicas_see_a_change_within_a_second: TEST_REDIS_URL is unset");
+        return;
+    };
+    let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
+    let with_redis = |s: &mut securecart::config::Settings| {
+        s.redis.url = Some(redis.clone());
+        s.redis.channel = channel.clone();
+    };
+    let Some(a) = spawn_app_with(Backend::Postgres, with_redis).await else { return };
+    let shared = a.database_url.clone();
+    let b = spawn_app_with(Backend::Postgres, |s| {
+        with_redis(s);
+        s.database.url = Some(shared);
+    })
+    .await
+    .unwrap();
+    a.seed(5, 1).await;
+    for app in [&a, &b] {
+        let started = Instant::now();
+        while app
+            .client
+            .get(format!("{}/readyz", app.internal_address))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["checks"]["bus"]
+            != "ok"
+        {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let the invalidation task see the bus healthy and switch the cache on.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, first) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
+    let (hit, _) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
+    assert_eq!(hit, 0, "replica B caches the product");
+    let before = first["data"]["product"]["inventory"]["available"].as_i64().unwrap();
+    let admin = token("root", &[Role::Admin], None);
+    let set = "mutation($p: ID!, $q: Int!, $c: Int!) { setInventory(productId: $p, quantity: $q, compareQuantity: $c) { available } }";
+    let body = a.graphql_as(&admin, set, json!({ "p": product(2), "q": before + 5, "c": before })).await;
+    assert_eq!(body["data"]["setInventory"]["available"], before + 5, "{body}");
+    let rename = "mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Fresh Name\" }) { product { name } } }";
+    let body = a.graphql_as(&admin, rename, json!({ "p": product(2) })).await;
+    assert_eq!(body["data"]["updateProduct"]["product"]["name"], "Fresh Name", "{body}");
+    let changed = Instant::now();
+    loop {
+        let body = b.graphql(Q2, json!({ "id": product(2) })).await;
+        let p = &body["data"]["product"];
+        if p["inventory"]["available"] == before + 5 && p["name"] == "Fresh Name" {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(1), "replica B still stale after 1 s: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn anonymous_catalog_reads_carry_cache_hints() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    app.seed(3, 1).await;
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": "{ products(first: 2) { edges { node { name vendor { name } } } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=30", "products 30 s, vendors 300 s: the smaller wins");
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({ "query": "{ products(first: 2) { edges { node { inventory { available } } } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "public, max-age=1", "stock: one second");
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .bearer_auth(token("alice", &[Role::Customer], None))
+        .json(&json!({ "query": "{ products(first: 2) { edges { node { name } } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
+    let r = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("accept-encoding", "gzip")
+        .json(&json!({ "query": "{ products(first: 3) { edges { node { name description } } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip", "responses are compressed");
+}
