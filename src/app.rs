@@ -88,7 +88,7 @@ impl App {
             settings.security.safelist_file.as_deref(),
         )?);
         let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
-        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments, budgets);
+        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments, budgets.clone());
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -107,6 +107,7 @@ impl App {
             shutdown: shutdown_rx,
             clients,
             persisted,
+            budgets,
         };
         let internal_router = internal_router(state.clone());
         Ok(Self { listener, internal, tls, deadline, router: router(state), internal_router, store, bus, shutdown_tx })

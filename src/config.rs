@@ -56,6 +56,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// CORS, CSRF prevention, persisted queries.
     pub security: SecuritySettings,
+    /// REST API versions.
+    pub api: ApiSettings,
     /// The GraphiQL playground.
     pub playground: PlaygroundSettings,
     /// Logging.
@@ -354,6 +356,37 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// REST API versions: when v1 was deprecated and when it stops answering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// `SECURECART_API_V1_DEPRECATED` (RFC 3339): from then on v1 answers with `Deprecation`,
+    /// `Sunset` and `Link` headers (default 2026-11-24, when v2 shipped).
+    pub v1_deprecated: chrono::DateTime<chrono::Utc>,
+    /// `SECURECART_API_V1_SUNSET` (RFC 3339): from then on v1 answers 410 (default: six months
+    /// after the deprecation).
+    pub v1_sunset: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        use chrono::TimeZone;
+        Self {
+            v1_deprecated: chrono::Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).single().expect("a valid date"),
+            v1_sunset: None,
+        }
+    }
+}
+
+impl ApiSettings {
+    /// When v1 stops answering.
+    pub fn v1_sunset(&self) -> chrono::DateTime<chrono::Utc> {
+        self.v1_sunset.unwrap_or_else(|| {
+            self.v1_deprecated.checked_add_months(chrono::Months::new(6)).unwrap_or(self.v1_deprecated)
+        })
+    }
+}
+
 /// Browser-facing protections and persisted queries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -596,6 +629,12 @@ impl Settings {
                     restore_rate: parsed(name, rate.into())?,
                 };
             }
+        }
+        if let Some(v) = env("SECURECART_API_V1_DEPRECATED") {
+            self.api.v1_deprecated = parsed("SECURECART_API_V1_DEPRECATED", v)?;
+        }
+        if let Some(v) = env("SECURECART_API_V1_SUNSET") {
+            self.api.v1_sunset = Some(parsed("SECURECART_API_V1_SUNSET", v)?);
         }
         if let Some(v) = env("SECURECART_CORS_ORIGINS") {
             self.security.cors_origins = list(&v);

@@ -11,5 +11,6 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod payments;
+pub mod rest;
 pub mod store;
 pub mod telemetry;

@@ -13,7 +13,12 @@ pub fn caller<'a>(ctx: &'a Context<'_>) -> &'a Caller {
 
 /// The verified identity, or `UNAUTHENTICATED` (with the reason a sent token was refused).
 pub fn require_identity<'a>(ctx: &'a Context<'_>) -> Result<&'a Identity, AppError> {
-    match caller(ctx) {
+    require_identity_of(caller(ctx))
+}
+
+/// The identity of a caller, or `UNAUTHENTICATED` (for transports without a GraphQL context).
+pub fn require_identity_of(caller: &Caller) -> Result<&Identity, AppError> {
+    match caller {
         Caller::Authenticated(identity) => Ok(identity),
         Caller::Anonymous => Err(AppError::Unauthenticated("this field needs a bearer token".into())),
         Caller::Rejected(reason) => Err(AppError::Unauthenticated(reason.clone())),

@@ -4,6 +4,6 @@ pub mod guard;
 pub mod identity;
 pub mod jwt;
 
-pub use guard::{RoleGuard, caller, require_identity};
+pub use guard::{RoleGuard, caller, require_identity, require_identity_of};
 pub use identity::{Caller, Identity, Role};
 pub use jwt::Verifier;

@@ -111,6 +111,15 @@ impl Product {
         Ok(Inventory { record, vendor_id: self.0.vendor_id })
     }
 
+    /// Whether at least one unit can be bought.
+    #[graphql(deprecation = "Use `inventory { inStock }`. Removed after 2027-05-24 (see CHANGELOG.md).")]
+    async fn in_stock(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        crate::graphql::deprecations::used(ctx, "Product.inStock");
+        let loaders = ctx.data::<Loaders>()?;
+        let record = loaders.inventory.load_one(self.0.id).await.map_err(loader_error)?;
+        Ok(record.is_some_and(|r| r.available > 0))
+    }
+
     /// The vendor selling this product (batched across the page).
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<Vendor> {
         let loaders = ctx.data::<Loaders>()?;

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod commerce;
 pub mod connection;
 pub mod cost;
+pub mod deprecations;
 pub mod errors;
 pub mod limits;
 pub mod loaders;

@@ -120,6 +120,8 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// One request's context at the transport.
 struct Call {
     caller: Caller,
+    /// The client's self-declared name (deprecation metrics).
+    client: String,
     billing: BillingKey,
     response_type: ResponseType,
     /// Came by GET: only queries may run.
@@ -137,7 +139,10 @@ async fn call(
     let caller = authenticate(state, authorization).await;
     let client_ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
     let billing = BillingKey::of(&caller, &client_ip, &state.settings);
-    Call { caller, billing, response_type, get }
+    let client = crate::graphql::deprecations::client_label(
+        headers.get("apollographql-client-name").or_else(|| headers.get("x-client-name")).and_then(|v| v.to_str().ok()),
+    );
+    Call { caller, client, billing, response_type, get }
 }
 
 /// `POST /graphql`.
@@ -466,7 +471,9 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     );
     let started = std::time::Instant::now();
     let cost = CostCell::default();
-    let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone());
+    let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone())
+        .data(crate::graphql::deprecations::ClientName(call.client.clone()))
+        .data(crate::graphql::deprecations::Seen::default());
     let timeout = Duration::from_millis(state.settings.limits.execution_timeout_ms);
     let Ok(response) = tokio::time::timeout(timeout, state.schema.execute(request).instrument(span.clone())).await
     else {

@@ -49,6 +49,8 @@ pub struct AppState {
     pub clients: ClientIp,
     /// Automatic persisted queries and the safelist.
     pub persisted: Arc<PersistedQueries>,
+    /// Cost budgets (the REST API bills here; GraphQL through its extension).
+    pub budgets: Arc<crate::budget::Budgets>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -60,7 +62,8 @@ fn api(state: &AppState) -> Router {
     let routes = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(websocket::upgrade))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(crate::rest::router(state.clone()));
     let limits = &state.settings.rate_limit;
     let (per_second, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
     // One token every 1000/rate ms (tower-governor counts periods, not rates).

@@ -15,5 +15,6 @@ mod ownership;
 mod performance;
 mod protection;
 mod realtime;
+mod rest;
 mod schema;
 mod websocket;

@@ -1,0 +1,81 @@
+//! RFC 9457 problem details: the REST API's errors, with the same `code`s as GraphQL.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::AppError;
+
+/// An error, as `application/problem+json` (RFC 9457).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the `code` says what happened.
+    #[serde(rename = "type")]
+    #[schema(example = "about:blank")]
+    pub kind: String,
+    /// The HTTP status phrase.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status.
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// The stable machine-readable code, the same as GraphQL's `extensions.code`.
+    #[schema(example = "NOT_FOUND")]
+    pub code: String,
+    /// Seconds to wait before retrying (429 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with this status and code.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<AppError> for Problem {
+    fn from(e: AppError) -> Self {
+        let code = e.code();
+        let status = e.status();
+        let retry_after =
+            if let AppError::Throttled { retry_after_secs } = &e { Some(*retry_after_secs) } else { None };
+        // Masking: internal errors get the generic message (and are logged with a correlation id).
+        let detail = match &e {
+            AppError::Database(_) | AppError::Internal(_) => {
+                use async_graphql::ErrorExtensions;
+                e.extend().message
+            }
+            _ => e.to_string(),
+        };
+        Self { retry_after, ..Self::new(status, code, detail) }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.retry_after;
+        let unauthenticated = self.code == "UNAUTHENTICATED";
+        let mut response = (status, axum::Json(self)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = retry {
+            headers.insert(header::RETRY_AFTER, secs.into());
+        }
+        if unauthenticated {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
