@@ -107,13 +107,45 @@ pub struct ProductListParams {
     /// Only this vendor's products (a Vendor id).
     pub vendor_id: Option<String>,
     /// Price at least this decimal amount.
+    #[param(pattern = r"^[0-9]{1,15}(\.[0-9]{1,2})?$")]
     pub min_price: Option<String>,
     /// Price at most this decimal amount.
+    #[param(pattern = r"^[0-9]{1,15}(\.[0-9]{1,2})?$")]
     pub max_price: Option<String>,
     /// Only products in (true) or out of (false) stock.
     pub in_stock: Option<bool>,
-    /// `NEWEST` (default), `NAME`, `PRICE_ASC`, `PRICE_DESC`.
+    /// Sort order (default `NEWEST`).
+    #[param(value_type = Option<SortBy>)]
     pub sort_by: Option<String>,
+}
+
+/// Catalog sort orders.
+#[derive(utoipa::ToSchema)]
+#[expect(non_camel_case_types, reason = "documents the accepted values exactly as sent")]
+pub enum SortBy {
+    /// Newest first.
+    NEWEST,
+    /// Name A to Z.
+    NAME,
+    /// Cheapest first.
+    PRICE_ASC,
+    /// Dearest first.
+    PRICE_DESC,
+}
+
+/// Order statuses.
+#[derive(utoipa::ToSchema)]
+pub enum OrderStatusParam {
+    /// Placed, not paid.
+    PENDING,
+    /// Paid.
+    PAID,
+    /// Shipped.
+    FULFILLED,
+    /// Cancelled.
+    CANCELLED,
+    /// Refunded.
+    REFUNDED,
 }
 
 /// Query parameters of a list of orders.
@@ -126,7 +158,8 @@ pub struct OrderListParams {
     pub first: Option<i32>,
     /// A cursor from `pageInfo.endCursor`.
     pub after: Option<String>,
-    /// Only orders in this status (`PENDING`, `PAID`, `FULFILLED`, `CANCELLED`, `REFUNDED`).
+    /// Only orders in this status.
+    #[param(value_type = Option<OrderStatusParam>)]
     pub status: Option<String>,
 }
 
@@ -449,8 +482,45 @@ pub(crate) async fn begin(state: &AppState, peer: Peer, headers: &HeaderMap) -> 
 pub(crate) type ListQuery<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
 pub(crate) type IdPath = Path<String>;
 
-pub(crate) fn unwrap_query<T>(q: ListQuery<T>) -> Result<T, Problem> {
-    q.map(|Query(t)| t).map_err(query_problem)
+pub(crate) fn unwrap_query<T: Blanks>(q: ListQuery<T>) -> Result<T, Problem> {
+    q.map(|Query(mut t)| {
+        t.blanks_are_absent();
+        t
+    })
+    .map_err(query_problem)
+}
+
+/// `?sortBy=&after=` means the same as leaving them out.
+pub(crate) trait Blanks {
+    fn blanks_are_absent(&mut self);
+}
+
+fn drop_blank(v: &mut Option<String>) {
+    if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        *v = None;
+    }
+}
+
+impl Blanks for ProductListParams {
+    fn blanks_are_absent(&mut self) {
+        for v in [
+            &mut self.after,
+            &mut self.search,
+            &mut self.vendor_id,
+            &mut self.min_price,
+            &mut self.max_price,
+            &mut self.sort_by,
+        ] {
+            drop_blank(v);
+        }
+    }
+}
+
+impl Blanks for OrderListParams {
+    fn blanks_are_absent(&mut self) {
+        drop_blank(&mut self.after);
+        drop_blank(&mut self.status);
+    }
 }
 
 pub(crate) fn now() -> DateTime<Utc> {

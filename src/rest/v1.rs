@@ -342,7 +342,7 @@ pub async fn cart(State(state): State<AppState>, peer: Peer, headers: HeaderMap)
     info(title = "SecureCart API v1 (deprecated)", version = "1.0.0",
          description = "Deprecated: use /v2. Money in minor units. See /api/changelog."),
     paths(products, product, orders, order, order_lines, cart),
-    components(schemas(ProductV1, ProductPageV1, PageInfo, OrderV1, OrderPageV1, OrderLineV1, OrderLinesV1, CartV1, CartLineV1, Problem)),
+    components(schemas(ProductV1, ProductPageV1, PageInfo, OrderV1, OrderPageV1, OrderLineV1, OrderLinesV1, CartV1, CartLineV1, Problem, super::SortBy, super::OrderStatusParam)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiV1;

@@ -336,7 +336,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "SecureCart API v2", version = "2.0.0", description = "The catalog, orders and cart over REST. See /api/changelog."),
     paths(products, product, orders, order, cart),
-    components(schemas(MoneyV2, VendorRefV2, InventoryV2, ProductV2, ProductPageV2, PageInfo, OrderLineV2, OrderV2, OrderPageV2, CartLineV2, CartV2, Problem)),
+    components(schemas(MoneyV2, VendorRefV2, InventoryV2, ProductV2, ProductPageV2, PageInfo, OrderLineV2, OrderV2, OrderPageV2, CartLineV2, CartV2, Problem, super::SortBy, super::OrderStatusParam)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiV2;
