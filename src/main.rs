@@ -8,6 +8,11 @@ use securecart::config::Settings;
 use securecart::store::Store;
 use securecart::store::seed::SeedSize;
 
+// mimalloc: the server allocates many small, short-lived objects per request (futures, JSON
+// values); glibc malloc and free were a third of the CPU profile under load (bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -1,8 +1,10 @@
 //! Stable `extensions.code` values for errors raised by the GraphQL engine itself.
 //!
 //! Resolver errors get their code from `AppError`. Errors found before execution (a document
-//! that does not parse or does not validate) come from async-graphql without a code; this
-//! extension adds one, so every error a client sees is machine-readable:
+//! that does not parse or does not validate) come from async-graphql without a code; the
+//! `Limits` extension adds one with these functions (one extension, not two: async-graphql
+//! runs every extension's hook around every field), so every error a client sees is
+//! machine-readable:
 //!
 //! | code | when |
 //! |---|---|
@@ -15,24 +17,8 @@
 //! | `BAD_USER_INPUT` | an argument value the engine could not coerce while executing |
 //! | `INTERNAL_SERVER_ERROR` | any other engine error without a code (a bug on our side; masked) |
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextValidation,
-};
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Variables};
-
-/// Adds codes to parse and validation errors.
-pub struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodesExtension)
-    }
-}
-
-struct ErrorCodesExtension;
+use async_graphql::{Response, ServerError, ServerResult};
 
 /// Sets `extensions.code` unless the error already has one.
 pub fn with_code(mut err: ServerError, code: &str) -> ServerError {
@@ -122,72 +108,55 @@ fn mask(e: ServerError) -> ServerError {
     masked
 }
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for ErrorCodesExtension {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await.map_err(|e| {
-            // The parser's nesting guards fire before validation counts depth; a fragment that
-            // spreads itself trips them too, and deserves its own code.
-            let code = if e.message.contains("recursion limit") || e.message.contains("recursion depth") {
-                if has_fragment_cycle(query) { "FRAGMENT_CYCLE" } else { "MAX_DEPTH_EXCEEDED" }
-            } else {
-                "GRAPHQL_PARSE_FAILED"
+/// Codes a parse error (a nesting guard tripped by a fragment cycle gets its own code).
+pub fn parse_error(e: ServerError, query: &str) -> ServerError {
+    // The parser's nesting guards fire before validation counts depth; a fragment that spreads
+    // itself trips them too, and deserves its own code.
+    let code = if e.message.contains("recursion limit") || e.message.contains("recursion depth") {
+        if has_fragment_cycle(query) { "FRAGMENT_CYCLE" } else { "MAX_DEPTH_EXCEEDED" }
+    } else {
+        "GRAPHQL_PARSE_FAILED"
+    };
+    with_code(e, code)
+}
+
+/// Refuses introspection to a caller the policy excludes.
+pub fn check_introspection(denied: bool, document: &ExecutableDocument) -> ServerResult<()> {
+    if denied && asks_for_introspection(document) {
+        let err = ServerError::new("introspection is disabled for this caller", None);
+        return Err(with_code(err, "INTROSPECTION_DISABLED"));
+    }
+    Ok(())
+}
+
+/// Codes validation errors.
+pub fn validation_errors(errors: Vec<ServerError>) -> Vec<ServerError> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let code = match e.message.as_str() {
+                "Query is nested too deep." => "MAX_DEPTH_EXCEEDED",
+                "Query is too complex." => "MAX_COMPLEXITY_EXCEEDED",
+                _ => "GRAPHQL_VALIDATION_FAILED",
             };
             with_code(e, code)
-        })?;
-        if ctx.data_opt::<IntrospectionDenied>().is_some() && asks_for_introspection(&document) {
-            let err = ServerError::new("introspection is disabled for this caller", None);
-            return Err(with_code(err, "INTROSPECTION_DISABLED"));
-        }
-        Ok(document)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        next.run(ctx).await.map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| {
-                    let code = match e.message.as_str() {
-                        "Query is nested too deep." => "MAX_DEPTH_EXCEEDED",
-                        "Query is too complex." => "MAX_COMPLEXITY_EXCEEDED",
-                        _ => "GRAPHQL_VALIDATION_FAILED",
-                    };
-                    with_code(e, code)
-                })
-                .collect()
         })
-    }
+        .collect()
+}
 
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let mut response = next.run(ctx, operation_name).await;
-        response.errors = std::mem::take(&mut response.errors)
-            .into_iter()
-            .map(|e| {
-                let client_fault = ["Invalid value for argument", "Expected input type", "Failed to parse"]
-                    .iter()
-                    .any(|p| e.message.starts_with(p));
-                if client_fault || e.extensions.as_ref().is_some_and(|x| x.get("code").is_some()) {
-                    with_code(e, "BAD_USER_INPUT")
-                } else {
-                    mask(e)
-                }
-            })
-            .collect();
-        response
-    }
+/// Codes (and, for uncoded engine errors, masks) the errors of an executed response.
+pub fn execution_errors(response: &mut Response) {
+    response.errors = std::mem::take(&mut response.errors)
+        .into_iter()
+        .map(|e| {
+            let client_fault = ["Invalid value for argument", "Expected input type", "Failed to parse"]
+                .iter()
+                .any(|p| e.message.starts_with(p));
+            if client_fault || e.extensions.as_ref().is_some_and(|x| x.get("code").is_some()) {
+                with_code(e, "BAD_USER_INPUT")
+            } else {
+                mask(e)
+            }
+        })
+        .collect();
 }

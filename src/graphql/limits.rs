@@ -20,13 +20,15 @@
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest, NextValidation,
 };
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{Name, Request, Response, ServerError, ServerResult, Value, Variables};
 
 use super::cost::operation_cost;
-use super::errors::with_code;
+use super::errors::{
+    IntrospectionDenied, check_introspection, execution_errors, parse_error, validation_errors, with_code,
+};
 use crate::auth::{Caller, Role};
 use crate::budget::{BudgetPolicy, Budgets, ThrottleStatus, Throttled};
 use crate::config::Settings;
@@ -259,7 +261,8 @@ impl Extension for LimitsExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
+        let document = next.run(ctx, query, variables).await.map_err(|e| parse_error(e, query))?;
+        check_introspection(ctx.data_opt::<IntrospectionDenied>().is_some(), &document)?;
         let limits = &self.settings.limits;
         let (aliases, roots) = shape(&document);
         if aliases > limits.max_aliases {
@@ -335,6 +338,14 @@ impl Extension for LimitsExtension {
         Ok(document)
     }
 
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(validation_errors)
+    }
+
     async fn execute(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -342,6 +353,7 @@ impl Extension for LimitsExtension {
         next: NextExecute<'_>,
     ) -> Response {
         let mut response = next.run(ctx, operation_name).await;
+        execution_errors(&mut response);
         let (document, variables, requested, billed) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
             (state.document.take(), std::mem::take(&mut state.variables), state.requested, state.billed.take())

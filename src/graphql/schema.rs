@@ -7,7 +7,6 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::commerce::{CartQuery, CommerceMutation};
-use super::errors::ErrorCodes;
 use super::limits::Limits;
 use super::orders::OrderQuery;
 use super::subscriptions::SubscriptionRoot;
@@ -43,8 +42,7 @@ pub fn build_schema(
 ) -> AppSchema {
     let limits = &settings.limits;
     // Complexity is enforced by `Limits` with the documented cost model, not async-graphql's.
-    let mut builder =
-        builder().limit_depth(limits.max_depth).extension(ErrorCodes).extension(Limits::new(settings.clone(), budgets));
+    let mut builder = builder().limit_depth(limits.max_depth).extension(Limits::new(settings.clone(), budgets));
     if settings.environment.is_production() {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();
