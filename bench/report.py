@@ -99,4 +99,8 @@ if os.path.exists(profile) and os.path.getsize(profile) > 0:
     w(open(profile).read().rstrip())
     w("```")
     w("")
+notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+if os.path.exists(notes):
+    w(open(notes).read().rstrip())
+    w("")
 print("\n".join(out))

@@ -40,6 +40,9 @@ async fn run(n: usize, bin: &str) -> String {
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
         .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
         .env("SECURECART_WS_MAX_CONNECTIONS", "20000")
+        // 10,000 connections from one address: lift the anonymous per-IP rate for the bench.
+        .env("SECURECART_ANON_RATE", "1000000")
+        .env("SECURECART_ANON_BURST", "1000000")
         .env("SECURECART_LOG", "warn")
         .kill_on_drop(true)
         .spawn()

@@ -16,6 +16,7 @@ use crate::store::{OrderItemRecord, OrderRecord, OrderScope, Store};
 
 /// Where an order is in its life.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::order::OrderStatus")]
 pub enum OrderStatus {
     /// Placed, not yet paid.
     Pending,
@@ -29,25 +30,14 @@ pub enum OrderStatus {
     Refunded,
 }
 
+// The domain type owns the rules and the stored spelling; this is its GraphQL face.
 impl OrderStatus {
     pub(crate) fn parse(s: &str) -> Self {
-        match s {
-            "PAID" => Self::Paid,
-            "FULFILLED" => Self::Fulfilled,
-            "CANCELLED" => Self::Cancelled,
-            "REFUNDED" => Self::Refunded,
-            _ => Self::Pending,
-        }
+        crate::domain::order::OrderStatus::parse(s).unwrap_or(crate::domain::order::OrderStatus::Pending).into()
     }
 
     fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "PENDING",
-            Self::Paid => "PAID",
-            Self::Fulfilled => "FULFILLED",
-            Self::Cancelled => "CANCELLED",
-            Self::Refunded => "REFUNDED",
-        }
+        crate::domain::order::OrderStatus::from(self).as_str()
     }
 }
 
