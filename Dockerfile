@@ -1,11 +1,13 @@
 # SecureCart API image: a release build of `securecart` plus the pinned GraphiQL assets.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock build.rs ./
+COPY Cargo.toml Cargo.lock build.rs CHANGELOG.md ./
 COPY src ./src
 COPY migrations ./migrations
+# Declared bench targets must exist for cargo to read the manifest.
+COPY bench ./bench
 COPY playground/index.html playground/assets.json ./playground/
-RUN cargo build --release --locked && strip target/release/securecart
+RUN cargo build --release --locked --bin securecart && strip target/release/securecart
 
 FROM node:20-bookworm-slim AS assets
 WORKDIR /playground
