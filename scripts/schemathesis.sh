@@ -9,12 +9,22 @@ bin="$root/target/debug/securecart"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # Fuzzing sends bursts: lift the rate limits and budgets for this run (they have their own tests).
-(cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 \
+cd "$work"
+SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 \
   SECURECART_ANON_RATE=1000000 SECURECART_ANON_BURST=1000000 \
   SECURECART_BUDGET_ANONYMOUS=1000000000/1000000000 SECURECART_BUDGET_CUSTOMER=1000000000/1000000000 \
-  "$bin" serve >"$work/server.log" 2>&1) &
+  "$bin" serve >"$work/server.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+cd "$root"
+# Keep the script's own exit status: `wait` on the killed server would otherwise become it.
+cleanup() {
+  local rc=$?
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 token=$("$bin" token --sub alice --role customer)
 for version in v1 v2; do
