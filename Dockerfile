@@ -7,7 +7,7 @@ COPY migrations ./migrations
 # Declared bench targets must exist for cargo to read the manifest.
 COPY bench ./bench
 COPY playground/index.html playground/assets.json ./playground/
-RUN cargo build --release --locked --bin securecart && strip target/release/securecart
+RUN cargo build --release --locked --features otlp --bin securecart && strip target/release/securecart
 
 FROM node:20-bookworm-slim AS assets
 WORKDIR /playground

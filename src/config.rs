@@ -448,11 +448,14 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// `SECURECART_LOG_FORMAT`: `auto`, `pretty` or `json`.
     pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: export spans over OTLP/HTTP to this base URL (builds with
+    /// the `otlp` feature only; `/v1/traces` is appended).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_filter: "info".into(), log_format: LogFormat::Auto }
+        Self { log_filter: "info".into(), log_format: LogFormat::Auto, otlp_endpoint: None }
     }
 }
 
@@ -656,6 +659,9 @@ impl Settings {
         }
         if let Some(v) = env("SECURECART_LOG").or_else(|| env("RUST_LOG")) {
             self.telemetry.log_filter = v;
+        }
+        if let Some(v) = env("OTEL_EXPORTER_OTLP_ENDPOINT") {
+            self.telemetry.otlp_endpoint = Some(v);
         }
         if let Some(v) = env("SECURECART_LOG_FORMAT") {
             self.telemetry.log_format = match v.to_ascii_lowercase().as_str() {

@@ -22,7 +22,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut settings = Settings::load(cli.config.as_deref())?;
-    securecart::telemetry::init(&settings);
+    // Held to the end of main: dropping it flushes spans still waiting for export.
+    let _telemetry = securecart::telemetry::init(&settings);
     match command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {

@@ -6,15 +6,67 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::{LogFormat, Settings};
 
+/// Flushes exported spans when dropped (keep it alive until the process ends).
+#[must_use = "dropping the guard stops the span export"]
+pub struct TelemetryGuard {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing OTLP spans failed: {e}");
+        }
+    }
+}
+
+/// The OTLP export layer, when built with the `otlp` feature and an endpoint is configured.
+#[cfg(feature = "otlp")]
+fn otlp<S>(
+    settings: &Settings,
+) -> (Option<impl tracing_subscriber::Layer<S>>, Option<opentelemetry_sdk::trace::SdkTracerProvider>)
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    let Some(endpoint) = settings.telemetry.otlp_endpoint.as_deref() else { return (None, None) };
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("OTLP export disabled: {e}");
+            return (None, None);
+        }
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name("securecart").build())
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("securecart"));
+    (Some(layer), Some(provider))
+}
+
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
-pub fn init(settings: &Settings) {
+pub fn init(settings: &Settings) -> TelemetryGuard {
     let filter = EnvFilter::try_new(&settings.telemetry.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match settings.telemetry.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => settings.environment.is_production(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otlp")]
+    let (export, provider) = otlp(settings);
+    #[cfg(not(feature = "otlp"))]
+    let export: Option<tracing_subscriber::layer::Identity> = None;
+    let registry = tracing_subscriber::registry().with(filter).with(export);
     let result = if json {
         registry
             .with(fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr))
@@ -24,6 +76,10 @@ pub fn init(settings: &Settings) {
     };
     // Already installed (tests build several apps in one process): keep the first.
     let _ = result;
+    TelemetryGuard {
+        #[cfg(feature = "otlp")]
+        provider,
+    }
 }
 
 /// Prometheus metrics: the recorder (installed once per process) and the names used.

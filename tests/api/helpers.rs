@@ -157,7 +157,8 @@ fn init_logs() {
         if std::env::var("TEST_LOG").is_ok() {
             let mut settings = Settings::default();
             settings.telemetry.log_filter = "info,sqlx=warn".into();
-            securecart::telemetry::init(&settings);
+            // Leaked on purpose: the subscriber lives as long as the test process.
+            std::mem::forget(securecart::telemetry::init(&settings));
         }
     });
 }

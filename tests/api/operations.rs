@@ -205,3 +205,70 @@ async fn tls_with_a_self_signed_certificate() {
     assert!(!text.contains("BEGIN CERTIFICATE") || text.contains("Cipher is (NONE)"), "TLS 1.1 must fail: {text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Spans leave over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and the last ones are
+/// flushed at shutdown (build with `--features otlp`; `.ci/run` does).
+#[cfg(feature = "otlp")]
+#[tokio::test]
+async fn spans_are_exported_over_otlp() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let counter = counter.clone();
+            async move {
+                let protobuf =
+                    headers.get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("protobuf"));
+                if protobuf && !body.is_empty() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let dir = std::env::temp_dir().join(format!("securecart-otlp-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
+        .env("SECURECART_LOG", "info")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body: Value = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": "query Traced { products(first: 2) { edges { cursor } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["data"]["products"].is_object());
+    send_signal(child.id().unwrap(), "TERM");
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits").unwrap();
+    assert!(exit.success());
+    assert!(received.load(Ordering::SeqCst) >= 1, "the collector received the spans");
+    let _ = std::fs::remove_dir_all(&dir);
+}
