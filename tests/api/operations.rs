@@ -66,6 +66,30 @@ fn send_signal(pid: u32, signal: &str) {
     assert!(status.success());
 }
 
+/// Starts the real binary in `dir` on `port` (clean environment plus `env`) and waits until it
+/// answers `/healthz`; returns the child (killed when dropped) and its base URL.
+async fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"));
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, base)
+}
+
 /// Must-show 2: requests in flight when SIGTERM arrives complete; new connections are refused;
 /// WebSockets are closed with 1001; the process exits cleanly.
 #[tokio::test]
@@ -74,27 +98,17 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let dir = std::env::temp_dir().join(format!("securecart-shutdown-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
-        .current_dir(&dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
-        .env("SECURECART_PAYMENT_URL", &gateway.url)
-        .env("SECURECART_PAYMENT_TIMEOUT_MS", "10000")
-        .env("SECURECART_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = start_binary(
+        &dir,
+        port,
+        &[
+            ("SECURECART_PAYMENT_URL", &gateway.url),
+            ("SECURECART_PAYMENT_TIMEOUT_MS", "10000"),
+            ("SECURECART_LOG", "warn"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let alice = token("alice", &[Role::Customer], None);
     let gql = |query: &str| {
         client.post(format!("{base}/graphql")).bearer_auth(&alice).json(&json!({ "query": query })).send()
@@ -236,26 +250,9 @@ async fn spans_are_exported_over_otlp() {
     let dir = std::env::temp_dir().join(format!("securecart-otlp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
-        .current_dir(&dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
-        .env("SECURECART_LOG", "info")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) =
+        start_binary(&dir, port, &[("SECURECART_LOG", "info"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let body: Value = client
         .post(format!("{base}/graphql"))
         .json(&json!({ "query": "query Traced { products(first: 2) { edges { cursor } } }" }))
