@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::auth::{Caller, Role};
+use crate::config::Settings;
+
 /// Size and refill rate of one kind of caller's bucket.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +24,35 @@ pub struct BudgetPolicy {
     pub maximum: f64,
     /// Points restored per second (`restoreRate`).
     pub restore_rate: f64,
+}
+
+/// Who a request is billed to: `user:<sub>` or `ip:<address>`, with the role's policy.
+#[derive(Debug, Clone)]
+pub struct BillingKey {
+    /// The bucket key.
+    pub key: String,
+    /// The bucket size and refill rate.
+    pub policy: BudgetPolicy,
+}
+
+impl BillingKey {
+    /// The bucket of `caller` (anonymous and refused tokens by client IP).
+    pub fn of(caller: &Caller, client_ip: &str, settings: &Settings) -> Self {
+        let limits = &settings.rate_limit;
+        match caller.identity() {
+            Some(i) => {
+                let policy = if i.is_admin() {
+                    limits.admin
+                } else if i.has(Role::Vendor) {
+                    limits.vendor
+                } else {
+                    limits.customer
+                };
+                Self { key: format!("user:{}", i.subject), policy }
+            }
+            None => Self { key: format!("ip:{client_ip}"), policy: limits.anonymous },
+        }
+    }
 }
 
 /// What a client is told in `extensions.cost.throttleStatus`.

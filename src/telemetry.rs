@@ -111,8 +111,8 @@ pub mod metrics {
     pub const EVENTS_DELIVERED: &str = "securecart_events_delivered_total";
     /// Database pool connections, by `state` (`idle`, `in_use`), and the pool's maximum (gauges).
     pub const DB_POOL: &str = "securecart_db_pool_connections";
-    /// SQL statements run (counter).
-    pub const DB_STATEMENTS: &str = "securecart_db_statements_total";
+    /// Database operations run: a read statement, or a write transaction (counter).
+    pub const DB_OPERATIONS: &str = "securecart_db_operations_total";
     /// Whether the database answered a ping at the last scrape (1) or not (0).
     pub const DATABASE_UP: &str = "securecart_database_up";
     /// Whether the event bus reaches Redis (1) or not (0); absent for the in-process bus.

@@ -6,18 +6,18 @@ use async_graphql::{
 };
 use chrono::{DateTime, Utc};
 
-use super::connection::{
-    PageInfo, decode_keyed_cursor, decode_product_cursor, encode_keyed_cursor, encode_product_cursor, page_size,
-};
-use super::loaders::{Loaders, loader_error};
-use crate::auth::{Role, require_identity};
-use crate::config::Settings;
+use super::connection::PageInfo;
+use super::loaders::Loaders;
+use super::services;
+use crate::auth::caller;
 use crate::domain::money::{format_minor, parse_decimal};
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, GqlResultExt};
-use crate::store::{
-    InventoryRecord, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort, Store, VendorRecord,
+use crate::service::catalog::{
+    CatalogNode, PageArgs, PriceArg, ProductFilterInput as FilterArgs, ProductPage, VendorPage,
 };
+use crate::service::inventory::may_see_reserved;
+use crate::store::{InventoryRecord, ProductFilter, ProductRecord, ProductSort, VendorRecord};
 
 /// A decimal amount serialised as a string, such as `"19.99"`, so no precision is lost to
 /// floating point. Inputs accept up to two decimals and no sign.
@@ -99,8 +99,7 @@ impl Product {
 
     /// Stock levels (batched across the page: one database round trip for all products).
     async fn inventory(&self, ctx: &Context<'_>) -> async_graphql::Result<Inventory> {
-        let loaders = ctx.data::<Loaders>()?;
-        let record = loaders.inventory.load_one(self.0.id).await.map_err(loader_error)?;
+        let record = ctx.data::<Loaders>()?.inventory.load_one(self.0.id).await?;
         // A product always has an inventory row; a missing one reads as no stock.
         let record = record.unwrap_or(InventoryRecord {
             product_id: self.0.id,
@@ -115,15 +114,13 @@ impl Product {
     #[graphql(deprecation = "Use `inventory { inStock }`. Removed after 2027-05-24 (see CHANGELOG.md).")]
     async fn in_stock(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         crate::graphql::deprecations::used(ctx, "Product.inStock");
-        let loaders = ctx.data::<Loaders>()?;
-        let record = loaders.inventory.load_one(self.0.id).await.map_err(loader_error)?;
+        let record = ctx.data::<Loaders>()?.inventory.load_one(self.0.id).await?;
         Ok(record.is_some_and(|r| r.available > 0))
     }
 
     /// The vendor selling this product (batched across the page).
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<Vendor> {
-        let loaders = ctx.data::<Loaders>()?;
-        let vendor = loaders.vendors.load_one(self.0.vendor_id).await.map_err(loader_error)?;
+        let vendor = ctx.data::<Loaders>()?.vendors.load_one(self.0.vendor_id).await?;
         vendor
             .map(Vendor)
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product {} has no vendor", self.0.id)).extend())
@@ -161,13 +158,8 @@ impl Inventory {
     /// Units held for orders not yet fulfilled. Only the product's vendor and admins may read
     /// it (`UNAUTHENTICATED` / `FORBIDDEN` otherwise).
     async fn reserved(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        let identity = require_identity(ctx).gql()?;
-        let owns = identity.has(Role::Vendor) && identity.vendor_id == Some(self.vendor_id);
-        if identity.is_admin() || owns {
-            Ok(self.record.reserved)
-        } else {
-            Err(AppError::Forbidden("only the product's vendor may see reserved stock".into()).extend())
-        }
+        may_see_reserved(caller(ctx), self.vendor_id).gql()?;
+        Ok(self.record.reserved)
     }
 
     /// When the stock level last changed.
@@ -202,7 +194,6 @@ impl Vendor {
     }
 
     /// This vendor's active products.
-    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -213,7 +204,9 @@ impl Vendor {
         sort_by: Option<ProductSortKeys>,
     ) -> async_graphql::Result<ProductConnection> {
         let filter = ProductFilter { vendor_id: Some(self.0.id), ..Default::default() };
-        product_page(ctx, filter, first, after, last, before, sort_by.unwrap_or_default()).await
+        let page = PageArgs { first, after, last, before };
+        let sort = sort_by.unwrap_or_default().into();
+        Ok(services(ctx)?.product_page(filter, sort, page).await.gql()?.into())
     }
 }
 
@@ -267,26 +260,15 @@ pub struct ProductFilterInput {
     pub in_stock: Option<bool>,
 }
 
-impl ProductFilterInput {
-    fn into_filter(self) -> Result<ProductFilter, AppError> {
-        let vendor_id = match self.vendor_id {
-            Some(id) => Some(
-                GlobalId::decode_as(&id, NodeKind::Vendor)
-                    .ok_or_else(|| AppError::invalid_with("INVALID_ID", "filter.vendorId", "not a Vendor id"))?,
-            ),
-            None => None,
-        };
-        let search = self.search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-            return Err(AppError::invalid("filter.search", "search text may be at most 100 characters"));
+impl From<ProductFilterInput> for FilterArgs {
+    fn from(f: ProductFilterInput) -> Self {
+        Self {
+            search: f.search,
+            vendor_id: f.vendor_id.map(|id| id.0),
+            min_price: f.min_price.map(|d| PriceArg::Minor(d.0)),
+            max_price: f.max_price.map(|d| PriceArg::Minor(d.0)),
+            in_stock: f.in_stock,
         }
-        let (min_price, max_price) = (self.min_price.map(|d| d.0), self.max_price.map(|d| d.0));
-        if let (Some(min), Some(max)) = (min_price, max_price)
-            && min > max
-        {
-            return Err(AppError::invalid("filter.minPrice", "minPrice is above maxPrice"));
-        }
-        Ok(ProductFilter { search, vendor_id, min_price, max_price, in_stock: self.in_stock })
     }
 }
 
@@ -311,7 +293,7 @@ impl ProductConnection {
 
     /// How many products match the filter across all pages (one extra query; select it only when needed).
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        ctx.data::<Store>()?.count_products(&self.filter).await.gql()
+        services(ctx)?.count_products(&self.filter).await.gql()
     }
 }
 
@@ -354,101 +336,45 @@ pub struct VendorEdge {
     pub node: Vendor,
 }
 
-/// Static cost of a connection field: its page size times the cost of one item, so a client can
-/// compute a query's complexity before sending it.
-pub fn page_complexity(first: Option<i32>, last: Option<i32>, child: usize) -> usize {
-    let n = first.or(last).unwrap_or(20).clamp(0, 100) as usize;
-    1 + n.max(1) * child
+impl From<ProductPage> for ProductConnection {
+    fn from(page: ProductPage) -> Self {
+        let edges: Vec<ProductEdge> =
+            page.edges.into_iter().map(|(record, cursor)| ProductEdge { record, cursor }).collect();
+        let page_info = PageInfo::of(&edges, |e| &e.cursor, page.has_next_page, page.has_previous_page);
+        Self { edges, page_info, filter: page.filter }
+    }
 }
 
-/// Runs one product page query with the validated pagination arguments.
-pub async fn product_page(
-    ctx: &Context<'_>,
-    filter: ProductFilter,
-    first: Option<i32>,
-    after: Option<String>,
-    last: Option<i32>,
-    before: Option<String>,
-    sort: ProductSortKeys,
-) -> async_graphql::Result<ProductConnection> {
-    let settings = ctx.data::<std::sync::Arc<Settings>>()?;
-    let store = ctx.data::<Store>()?;
-    let sort: ProductSort = sort.into();
-    let size = page_size(first, last, before.is_some(), &settings.limits).gql()?;
-    let after = after.map(|c| decode_product_cursor("after", &c, sort)).transpose().gql()?;
-    let before = before.map(|c| decode_product_cursor("before", &c, sort)).transpose().gql()?;
-    let query = PageQuery { limit: size.limit, after: after.clone(), before: before.clone(), backward: size.backward };
-    let mut rows = if size.limit == 0 { Vec::new() } else { store.list_products(&filter, sort, &query).await.gql()? };
-    let has_more = rows.len() > size.limit as usize;
-    if has_more {
-        // The extra row sits beyond the page: at the end going forward, at the start going back.
-        if size.backward {
-            rows.remove(0)
-        } else {
-            rows.pop().expect("non-empty")
-        };
+impl From<VendorPage> for VendorConnection {
+    fn from(page: VendorPage) -> Self {
+        let edges: Vec<VendorEdge> =
+            page.edges.into_iter().map(|(v, cursor)| VendorEdge { cursor, node: Vendor(v) }).collect();
+        let page_info = PageInfo::of(&edges, |e| &e.cursor, page.has_next_page, page.has_previous_page);
+        Self { edges, page_info, total_count: page.total_count }
     }
-    let edges: Vec<ProductEdge> = rows
-        .into_iter()
-        .map(|record| {
-            let cursor = encode_product_cursor(&ProductCursor::of(&record, sort), sort);
-            ProductEdge { record, cursor }
-        })
-        .collect();
-    let page_info = PageInfo {
-        has_next_page: if size.backward { before.is_some() } else { has_more },
-        has_previous_page: if size.backward { has_more } else { after.is_some() },
-        start_cursor: edges.first().map(|e| e.cursor.clone()),
-        end_cursor: edges.last().map(|e| e.cursor.clone()),
-    };
-    Ok(ProductConnection { edges, page_info, filter })
 }
 
 /// Catalog queries; anyone may run them.
 #[derive(Default)]
 pub struct CatalogQuery;
 
-fn decode_id(field: &str, id: &ID, kind: NodeKind) -> async_graphql::Result<i64> {
-    GlobalId::decode_as(id, kind).ok_or_else(|| {
-        AppError::invalid_with("INVALID_ID", field, format!("`{}` is not a {kind:?} id", id.as_str())).extend()
-    })
-}
-
 #[Object]
 impl CatalogQuery {
     /// Fetches any object by its global id. Unknown ids answer `null` with a `NOT_FOUND` error.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
-        let global = GlobalId::decode(&id)
-            .ok_or_else(|| AppError::invalid_with("INVALID_ID", "id", "not an id from this API").extend())?;
-        let store = ctx.data::<Store>()?;
-        match global.kind {
-            NodeKind::Product => match store.product(global.id).await.gql()? {
-                Some(p) => Ok(Some(Node::Product(Product(p)))),
-                None => Err(AppError::NotFound("product").extend()),
-            },
-            NodeKind::Vendor => {
-                let mut v = store.vendors_by_ids(&[global.id]).await.gql()?;
-                match v.pop() {
-                    Some(v) => Ok(Some(Node::Vendor(Vendor(v)))),
-                    None => Err(AppError::NotFound("vendor").extend()),
-                }
-            }
-            _ => Err(AppError::NotFound("node").extend()),
-        }
+        Ok(Some(match services(ctx)?.node(&id).await.gql()? {
+            CatalogNode::Product(p) => Node::Product(Product(p)),
+            CatalogNode::Vendor(v) => Node::Vendor(Vendor(v)),
+        }))
     }
 
     /// A product by id (archived products included). Unknown ids answer `null` with `NOT_FOUND`.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
-        let id = decode_id("id", &id, NodeKind::Product)?;
-        match ctx.data::<Store>()?.product(id).await.gql()? {
-            Some(p) => Ok(Some(Product(p))),
-            None => Err(AppError::NotFound("product").extend()),
-        }
+        Ok(Some(Product(services(ctx)?.product(&id).await.gql()?)))
     }
 
     /// The active catalog, filtered and sorted, as a Relay connection. Page size: default 20,
     /// at most 100 (`PAGE_SIZE_EXCEEDED` above).
-    #[graphql(complexity = "page_complexity(first, last, child_complexity)")]
     #[expect(clippy::too_many_arguments, reason = "GraphQL arguments map one to one onto parameters")]
     async fn products(
         &self,
@@ -460,47 +386,24 @@ impl CatalogQuery {
         filter: Option<ProductFilterInput>,
         #[graphql(desc = "Sort order (default `NEWEST`).")] sort_by: Option<ProductSortKeys>,
     ) -> async_graphql::Result<ProductConnection> {
-        let filter = filter.unwrap_or_default().into_filter().gql()?;
-        product_page(ctx, filter, first, after, last, before, sort_by.unwrap_or_default()).await
+        let filter = FilterArgs::from(filter.unwrap_or_default()).validate("filter.").gql()?;
+        let page = PageArgs { first, after, last, before };
+        let sort = sort_by.unwrap_or_default().into();
+        Ok(services(ctx)?.product_page(filter, sort, page).await.gql()?.into())
     }
 
     /// A vendor by id. Unknown ids answer `null` with `NOT_FOUND`.
     async fn vendor(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Vendor>> {
-        let id = decode_id("id", &id, NodeKind::Vendor)?;
-        let mut rows = ctx.data::<Store>()?.vendors_by_ids(&[id]).await.gql()?;
-        match rows.pop() {
-            Some(v) => Ok(Some(Vendor(v))),
-            None => Err(AppError::NotFound("vendor").extend()),
-        }
+        Ok(Some(Vendor(services(ctx)?.vendor(&id).await.gql()?)))
     }
 
     /// All vendors by name, a page at a time (default 20, at most 100).
-    #[graphql(complexity = "page_complexity(first, None, child_complexity)")]
     async fn vendors(
         &self,
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<VendorConnection> {
-        let settings = ctx.data::<std::sync::Arc<Settings>>()?;
-        let store = ctx.data::<Store>()?;
-        let size = page_size(first, None, false, &settings.limits).gql()?;
-        let after = after.map(|c| decode_keyed_cursor("v", "after", &c)).transpose().gql()?;
-        let had_after = after.is_some();
-        let mut rows = store.list_vendors(after.map(|(id, name)| (name, id)), size.limit).await.gql()?;
-        let has_more = rows.len() > size.limit as usize;
-        rows.truncate(size.limit as usize);
-        let total_count = store.count_vendors().await.gql()?;
-        let edges: Vec<VendorEdge> = rows
-            .into_iter()
-            .map(|v| VendorEdge { cursor: encode_keyed_cursor("v", v.id, &v.name), node: Vendor(v) })
-            .collect();
-        let page_info = PageInfo {
-            has_next_page: has_more,
-            has_previous_page: had_after,
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        };
-        Ok(VendorConnection { edges, page_info, total_count })
+        Ok(services(ctx)?.vendor_page(first, after).await.gql()?.into())
     }
 }

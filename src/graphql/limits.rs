@@ -29,38 +29,8 @@ use super::cost::operation_cost;
 use super::errors::{
     IntrospectionDenied, check_introspection, execution_errors, parse_error, validation_errors, with_code,
 };
-use crate::auth::{Caller, Role};
-use crate::budget::{BudgetPolicy, Budgets, ThrottleStatus, Throttled};
+use crate::budget::{BillingKey, Budgets, ThrottleStatus, Throttled};
 use crate::config::Settings;
-
-/// Who a request is billed to: `user:<sub>` or `ip:<address>`, with the role's policy.
-#[derive(Debug, Clone)]
-pub struct BillingKey {
-    /// The bucket key.
-    pub key: String,
-    /// The bucket size and refill rate.
-    pub policy: BudgetPolicy,
-}
-
-impl BillingKey {
-    /// The bucket of `caller` (anonymous and refused tokens by client IP).
-    pub fn of(caller: &Caller, client_ip: &str, settings: &Settings) -> Self {
-        let limits = &settings.rate_limit;
-        match caller.identity() {
-            Some(i) => {
-                let policy = if i.is_admin() {
-                    limits.admin
-                } else if i.has(Role::Vendor) {
-                    limits.vendor
-                } else {
-                    limits.customer
-                };
-                Self { key: format!("user:{}", i.subject), policy }
-            }
-            None => Self { key: format!("ip:{client_ip}"), policy: limits.anonymous },
-        }
-    }
-}
 
 /// What the transport learns about a request (429 headers, metrics, the span).
 #[derive(Debug, Clone, Default)]

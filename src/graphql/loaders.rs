@@ -4,6 +4,8 @@
 //! a change is visible to the very next request.
 
 use async_graphql::ErrorExtensions;
+
+use crate::error::AppError;
 use async_graphql::dataloader::{DataLoader, Loader};
 use std::collections::HashMap;
 
@@ -17,7 +19,7 @@ impl Loader<i64> for VendorLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, VendorRecord>, Self::Error> {
-        let rows = self.0.vendors_by_ids(keys).await.map_err(|e| e.extend())?;
+        let rows = self.0.vendors_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
         Ok(rows.into_iter().map(|v| (v.id, v)).collect())
     }
 }
@@ -30,7 +32,7 @@ impl Loader<i64> for InventoryLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, InventoryRecord>, Self::Error> {
-        let rows = self.0.inventory_by_product_ids(keys).await.map_err(|e| e.extend())?;
+        let rows = self.0.inventory_by_product_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
         Ok(rows.into_iter().map(|i| (i.product_id, i)).collect())
     }
 }
@@ -43,7 +45,7 @@ impl Loader<i64> for ProductLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, ProductRecord>, Self::Error> {
-        let rows = self.0.products_by_ids(keys).await.map_err(|e| e.extend())?;
+        let rows = self.0.products_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
         Ok(rows.into_iter().map(|p| (p.id, p)).collect())
     }
 }
@@ -56,7 +58,7 @@ impl Loader<i64> for CustomerLoader {
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, CustomerRecord>, Self::Error> {
-        let rows = self.0.customers_by_ids(keys).await.map_err(|e| e.extend())?;
+        let rows = self.0.customers_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
         Ok(rows.into_iter().map(|c| (c.id, c)).collect())
     }
 }
@@ -84,7 +86,7 @@ impl Loader<LinesKey> for OrderLinesLoader {
         }
         let mut out: HashMap<LinesKey, Vec<OrderItemRecord>> = keys.iter().map(|k| (*k, Vec::new())).collect();
         for (vendor, order_ids) in by_scope {
-            for item in self.0.order_items(&order_ids, vendor).await.map_err(|e| e.extend())? {
+            for item in self.0.order_items(&order_ids, vendor).await.map_err(|e| AppError::from(e).extend())? {
                 out.entry(LinesKey { order_id: item.order_id, vendor }).or_default().push(item);
             }
         }
@@ -117,10 +119,4 @@ impl Loaders {
             order_lines: DataLoader::new(OrderLinesLoader(store.clone()), tokio::spawn),
         }
     }
-}
-
-/// Loader errors are already coded GraphQL errors: converted (and, if internal, logged) once
-/// per batch inside `load`, so every field that shares the batch shares one correlation id.
-pub fn loader_error(err: async_graphql::Error) -> async_graphql::Error {
-    err
 }

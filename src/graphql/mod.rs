@@ -15,3 +15,8 @@ pub mod subscriptions;
 pub mod vendors;
 
 pub use schema::{AppSchema, build_schema, sdl};
+
+/// The services of this request (inserted by `build_schema`).
+pub(crate) fn services<'a>(ctx: &async_graphql::Context<'a>) -> async_graphql::Result<&'a crate::service::Services> {
+    ctx.data::<crate::service::Services>()
+}

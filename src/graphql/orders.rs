@@ -2,17 +2,19 @@
 //! the lines) with their products, an admin all. Someone else's order reads as `NOT_FOUND`,
 //! exactly like a missing one, so ids cannot be probed.
 
-use async_graphql::{ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::account::{Customer, order_scope};
+use super::account::Customer;
 use super::catalog::{Decimal, Money, Product};
-use super::connection::{PageInfo, decode_keyed_cursor, encode_keyed_cursor, page_size};
+use super::connection::PageInfo;
 use super::loaders::{LinesKey, Loaders};
-use crate::config::Settings;
+use super::services;
+use crate::auth::caller;
 use crate::domain::{GlobalId, NodeKind};
-use crate::error::{AppError, GqlResultExt};
-use crate::store::{OrderItemRecord, OrderRecord, OrderScope, Store};
+use crate::error::GqlResultExt;
+use crate::service::orders::{OrderPage, vendor_view};
+use crate::store::{OrderItemRecord, OrderRecord, OrderScope};
 
 /// Where an order is in its life.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +37,6 @@ impl OrderStatus {
     pub(crate) fn parse(s: &str) -> Self {
         crate::domain::order::OrderStatus::parse(s).unwrap_or(crate::domain::order::OrderStatus::Pending).into()
     }
-
-    fn as_str(self) -> &'static str {
-        crate::domain::order::OrderStatus::from(self).as_str()
-    }
 }
 
 /// An order, seen through one caller's scope.
@@ -50,11 +48,7 @@ pub struct Order {
 
 impl Order {
     pub(crate) fn new(record: OrderRecord, scope: &OrderScope) -> Self {
-        let vendor_view = match scope {
-            OrderScope::Vendor(v) => Some(*v),
-            _ => None,
-        };
-        Self { record, vendor_view }
+        Self { record, vendor_view: vendor_view(scope) }
     }
 
     async fn load_lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderItemRecord>> {
@@ -171,14 +165,14 @@ pub struct OrderConnection {
     #[graphql(skip)]
     scope: OrderScope,
     #[graphql(skip)]
-    status: Option<OrderStatus>,
+    status: Option<crate::domain::order::OrderStatus>,
 }
 
 #[ComplexObject]
 impl OrderConnection {
     /// How many orders the caller can see with this filter.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i64> {
-        ctx.data::<Store>()?.count_orders(&self.scope, self.status.map(|s| s.as_str())).await.gql()
+        services(ctx)?.count_orders(&self.scope, self.status).await.gql()
     }
 }
 
@@ -195,11 +189,20 @@ pub struct OrderEdge {
 #[derive(Default)]
 pub struct OrderQuery;
 
+impl From<OrderPage> for OrderConnection {
+    fn from(page: OrderPage) -> Self {
+        let scope = page.scope;
+        let edges: Vec<OrderEdge> =
+            page.edges.into_iter().map(|(r, cursor)| OrderEdge { cursor, node: Order::new(r, &scope) }).collect();
+        let page_info = PageInfo::of(&edges, |e| &e.cursor, page.has_next_page, page.has_previous_page);
+        Self { edges, page_info, scope, status: page.status }
+    }
+}
+
 #[Object]
 impl OrderQuery {
     /// The caller's orders, newest first: a customer's own, a vendor's (orders with their
     /// products), or all for an admin. Page size: default 20, at most 100.
-    #[graphql(complexity = "super::catalog::page_complexity(first, None, child_complexity)")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -207,37 +210,13 @@ impl OrderQuery {
         after: Option<String>,
         filter: Option<OrderFilter>,
     ) -> async_graphql::Result<OrderConnection> {
-        let scope = order_scope(ctx).gql()?;
-        let settings = ctx.data::<std::sync::Arc<Settings>>()?;
-        let size = page_size(first, None, false, &settings.limits).gql()?;
-        let before_id = after.map(|c| decode_keyed_cursor("o", "after", &c).map(|(id, _)| id)).transpose().gql()?;
-        let status = filter.and_then(|f| f.status);
-        let store = ctx.data::<Store>()?;
-        let mut rows = store.list_orders(&scope, status.map(|s| s.as_str()), before_id, size.limit).await.gql()?;
-        let has_more = rows.len() > size.limit as usize;
-        rows.truncate(size.limit as usize);
-        let edges: Vec<OrderEdge> = rows
-            .into_iter()
-            .map(|r| OrderEdge { cursor: encode_keyed_cursor("o", r.id, ""), node: Order::new(r, &scope) })
-            .collect();
-        let page_info = PageInfo {
-            has_next_page: has_more,
-            has_previous_page: before_id.is_some(),
-            start_cursor: edges.first().map(|e| e.cursor.clone()),
-            end_cursor: edges.last().map(|e| e.cursor.clone()),
-        };
-        Ok(OrderConnection { edges, page_info, scope, status })
+        let status = filter.and_then(|f| f.status).map(Into::into);
+        Ok(services(ctx)?.order_page(caller(ctx), first, after, status).await.gql()?.into())
     }
 
     /// One order the caller may see; anything else (missing or someone else's) is `NOT_FOUND`.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
-        let scope = order_scope(ctx).gql()?;
-        let not_found = || AppError::NotFound("order").extend();
-        // A malformed id is also just "not found": the answer must not tell ids apart.
-        let id = GlobalId::decode_as(&id, NodeKind::Order).ok_or_else(not_found)?;
-        match ctx.data::<Store>()?.order(&scope, id).await.gql()? {
-            Some(r) => Ok(Some(Order::new(r, &scope))),
-            None => Err(not_found()),
-        }
+        let (order, scope) = services(ctx)?.order(caller(ctx), &id).await.gql()?;
+        Ok(Some(Order::new(order, &scope)))
     }
 }

@@ -12,10 +12,8 @@ use super::orders::OrderQuery;
 use super::subscriptions::SubscriptionRoot;
 use super::vendors::VendorMutation;
 use crate::budget::Budgets;
-use crate::bus::EventBus;
 use crate::config::Settings;
-use crate::payments::PaymentGateway;
-use crate::store::Store;
+use crate::service::Services;
 
 /// The query root: every domain module contributes its fields.
 #[derive(MergedObject, Default)]
@@ -33,13 +31,7 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 }
 
 /// Builds the schema the server runs, with its limits and data.
-pub fn build_schema(
-    store: Store,
-    settings: Arc<Settings>,
-    bus: EventBus,
-    payments: PaymentGateway,
-    budgets: Arc<Budgets>,
-) -> AppSchema {
+pub fn build_schema(services: Services, settings: Arc<Settings>, budgets: Arc<Budgets>) -> AppSchema {
     let limits = &settings.limits;
     // Complexity is enforced by `Limits` with the documented cost model, not async-graphql's.
     let mut builder = builder().limit_depth(limits.max_depth).extension(Limits::new(settings.clone(), budgets));
@@ -47,7 +39,8 @@ pub fn build_schema(
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();
     }
-    builder.data(store).data(settings).data(bus).data(payments).finish()
+    let bus = services.bus().clone();
+    builder.data(services).data(settings).data(bus).finish()
 }
 
 /// The SDL clients code against; `schema/schema.graphql` must equal it (a test checks).

@@ -6,7 +6,6 @@
 //! `bus::SUBSCRIBER_BUFFER` events behind loses the oldest ones and carries on; inventory events
 //! carry the current quantity, so the next one puts the client right. It never slows the others.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use async_graphql::{Context, ErrorExtensions, ID, Object, Subscription};
@@ -14,16 +13,17 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::account::order_scope;
 use super::catalog::Product;
 use super::commerce::Cart;
 use super::loaders::Loaders;
 use super::orders::{Order, OrderStatus};
-use crate::auth::{Role, RoleGuard, caller, require_identity};
+use super::services;
+use crate::auth::{Role, RoleGuard, caller};
 use crate::bus::{Event, EventBus};
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, GqlResultExt};
-use crate::store::{OrderScope, Store};
+use crate::service::feeds::Feed;
+use crate::store::OrderScope;
 
 /// A change of a product's available stock.
 pub struct InventoryEvent {
@@ -88,7 +88,7 @@ impl OrderStatusEvent {
 
     /// The order as the subscriber may see it.
     async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
-        let record = ctx.data::<Store>()?.order(&self.scope, self.order_id).await.gql()?;
+        let record = services(ctx)?.order_in(&self.scope, self.order_id).await.gql()?;
         Ok(record.map(|r| Order::new(r, &self.scope)))
     }
 }
@@ -108,22 +108,24 @@ impl CartChangedEvent {
 
     /// The cart now.
     async fn cart(&self, ctx: &Context<'_>) -> async_graphql::Result<Cart> {
-        Cart::load(ctx, self.customer_id).await
+        Ok(Cart(services(ctx)?.cart_of(self.customer_id).await.gql()?))
     }
 }
 
-/// Turns the bus into one subscriber's stream: `pick` filters (and re-checks visibility of)
-/// each event; the stream ends with an error at `expires_at` (seconds since the epoch).
+/// Turns the bus into one subscriber's stream: `feed` decides (on every event) what the
+/// subscriber may see, `show` makes the GraphQL item; the stream ends with an error when the
+/// feed's token expires.
 fn event_stream<T, F>(
     bus: &EventBus,
-    expires_at: Option<i64>,
-    mut pick: F,
+    feed: Feed,
+    mut show: F,
 ) -> impl Stream<Item = async_graphql::Result<T>> + use<T, F>
 where
     T: Send + Sync + 'static,
-    F: FnMut(&Event) -> Option<T> + Send + 'static,
+    F: FnMut(&Event, &Feed) -> Option<T> + Send + 'static,
 {
     let mut rx = bus.subscribe();
+    let expires_at = feed.expires_at;
     async_stream::stream! {
         let deadline = expires_at.map(|exp| {
             let left = (exp - Utc::now().timestamp()).max(0) as u64;
@@ -143,7 +145,7 @@ where
             };
             match next {
                 Ok(event) => {
-                    if let Some(item) = pick(&event) {
+                    if let Some(item) = feed.accepts(&event).then(|| show(&event, &feed)).flatten() {
                         metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => event.kind()).increment(1);
                         yield Ok(item);
                     }
@@ -157,14 +159,13 @@ where
     }
 }
 
-fn decode_ids(field: &str, ids: &[ID], kind: NodeKind) -> async_graphql::Result<HashSet<i64>> {
-    ids.iter()
-        .map(|id| {
-            GlobalId::decode_as(id, kind).ok_or_else(|| {
-                AppError::invalid_with("INVALID_ID", field, format!("`{}` is not a {kind:?} id", id.as_str())).extend()
-            })
-        })
-        .collect()
+fn inventory_event(event: &Event) -> Option<InventoryEvent> {
+    match event {
+        Event::Inventory { product_id, available, delta, at, .. } => {
+            Some(InventoryEvent { product_id: *product_id, available: *available, delta: *delta, at: *at })
+        }
+        _ => None,
+    }
 }
 
 /// The subscription root.
@@ -180,16 +181,9 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         product_ids: Option<Vec<ID>>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
-        let wanted = product_ids.map(|ids| decode_ids("productIds", &ids, NodeKind::Product)).transpose()?;
-        let expires_at = caller(ctx).identity().map(|i| i.expires_at);
-        Ok(event_stream(ctx.data::<EventBus>()?, expires_at, move |event| match event {
-            Event::Inventory { product_id, available, delta, at, .. }
-                if wanted.as_ref().is_none_or(|w| w.contains(product_id)) =>
-            {
-                Some(InventoryEvent { product_id: *product_id, available: *available, delta: *delta, at: *at })
-            }
-            _ => None,
-        }))
+        let ids: Option<Vec<String>> = product_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
+        let feed = services(ctx)?.inventory_feed(caller(ctx), ids.as_deref()).gql()?;
+        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| inventory_event(event)))
     }
 
     /// Products whose stock falls to `threshold` or below (default 5): a vendor's own
@@ -200,18 +194,8 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         #[graphql(default = 5)] threshold: i64,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
-        let identity = require_identity(ctx).gql()?.clone();
-        if !identity.is_admin() && identity.vendor_id.is_none() {
-            return Err(AppError::Forbidden("no vendor is linked to this account".into()).extend());
-        }
-        Ok(event_stream(ctx.data::<EventBus>()?, Some(identity.expires_at), move |event| match event {
-            Event::Inventory { product_id, vendor_id, available, delta, at }
-                if *available <= threshold && (identity.is_admin() || identity.vendor_id == Some(*vendor_id)) =>
-            {
-                Some(InventoryEvent { product_id: *product_id, available: *available, delta: *delta, at: *at })
-            }
-            _ => None,
-        }))
+        let feed = services(ctx)?.low_stock_feed(caller(ctx), threshold).gql()?;
+        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| inventory_event(event)))
     }
 
     /// Status changes of the caller's orders (one order when `orderId` is given): a customer's
@@ -222,36 +206,11 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         order_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
-        let identity = require_identity(ctx).gql()?.clone();
-        let mut scope = order_scope(ctx).gql()?;
-        // Events carry customer ids: resolve the subject once, here.
-        if let OrderScope::CustomerSubject(subject) = &scope {
-            scope = OrderScope::Customer(ctx.data::<Store>()?.ensure_customer(subject).await.gql()?.id);
-        }
-        let only = match order_id {
-            Some(id) => {
-                let not_found = || AppError::NotFound("order").extend();
-                let id = GlobalId::decode_as(&id, NodeKind::Order).ok_or_else(not_found)?;
-                ctx.data::<Store>()?.order(&scope, id).await.gql()?.ok_or_else(not_found)?;
-                Some(id)
-            }
-            None => None,
-        };
-        Ok(event_stream(ctx.data::<EventBus>()?, Some(identity.expires_at), move |event| match event {
-            Event::OrderStatus { order_id, customer_id, vendor_ids, status, at } => {
-                let visible = match &scope {
-                    OrderScope::All => true,
-                    OrderScope::Customer(c) => c == customer_id,
-                    // Resolved to `Customer` above.
-                    OrderScope::CustomerSubject(_) => false,
-                    OrderScope::Vendor(v) => vendor_ids.contains(v),
-                };
-                (visible && only.is_none_or(|o| o == *order_id)).then(|| OrderStatusEvent {
-                    order_id: *order_id,
-                    status: status.clone(),
-                    at: *at,
-                    scope: scope.clone(),
-                })
+        let feed =
+            services(ctx)?.order_status_feed(caller(ctx), order_id.as_ref().map(|id| id.as_str())).await.gql()?;
+        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, feed| match (event, feed.order_scope()) {
+            (Event::OrderStatus { order_id, status, at, .. }, Some(scope)) => {
+                Some(OrderStatusEvent { order_id: *order_id, status: status.clone(), at: *at, scope: scope.clone() })
             }
             _ => None,
         }))
@@ -263,13 +222,9 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CartChangedEvent>> + use<>> {
-        let identity = require_identity(ctx).gql()?.clone();
-        let customer = ctx.data::<Store>()?.ensure_customer(&identity.subject).await.gql()?;
-        let me = customer.id;
-        Ok(event_stream(ctx.data::<EventBus>()?, Some(identity.expires_at), move |event| match event {
-            Event::Cart { customer_id, at } if *customer_id == me => {
-                Some(CartChangedEvent { customer_id: me, at: *at })
-            }
+        let feed = services(ctx)?.cart_feed(caller(ctx)).await.gql()?;
+        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| match event {
+            Event::Cart { customer_id, at } => Some(CartChangedEvent { customer_id: *customer_id, at: *at }),
             _ => None,
         }))
     }

@@ -36,13 +36,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::AppState;
-use super::client::Peer;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
+use crate::budget::BillingKey;
+use crate::client::Peer;
 use crate::config::IntrospectionPolicy;
 use crate::graphql::errors::IntrospectionDenied;
-use crate::graphql::limits::{BillingKey, CostCell, CostReport, OperationName};
+use crate::graphql::limits::{CostCell, CostReport, OperationName};
 use crate::graphql::loaders::Loaders;
+use crate::state::AppState;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json; charset=utf-8";
 const JSON: &str = "application/json; charset=utf-8";
@@ -136,7 +137,7 @@ async fn call(
     get: bool,
 ) -> Call {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = authenticate(state, authorization).await;
+    let caller = crate::auth::authenticate(&state.verifier, &state.store, authorization).await;
     let client_ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
     let billing = BillingKey::of(&caller, &client_ip, &state.settings);
     let client = crate::graphql::deprecations::client_label(
@@ -402,32 +403,6 @@ const LIMIT_CODES: &[&str] = &[
     "MAX_COMPLEXITY_EXCEEDED",
     "FRAGMENT_CYCLE",
 ];
-
-/// The caller behind an `Authorization` header value (`Bearer <token>`), for HTTP and WebSocket.
-/// No header: anonymous. A bad token: `Rejected`, so protected fields say why.
-pub async fn authenticate(state: &AppState, authorization: Option<&str>) -> Caller {
-    let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Caller::Anonymous;
-    };
-    let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) else {
-        return Caller::Rejected("the Authorization header must be `Bearer <token>`".into());
-    };
-    match state.verifier.verify(token.trim()).await {
-        Ok(mut identity) => {
-            if identity.has(Role::Vendor) && identity.vendor_id.is_none() {
-                match state.store.vendor_id_for_owner(&identity.subject).await {
-                    Ok(id) => identity.vendor_id = id,
-                    Err(e) => tracing::warn!(error = %e, "looking up the vendor of a token failed"),
-                }
-            }
-            Caller::Authenticated(identity)
-        }
-        Err(reason) => {
-            tracing::debug!(reason = %reason, "bearer token refused");
-            Caller::Rejected(reason)
-        }
-    }
-}
 
 /// Adds the caller, its bill, fresh DataLoaders and the introspection policy to a request.
 pub fn prepare(

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::AppState;
+use crate::state::AppState;
 
 /// `GET /metrics` (internal listener only): Prometheus text, with the database pool, statement
 /// count and bus state sampled at scrape time.
@@ -16,7 +16,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!(m::DB_POOL, "state" => "idle").set(idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "in_use").set(f64::from(open) - idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "max").set(f64::from(max));
-    metrics::counter!(m::DB_STATEMENTS).absolute(state.store.statements_executed());
+    metrics::counter!(m::DB_OPERATIONS).absolute(state.store.operations());
     let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
     metrics::gauge!(m::DATABASE_UP).set(if matches!(database, Ok(Ok(()))) { 1.0 } else { 0.0 });
     match state.bus.health() {

@@ -1,6 +1,6 @@
-//! HTTP transport: the axum router, GraphQL over HTTP, the playground and health checks.
+//! HTTP transport: GraphQL over HTTP and WebSocket, persisted queries, the playground, health
+//! checks and TLS. It knows nothing of REST; `app::routes` composes the two.
 
-pub mod client;
 pub mod graphql;
 pub mod health;
 pub mod persisted;
@@ -9,4 +9,4 @@ pub mod routes;
 pub mod tls;
 pub mod websocket;
 
-pub use routes::{AppState, internal_router, router};
+pub use routes::{api_router, internal_router, public_router};

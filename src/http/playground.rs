@@ -15,7 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use super::AppState;
+use crate::state::AppState;
 
 const TEMPLATE: &str = include_str!("../../playground/index.html");
 const MANIFEST: &str = include_str!("../../playground/assets.json");

@@ -27,12 +27,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
-use super::AppState;
-use super::client::Peer;
-use super::graphql::{authenticate, prepare};
+use super::graphql::prepare;
 use crate::auth::Caller;
+use crate::auth::authenticate;
+use crate::budget::BillingKey;
+use crate::client::Peer;
 use crate::graphql::AppSchema;
-use crate::graphql::limits::{BillingKey, CostCell};
+use crate::graphql::limits::CostCell;
+use crate::state::AppState;
 
 /// Marks the init error that must become close code 4403.
 const REFUSED: &str = "Forbidden: ";
@@ -156,7 +158,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 .as_object()
                 .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
                 .and_then(|(_, v)| v.as_str().map(str::to_string));
-            let caller = authenticate(&init_state, authorization.as_deref()).await;
+            let caller = authenticate(&init_state.verifier, &init_state.store, authorization.as_deref()).await;
             if let Caller::Rejected(reason) = caller {
                 return Err(async_graphql::Error::new(format!("{REFUSED}{reason}")));
             }

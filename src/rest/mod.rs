@@ -15,35 +15,33 @@
 //!   an `ETag` and honour `If-None-Match` (304).
 //! - Each request is billed to the caller's cost budget (1 per object returned) like GraphQL.
 
+pub mod context;
 pub mod problem;
 pub mod v1;
 pub mod v2;
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::IntoParams;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, ToSchema};
 
+pub use context::{Ctx, Id, Params};
 pub use problem::Problem;
 
-use crate::auth::{Caller, Identity, require_identity_of};
 use crate::config::ApiSettings;
-use crate::domain::{GlobalId, NodeKind};
 use crate::error::AppError;
-use crate::graphql::connection::{decode_product_cursor, encode_product_cursor, page_size};
-use crate::graphql::limits::BillingKey;
-use crate::http::AppState;
-use crate::http::client::Peer;
-use crate::store::{
-    InventoryRecord, OrderItemRecord, OrderRecord, OrderScope, PageQuery, ProductCursor, ProductFilter, ProductRecord,
-    ProductSort, VendorRecord,
-};
+use crate::service::catalog::{PriceArg, ProductDetails, ProductFilterInput, sort_named};
+use crate::service::orders::{order_scope, status_named, vendor_view};
+use crate::service::pagination::page_size;
+use crate::state::AppState;
+use crate::store::{CartLineRecord, OrderItemRecord, OrderRecord};
+use context::{Blanks, drop_blank};
 
 /// An API version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,32 +61,26 @@ impl Version {
     }
 }
 
-/// The caller, its bill and the version of one REST request.
-pub struct Ctx {
-    /// Who is calling.
-    pub caller: Caller,
-    billing: BillingKey,
+/// Where a page sits.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    /// Whether another page follows.
+    pub has_next_page: bool,
+    /// Pass as `after` for the next page.
+    pub end_cursor: Option<String>,
 }
 
-async fn context(state: &AppState, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> Ctx {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = crate::http::graphql::authenticate(state, authorization).await;
-    let ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
-    let billing = BillingKey::of(&caller, &ip, &state.settings);
-    Ctx { caller, billing }
-}
+/// Declares the bearer token scheme.
+pub struct BearerAuth;
 
-impl Ctx {
-    /// Bills `cost` points to the caller's budget (429 `THROTTLED` when it does not fit).
-    async fn bill(&self, state: &AppState, cost: u64) -> Result<(), Problem> {
-        match state.budgets.take(&self.billing.key, cost as f64, self.billing.policy).await {
-            Ok(_) => Ok(()),
-            Err(t) => Err(AppError::Throttled { retry_after_secs: t.retry_after_secs }.into()),
-        }
-    }
-
-    fn identity(&self) -> Result<&Identity, Problem> {
-        require_identity_of(&self.caller).map_err(Problem::from)
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
     }
 }
 
@@ -163,115 +155,12 @@ pub struct OrderListParams {
     pub status: Option<String>,
 }
 
-fn bad(code: &'static str, field: &str, message: impl Into<String>) -> Problem {
-    AppError::invalid_with(code, field, message).into()
-}
-
-fn parse_sort(text: Option<&str>) -> Result<ProductSort, Problem> {
-    Ok(match text.unwrap_or("NEWEST") {
-        "NEWEST" => ProductSort::Newest,
-        "NAME" => ProductSort::NameAsc,
-        "PRICE_ASC" => ProductSort::PriceAsc,
-        "PRICE_DESC" => ProductSort::PriceDesc,
-        other => return Err(bad("BAD_USER_INPUT", "sortBy", format!("unknown sortBy `{other}`"))),
-    })
-}
-
 /// A page of products with what their representations need.
 pub struct ProductPage {
     /// The products.
-    pub items: Vec<(ProductRecord, Option<InventoryRecord>, Option<VendorRecord>)>,
-    /// More after the last?
-    pub has_next_page: bool,
-    /// Cursor of the last.
-    pub end_cursor: Option<String>,
-}
-
-async fn product_page(state: &AppState, ctx: &Ctx, params: &ProductListParams) -> Result<ProductPage, Problem> {
-    let size = page_size(params.first, None, false, &state.settings.limits)?;
-    let sort = parse_sort(params.sort_by.as_deref())?;
-    let after = params.after.as_deref().map(|c| decode_product_cursor("after", c, sort)).transpose()?;
-    let money = |field: &str, v: &Option<String>| -> Result<Option<i64>, Problem> {
-        v.as_deref()
-            .map(|t| crate::domain::money::parse_decimal(t).map_err(|m| bad("BAD_USER_INPUT", field, m)))
-            .transpose()
-    };
-    let vendor_id = match &params.vendor_id {
-        Some(id) => Some(
-            GlobalId::decode_as(id, NodeKind::Vendor)
-                .ok_or_else(|| bad("INVALID_ID", "vendorId", "not a Vendor id"))?,
-        ),
-        None => None,
-    };
-    let search = params.search.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-    if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
-        return Err(bad("BAD_USER_INPUT", "search", "search text may be at most 100 characters"));
-    }
-    let filter = ProductFilter {
-        search,
-        vendor_id,
-        min_price: money("minPrice", &params.min_price)?,
-        max_price: money("maxPrice", &params.max_price)?,
-        in_stock: params.in_stock,
-    };
-    ctx.bill(state, 1 + u64::from(size.limit)).await?;
-    let query = PageQuery { limit: size.limit, after, before: None, backward: false };
-    let mut rows = if size.limit == 0 { Vec::new() } else { state.store.list_products(&filter, sort, &query).await? };
-    let has_next_page = rows.len() > size.limit as usize;
-    rows.truncate(size.limit as usize);
-    let end_cursor = rows.last().map(|r| encode_product_cursor(&ProductCursor::of(r, sort), sort));
-    let items = with_details(state, rows).await?;
-    Ok(ProductPage { items, has_next_page, end_cursor })
-}
-
-/// Attaches stock and vendor to products: two statements for any number of products.
-async fn with_details(
-    state: &AppState,
-    rows: Vec<ProductRecord>,
-) -> Result<Vec<(ProductRecord, Option<InventoryRecord>, Option<VendorRecord>)>, Problem> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut vendor_ids: Vec<i64> = rows.iter().map(|r| r.vendor_id).collect();
-    vendor_ids.sort_unstable();
-    vendor_ids.dedup();
-    let inventory = state.store.inventory_by_product_ids(&ids).await?;
-    let vendors = if vendor_ids.is_empty() { Vec::new() } else { state.store.vendors_by_ids(&vendor_ids).await? };
-    Ok(rows
-        .into_iter()
-        .map(|p| {
-            let i = inventory.iter().find(|i| i.product_id == p.id).cloned();
-            let v = vendors.iter().find(|v| v.id == p.vendor_id).cloned();
-            (p, i, v)
-        })
-        .collect())
-}
-
-async fn one_product(
-    state: &AppState,
-    ctx: &Ctx,
-    id: &str,
-) -> Result<(ProductRecord, Option<InventoryRecord>, Option<VendorRecord>), Problem> {
-    ctx.bill(state, 1).await?;
-    let not_found = || Problem::from(AppError::NotFound("product"));
-    let id = GlobalId::decode_as(id, NodeKind::Product).ok_or_else(not_found)?;
-    let product = state.store.product(id).await?.ok_or_else(not_found)?;
-    Ok(with_details(state, vec![product]).await?.remove(0))
-}
-
-/// The caller's order scope (as GraphQL's: customers their own, vendors theirs, admins all).
-fn scope_of(identity: &Identity) -> Result<OrderScope, Problem> {
-    use crate::auth::Role;
-    if identity.is_admin() {
-        Ok(OrderScope::All)
-    } else if identity.has(Role::Vendor) {
-        identity
-            .vendor_id
-            .map(OrderScope::Vendor)
-            .ok_or_else(|| AppError::Forbidden("no vendor is linked to this account".into()).into())
-    } else if identity.has(Role::Customer) {
-        Ok(OrderScope::CustomerSubject(identity.subject.as_str().into()))
-    } else {
-        Err(AppError::Forbidden("needs the role customer, vendor or admin".into()).into())
-    }
+    pub items: Vec<ProductDetails>,
+    /// Paging.
+    pub page_info: PageInfo,
 }
 
 /// A page of orders with their (scoped) lines.
@@ -280,82 +169,83 @@ pub struct OrderPage {
     pub items: Vec<(OrderRecord, Vec<OrderItemRecord>)>,
     /// The vendor whose view this is, if any.
     pub vendor_view: Option<i64>,
-    /// More after the last?
-    pub has_next_page: bool,
-    /// Cursor of the last.
-    pub end_cursor: Option<String>,
+    /// Paging.
+    pub page_info: PageInfo,
 }
 
-async fn order_page(state: &AppState, ctx: &Ctx, params: &OrderListParams) -> Result<OrderPage, Problem> {
-    let scope = scope_of(ctx.identity()?)?;
-    let size = page_size(params.first, None, false, &state.settings.limits)?;
-    let before_id = params
-        .after
-        .as_deref()
-        .map(|c| crate::graphql::connection::decode_keyed_cursor("o", "after", c).map(|(id, _)| id))
-        .transpose()?;
-    let status = match params.status.as_deref() {
-        Some(s) => Some(
-            crate::domain::order::OrderStatus::parse(s)
-                .ok_or_else(|| bad("BAD_USER_INPUT", "status", format!("unknown status `{s}`")))?
-                .as_str(),
-        ),
-        None => None,
-    };
-    ctx.bill(state, 1 + u64::from(size.limit)).await?;
-    let mut rows = state.store.list_orders(&scope, status, before_id, size.limit).await?;
-    let has_next_page = rows.len() > size.limit as usize;
-    rows.truncate(size.limit as usize);
-    let end_cursor = rows.last().map(|r| crate::graphql::connection::encode_keyed_cursor("o", r.id, ""));
-    let vendor_view = if let OrderScope::Vendor(v) = scope { Some(v) } else { None };
-    let items = with_lines(state, rows, vendor_view).await?;
-    Ok(OrderPage { items, vendor_view, has_next_page, end_cursor })
-}
-
-async fn with_lines(
-    state: &AppState,
-    rows: Vec<OrderRecord>,
-    vendor: Option<i64>,
-) -> Result<Vec<(OrderRecord, Vec<OrderItemRecord>)>, Problem> {
-    let ids: Vec<i64> = rows.iter().map(|o| o.id).collect();
-    let lines = if ids.is_empty() { Vec::new() } else { state.store.order_items(&ids, vendor).await? };
-    Ok(rows
-        .into_iter()
-        .map(|o| {
-            let mine = lines.iter().filter(|l| l.order_id == o.id).cloned().collect();
-            (o, mine)
-        })
-        .collect())
-}
-
-async fn one_order(
-    state: &AppState,
-    ctx: &Ctx,
-    id: &str,
-) -> Result<(OrderRecord, Vec<OrderItemRecord>, Option<i64>), Problem> {
-    let scope = scope_of(ctx.identity()?)?;
-    ctx.bill(state, 1).await?;
-    let not_found = || Problem::from(AppError::NotFound("order"));
-    let id = GlobalId::decode_as(id, NodeKind::Order).ok_or_else(not_found)?;
-    let order = state.store.order(&scope, id).await?.ok_or_else(not_found)?;
-    let vendor = if let OrderScope::Vendor(v) = scope { Some(v) } else { None };
-    let (order, lines) = with_lines(state, vec![order], vendor).await?.remove(0);
-    Ok((order, lines, vendor))
-}
-
-async fn cart_lines(state: &AppState, ctx: &Ctx) -> Result<Vec<crate::store::commerce::CartLineRecord>, Problem> {
-    let identity = ctx.identity()?;
-    if !identity.has(crate::auth::Role::Customer) && !identity.is_admin() {
-        return Err(AppError::Forbidden("needs the role customer".into()).into());
+/// The product page of `params`, billed one point per product asked for (plus one).
+async fn product_page(ctx: &Ctx, params: ProductListParams) -> Result<ProductPage, Problem> {
+    let size = page_size(params.first, None, false, &ctx.settings().limits)?;
+    let sort = sort_named(params.sort_by.as_deref())?;
+    let filter = ProductFilterInput {
+        search: params.search,
+        vendor_id: params.vendor_id,
+        min_price: params.min_price.map(PriceArg::Text),
+        max_price: params.max_price.map(PriceArg::Text),
+        in_stock: params.in_stock,
     }
-    ctx.bill(state, 1).await?;
-    let customer = state.store.ensure_customer(&identity.subject).await?;
-    Ok(state.store.cart_lines(customer.id).await?)
+    .validate("")?;
+    ctx.bill(1 + u64::from(size.limit)).await?;
+    let args = crate::service::catalog::PageArgs { first: params.first, after: params.after, ..Default::default() };
+    let page = ctx.services().product_page(filter, sort, args).await?;
+    let end_cursor = page.edges.last().map(|(_, c)| c.clone());
+    let items = ctx.services().product_details(page.edges.into_iter().map(|(p, _)| p).collect()).await?;
+    Ok(ProductPage { items, page_info: PageInfo { has_next_page: page.has_next_page, end_cursor } })
+}
+
+/// One product; a malformed id is a 404 like an unknown one.
+async fn one_product(ctx: &Ctx, id: &str) -> Result<ProductDetails, Problem> {
+    ctx.bill(1).await?;
+    let product = ctx.services().product(id).await.map_err(|e| match e {
+        AppError::Invalid { .. } => AppError::NotFound("product"),
+        other => other,
+    })?;
+    Ok(ctx.services().product_details(vec![product]).await?.remove(0))
+}
+
+/// The caller's orders of `params`, with the lines they may see.
+async fn order_page(ctx: &Ctx, params: OrderListParams) -> Result<OrderPage, Problem> {
+    order_scope(&ctx.caller)?;
+    let size = page_size(params.first, None, false, &ctx.settings().limits)?;
+    let status = status_named(params.status.as_deref())?;
+    ctx.bill(1 + u64::from(size.limit)).await?;
+    let page = ctx.services().order_page(&ctx.caller, params.first, params.after, status).await?;
+    let end_cursor = page.edges.last().map(|(_, c)| c.clone());
+    let orders = page.edges.into_iter().map(|(o, _)| o).collect();
+    let items = ctx.services().order_lines(orders, &page.scope).await?;
+    let page_info = PageInfo { has_next_page: page.has_next_page, end_cursor };
+    Ok(OrderPage { items, vendor_view: vendor_view(&page.scope), page_info })
+}
+
+/// One of the caller's orders with the lines they may see, and the vendor whose view it is.
+async fn one_order(ctx: &Ctx, id: &str) -> Result<(OrderRecord, Vec<OrderItemRecord>, Option<i64>), Problem> {
+    order_scope(&ctx.caller)?;
+    ctx.bill(1).await?;
+    let (order, scope) = ctx.services().order(&ctx.caller, id).await?;
+    let (order, lines) = ctx.services().order_lines(vec![order], &scope).await?.remove(0);
+    Ok((order, lines, vendor_view(&scope)))
+}
+
+/// The caller's cart (customers).
+async fn cart_of(ctx: &Ctx) -> Result<crate::service::cart::CartView, Problem> {
+    crate::service::require_role(&ctx.caller, &[crate::auth::Role::Customer])?;
+    ctx.bill(1).await?;
+    Ok(ctx.services().cart(&ctx.caller).await?)
+}
+
+/// A JSON body.
+fn json<T: Serialize>(value: T) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// A cart line's product id, as every representation shows it.
+fn product_gid(line: &CartLineRecord) -> String {
+    crate::domain::GlobalId::new(crate::domain::NodeKind::Product, line.product_id).encode()
 }
 
 /// A JSON body with a strong ETag; 304 when the client's `If-None-Match` already has it.
-fn with_etag(headers: &HeaderMap, body: serde_json::Value) -> Response {
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
     let tag = format!("\"{}\"", &format!("{:x}", Sha256::digest(&bytes))[..32]);
     let matches = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.split(',').any(|t| t.trim() == tag || t.trim() == "*" || t.trim().trim_start_matches("W/") == tag)
@@ -368,9 +258,10 @@ fn with_etag(headers: &HeaderMap, body: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Adds `API-Version` and, for a deprecated version, the deprecation headers; refuses a
-/// version past its sunset with 410.
-fn versioned(version: Version, api: &ApiSettings, now: DateTime<Utc>, response: Result<Response, Problem>) -> Response {
+/// The version layer: adds `API-Version` and, for a deprecated version, the deprecation
+/// headers; refuses a version past its sunset with 410 before the handler runs.
+async fn versioned(State((version, api)): State<(Version, ApiSettings)>, request: Request, next: Next) -> Response {
+    let now = chrono::Utc::now();
     if version == Version::V1 && now >= api.v1_sunset() {
         let mut r = Problem::new(
             StatusCode::GONE,
@@ -378,13 +269,13 @@ fn versioned(version: Version, api: &ApiSettings, now: DateTime<Utc>, response: 
             format!("API v1 was retired on {}; use /v2 (see /api/changelog)", api.v1_sunset().to_rfc2822()),
         )
         .into_response();
-        deprecation_headers(&mut r, api);
+        deprecation_headers(&mut r, &api);
         return r;
     }
-    let mut response = response.unwrap_or_else(IntoResponse::into_response);
+    let mut response = next.run(request).await;
     response.headers_mut().insert("api-version", HeaderValue::from_static(version.number()));
     if version == Version::V1 && now >= api.v1_deprecated {
-        deprecation_headers(&mut response, api);
+        deprecation_headers(&mut response, &api);
     }
     response
 }
@@ -413,7 +304,8 @@ fn requested_version(headers: &HeaderMap, query: Option<&str>) -> Result<Version
         None | Some("1") => Ok(Version::V1),
         Some("2") => Ok(Version::V2),
         Some(other) => {
-            Err(bad("UNSUPPORTED_API_VERSION", "version", format!("API version `{other}` does not exist; use 1 or 2")))
+            let message = format!("API version `{other}` does not exist; use 1 or 2");
+            Err(AppError::invalid_with("UNSUPPORTED_API_VERSION", "version", message).into())
         }
     }
 }
@@ -423,82 +315,55 @@ async fn changelog() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], include_str!("../../CHANGELOG.md"))
 }
 
-/// Rejections of malformed query strings as problems.
-fn query_problem(e: axum::extract::rejection::QueryRejection) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text())
-}
-
-/// Routes the unversioned `/api/...` paths to the version the request asks for.
-async fn dispatch(State(state): State<AppState>, request: Request, _next: Next) -> Response {
+/// Routes the unversioned `/api/...` paths to the version the request asks for, by rewriting
+/// the path before the versioned routes are matched (so their path parameters are their own).
+async fn dispatch(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let Some(rest) = path.strip_prefix("/api/").filter(|r| *r != "changelog") else {
+        return next.run(request).await;
+    };
     let version = match requested_version(request.headers(), request.uri().query()) {
         Ok(v) => v,
         Err(p) => return p.into_response(),
     };
-    let path = request.uri().path().trim_start_matches("/api").to_string();
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-    let target = format!("/v{}{path}{query}", version.number());
+    let target = format!("/v{}/{rest}{query}", version.number());
     let (mut parts, body) = request.into_parts();
-    parts.uri = target.parse().unwrap_or_else(|_| "/v1/".parse().expect("static"));
-    let inner = versioned_router(state);
-    use tower::ServiceExt;
-    match inner.oneshot(Request::from_parts(parts, body)).await {
-        Ok(r) => r,
-        Err(never) => match never {},
+    match target.parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return Problem::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such resource").into_response(),
     }
+    next.run(Request::from_parts(parts, body)).await
 }
 
-fn versioned_router(state: AppState) -> Router {
-    Router::new()
+fn version_routes(state: &AppState, version: Version, routes: Router<AppState>) -> Router {
+    let layer = axum::middleware::from_fn_with_state((version, state.settings.api.clone()), versioned);
+    routes.layer(layer).with_state(state.clone())
+}
+
+/// The REST router: `/v1`, `/v2`, `/api/...` (version by header or query) and `/api/changelog`.
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
         .route("/v1/products", get(v1::products))
         .route("/v1/products/{id}", get(v1::product))
         .route("/v1/orders", get(v1::orders))
         .route("/v1/orders/{id}", get(v1::order))
         .route("/v1/orders/{id}/lines", get(v1::order_lines))
         .route("/v1/cart", get(v1::cart))
-        .route("/v1/openapi.json", get(v1::openapi))
+        .route("/v1/openapi.json", get(v1::openapi));
+    let v2 = Router::new()
         .route("/v2/products", get(v2::products))
         .route("/v2/products/{id}", get(v2::product))
         .route("/v2/orders", get(v2::orders))
         .route("/v2/orders/{id}", get(v2::order))
         .route("/v2/cart", get(v2::cart))
-        .route("/v2/openapi.json", get(v2::openapi))
-        .with_state(state)
-}
-
-/// The REST router: `/v1`, `/v2`, `/api` (version by header or query) and `/api/changelog`.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/api/{*rest}", get(|| async { StatusCode::NOT_FOUND }))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), dispatch))
-        .with_state(state.clone());
-    versioned_router(state).route("/api/changelog", get(changelog)).merge(api)
-}
-
-/// Shared extraction for every handler.
-pub(crate) async fn begin(state: &AppState, peer: Peer, headers: &HeaderMap) -> Ctx {
-    context(state, peer.0, headers).await
-}
-
-pub(crate) type ListQuery<T> = Result<Query<T>, axum::extract::rejection::QueryRejection>;
-pub(crate) type IdPath = Path<String>;
-
-pub(crate) fn unwrap_query<T: Blanks>(q: ListQuery<T>) -> Result<T, Problem> {
-    q.map(|Query(mut t)| {
-        t.blanks_are_absent();
-        t
-    })
-    .map_err(query_problem)
-}
-
-/// `?sortBy=&after=` means the same as leaving them out.
-pub(crate) trait Blanks {
-    fn blanks_are_absent(&mut self);
-}
-
-fn drop_blank(v: &mut Option<String>) {
-    if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
-        *v = None;
-    }
+        .route("/v2/openapi.json", get(v2::openapi));
+    let routes = version_routes(&state, Version::V1, v1)
+        .merge(version_routes(&state, Version::V2, v2))
+        .route("/api/changelog", get(changelog));
+    // A fallback, not a route: `dispatch` rewrites the path first, then the versioned routes
+    // are matched afresh.
+    Router::new().fallback_service(routes).layer(axum::middleware::from_fn(dispatch))
 }
 
 impl Blanks for ProductListParams {
@@ -521,8 +386,4 @@ impl Blanks for OrderListParams {
         drop_blank(&mut self.after);
         drop_blank(&mut self.status);
     }
-}
-
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now()
 }

@@ -1,19 +1,17 @@
 //! REST v1 (deprecated): money in minor units, order lines as a sub-resource.
 
-use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
-use super::v2::BearerAuth;
 use super::{
-    IdPath, ListQuery, OrderListParams, Problem, ProductListParams, Version, begin, now, one_order, one_product,
-    order_page, product_page, unwrap_query, versioned, with_etag,
+    BearerAuth, Ctx, Id, OrderListParams, OrderPage, PageInfo, Params, Problem, ProductListParams, ProductPage,
+    cart_of, json, one_order, one_product, order_page, product_gid, product_page, with_etag,
 };
 use crate::domain::{GlobalId, NodeKind};
-use crate::http::AppState;
-use crate::http::client::Peer;
+use crate::service::cart::CartView;
+use crate::service::orders::{visible_subtotal, visible_total};
 use crate::store::{InventoryRecord, OrderItemRecord, OrderRecord, ProductRecord, VendorRecord};
 
 /// A product (v1).
@@ -42,16 +40,6 @@ pub struct ProductV1 {
     pub created_at: String,
     /// Last change (RFC 3339).
     pub updated_at: String,
-}
-
-/// Where a page sits.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct PageInfo {
-    /// Whether another page follows.
-    pub has_next_page: bool,
-    /// Pass as `after` for the next page.
-    pub end_cursor: Option<String>,
 }
 
 /// A page of products (v1).
@@ -170,16 +158,18 @@ pub(crate) fn product_v1(p: &ProductRecord, i: &Option<InventoryRecord>, _v: &Op
     }
 }
 
+impl From<ProductPage> for ProductPageV1 {
+    fn from(page: ProductPage) -> Self {
+        Self { items: page.items.iter().map(|(p, i, v)| product_v1(p, i, v)).collect(), page_info: page.page_info }
+    }
+}
+
 fn order_v1(o: &OrderRecord, lines: &[OrderItemRecord], vendor: Option<i64>) -> OrderV1 {
     OrderV1 {
         id: GlobalId::new(NodeKind::Order, o.id).encode(),
         status: o.status.clone(),
-        subtotal_minor: if vendor.is_some() {
-            lines.iter().map(|l| l.line_total_amount).sum()
-        } else {
-            o.subtotal_amount
-        },
-        total_minor: vendor.is_none().then_some(o.total_amount),
+        subtotal_minor: visible_subtotal(o, lines, vendor),
+        total_minor: visible_total(o, vendor),
         currency: o.currency_code.clone(),
         line_count: lines.len(),
         created_at: o.created_at.to_rfc3339(),
@@ -187,8 +177,45 @@ fn order_v1(o: &OrderRecord, lines: &[OrderItemRecord], vendor: Option<i64>) -> 
     }
 }
 
-fn json<T: Serialize>(value: T) -> Response {
-    axum::Json(value).into_response()
+impl From<OrderPage> for OrderPageV1 {
+    fn from(page: OrderPage) -> Self {
+        let items = page.items.iter().map(|(o, l)| order_v1(o, l, page.vendor_view)).collect();
+        Self { items, page_info: page.page_info }
+    }
+}
+
+fn order_line_v1(l: &OrderItemRecord) -> OrderLineV1 {
+    OrderLineV1 {
+        product_id: GlobalId::new(NodeKind::Product, l.product_id).encode(),
+        sku: l.sku.clone(),
+        name: l.name.clone(),
+        quantity: l.quantity,
+        unit_price_minor: l.unit_price_amount,
+        line_total_minor: l.line_total_amount,
+        currency: l.currency_code.clone(),
+    }
+}
+
+impl From<CartView> for CartV1 {
+    fn from(cart: CartView) -> Self {
+        let (subtotal_minor, currency) = match cart.subtotal() {
+            Some((sum, currency)) => (Some(sum), Some(currency.to_string())),
+            None => (None, None),
+        };
+        let total_quantity = cart.total_quantity();
+        let lines = cart
+            .lines
+            .iter()
+            .map(|l| CartLineV1 {
+                product_id: product_gid(l),
+                quantity: l.quantity,
+                unit_price_minor: l.price_amount,
+                currency: l.currency_code.clone(),
+                available: l.available,
+            })
+            .collect();
+        Self { lines, total_quantity, subtotal_minor, currency }
+    }
 }
 
 /// List the active catalog, filtered and sorted, a page at a time.
@@ -196,24 +223,8 @@ fn json<T: Serialize>(value: T) -> Response {
     responses((status = 200, body = ProductPageV1), (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn products(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    q: ListQuery<ProductListParams>,
-) -> Response {
-    let result = async {
-        let params = unwrap_query(q)?;
-        let ctx = begin(&state, peer, &headers).await;
-        let page = product_page(&state, &ctx, &params).await?;
-        let items = page.items.iter().map(|(p, i, v)| product_v1(p, i, v)).collect();
-        Ok::<_, Problem>(json(ProductPageV1 {
-            items,
-            page_info: PageInfo { has_next_page: page.has_next_page, end_cursor: page.end_cursor },
-        }))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn products(Params(params): Params<ProductListParams>, ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(ProductPageV1::from(product_page(&ctx, params).await?)))
 }
 
 /// One product (archived ones included). Carries an `ETag`; `If-None-Match` may answer 304.
@@ -222,14 +233,9 @@ pub async fn products(
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn product(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): IdPath) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let (p, i, v) = one_product(&state, &ctx, &id).await?;
-        Ok::<_, Problem>(with_etag(&headers, serde_json::to_value(product_v1(&p, &i, &v)).unwrap_or_default()))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn product(Id(id): Id, ctx: Ctx, headers: HeaderMap) -> Result<Response, Problem> {
+    let (p, i, v) = one_product(&ctx, &id).await?;
+    Ok(with_etag(&headers, &product_v1(&p, &i, &v)))
 }
 
 /// The caller's orders, newest first (customers their own; vendors the orders with their products).
@@ -239,24 +245,8 @@ pub async fn product(State(state): State<AppState>, peer: Peer, headers: HeaderM
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn orders(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    q: ListQuery<OrderListParams>,
-) -> Response {
-    let result = async {
-        let params = unwrap_query(q)?;
-        let ctx = begin(&state, peer, &headers).await;
-        let page = order_page(&state, &ctx, &params).await?;
-        let items = page.items.iter().map(|(o, l)| order_v1(o, l, page.vendor_view)).collect();
-        Ok::<_, Problem>(json(OrderPageV1 {
-            items,
-            page_info: PageInfo { has_next_page: page.has_next_page, end_cursor: page.end_cursor },
-        }))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn orders(Params(params): Params<OrderListParams>, ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(OrderPageV1::from(order_page(&ctx, params).await?)))
 }
 
 /// One of the caller's orders; anyone else's answers 404 exactly like a missing one.
@@ -267,14 +257,9 @@ pub async fn orders(
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn order(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): IdPath) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let (o, lines, vendor) = one_order(&state, &ctx, &id).await?;
-        Ok::<_, Problem>(json(order_v1(&o, &lines, vendor)))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn order(Id(id): Id, ctx: Ctx) -> Result<Response, Problem> {
+    let (o, lines, vendor) = one_order(&ctx, &id).await?;
+    Ok(json(order_v1(&o, &lines, vendor)))
 }
 
 /// The lines of one of the caller's orders (vendors: their lines only).
@@ -285,26 +270,9 @@ pub async fn order(State(state): State<AppState>, peer: Peer, headers: HeaderMap
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn order_lines(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): IdPath) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let (_, lines, _) = one_order(&state, &ctx, &id).await?;
-        let items = lines
-            .iter()
-            .map(|l| OrderLineV1 {
-                product_id: GlobalId::new(NodeKind::Product, l.product_id).encode(),
-                sku: l.sku.clone(),
-                name: l.name.clone(),
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_amount,
-                line_total_minor: l.line_total_amount,
-                currency: l.currency_code.clone(),
-            })
-            .collect();
-        Ok::<_, Problem>(json(OrderLinesV1 { items }))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn order_lines(Id(id): Id, ctx: Ctx) -> Result<Response, Problem> {
+    let (_, lines, _) = one_order(&ctx, &id).await?;
+    Ok(json(OrderLinesV1 { items: lines.iter().map(order_line_v1).collect() }))
 }
 
 /// The caller's cart (customers).
@@ -313,27 +281,8 @@ pub async fn order_lines(State(state): State<AppState>, peer: Peer, headers: Hea
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 410, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn cart(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let lines = super::cart_lines(&state, &ctx).await?;
-        let subtotal = (!lines.is_empty()).then(|| lines.iter().map(|l| l.price_amount * l.quantity).sum());
-        let currency = lines.first().map(|l| l.currency_code.clone());
-        let total_quantity = lines.iter().map(|l| l.quantity).sum();
-        let lines = lines
-            .into_iter()
-            .map(|l| CartLineV1 {
-                product_id: GlobalId::new(NodeKind::Product, l.product_id).encode(),
-                quantity: l.quantity,
-                unit_price_minor: l.price_amount,
-                currency: l.currency_code,
-                available: l.available,
-            })
-            .collect();
-        Ok::<_, Problem>(json(CartV1 { lines, total_quantity, subtotal_minor: subtotal, currency }))
-    }
-    .await;
-    versioned(Version::V1, &state.settings.api, now(), result)
+pub async fn cart(ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(CartV1::from(cart_of(&ctx).await?)))
 }
 
 /// The v1 OpenAPI document.

@@ -1,22 +1,19 @@
 //! REST v2: money as `{ amount, currencyCode }`, products with vendor and inventory objects,
 //! orders with their lines inline.
 
-use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 
-use super::v1::PageInfo;
 use super::{
-    IdPath, ListQuery, OrderListParams, Problem, ProductListParams, Version, begin, now, one_order, one_product,
-    order_page, product_page, unwrap_query, versioned, with_etag,
+    BearerAuth, Ctx, Id, OrderListParams, OrderPage, PageInfo, Params, Problem, ProductListParams, ProductPage,
+    cart_of, json, one_order, one_product, order_page, product_gid, product_page, with_etag,
 };
 use crate::domain::money::format_minor;
 use crate::domain::{GlobalId, NodeKind};
-use crate::http::AppState;
-use crate::http::client::Peer;
+use crate::service::cart::CartView;
+use crate::service::orders::{visible_subtotal, visible_total};
 use crate::store::{InventoryRecord, OrderItemRecord, OrderRecord, ProductRecord, VendorRecord};
 
 /// An amount of money.
@@ -182,13 +179,43 @@ pub(crate) fn product_v2(p: &ProductRecord, i: &Option<InventoryRecord>, v: &Opt
     }
 }
 
+impl From<ProductPage> for ProductPageV2 {
+    fn from(page: ProductPage) -> Self {
+        Self { items: page.items.iter().map(|(p, i, v)| product_v2(p, i, v)).collect(), page_info: page.page_info }
+    }
+}
+
+impl From<OrderPage> for OrderPageV2 {
+    fn from(page: OrderPage) -> Self {
+        let items = page.items.iter().map(|(o, l)| order_v2(o, l, page.vendor_view)).collect();
+        Self { items, page_info: page.page_info }
+    }
+}
+
+impl From<CartView> for CartV2 {
+    fn from(cart: CartView) -> Self {
+        let subtotal = cart.subtotal().map(|(sum, currency)| money(sum, currency));
+        let total_quantity = cart.total_quantity();
+        let lines = cart
+            .lines
+            .iter()
+            .map(|l| CartLineV2 {
+                product_id: product_gid(l),
+                quantity: l.quantity,
+                unit_price: money(l.price_amount, &l.currency_code),
+                available: l.available,
+            })
+            .collect();
+        Self { lines, total_quantity, subtotal }
+    }
+}
+
 fn order_v2(o: &OrderRecord, lines: &[OrderItemRecord], vendor: Option<i64>) -> OrderV2 {
-    let subtotal = if vendor.is_some() { lines.iter().map(|l| l.line_total_amount).sum() } else { o.subtotal_amount };
     OrderV2 {
         id: GlobalId::new(NodeKind::Order, o.id).encode(),
         status: o.status.clone(),
-        subtotal: money(subtotal, &o.currency_code),
-        total: vendor.is_none().then(|| money(o.total_amount, &o.currency_code)),
+        subtotal: money(visible_subtotal(o, lines, vendor), &o.currency_code),
+        total: visible_total(o, vendor).map(|t| money(t, &o.currency_code)),
         lines: lines
             .iter()
             .map(|l| OrderLineV2 {
@@ -205,32 +232,12 @@ fn order_v2(o: &OrderRecord, lines: &[OrderItemRecord], vendor: Option<i64>) -> 
     }
 }
 
-fn json<T: Serialize>(value: T) -> Response {
-    axum::Json(value).into_response()
-}
-
 /// List the active catalog, filtered and sorted, a page at a time.
 #[utoipa::path(get, path = "/v2/products", params(ProductListParams), tag = "catalog",
     responses((status = 200, body = ProductPageV2), (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn products(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    q: ListQuery<ProductListParams>,
-) -> Response {
-    let result = async {
-        let params = unwrap_query(q)?;
-        let ctx = begin(&state, peer, &headers).await;
-        let page = product_page(&state, &ctx, &params).await?;
-        let items = page.items.iter().map(|(p, i, v)| product_v2(p, i, v)).collect();
-        Ok::<_, Problem>(json(ProductPageV2 {
-            items,
-            page_info: PageInfo { has_next_page: page.has_next_page, end_cursor: page.end_cursor },
-        }))
-    }
-    .await;
-    versioned(Version::V2, &state.settings.api, now(), result)
+pub async fn products(Params(params): Params<ProductListParams>, ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(ProductPageV2::from(product_page(&ctx, params).await?)))
 }
 
 /// One product (archived ones included). Carries an `ETag`; `If-None-Match` may answer 304.
@@ -238,14 +245,9 @@ pub async fn products(
     responses((status = 200, body = ProductV2), (status = 304, description = "Not modified"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn product(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): IdPath) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let (p, i, v) = one_product(&state, &ctx, &id).await?;
-        Ok::<_, Problem>(with_etag(&headers, serde_json::to_value(product_v2(&p, &i, &v)).unwrap_or_default()))
-    }
-    .await;
-    versioned(Version::V2, &state.settings.api, now(), result)
+pub async fn product(Id(id): Id, ctx: Ctx, headers: HeaderMap) -> Result<Response, Problem> {
+    let (p, i, v) = one_product(&ctx, &id).await?;
+    Ok(with_etag(&headers, &product_v2(&p, &i, &v)))
 }
 
 /// The caller's orders with their lines, newest first.
@@ -254,24 +256,8 @@ pub async fn product(State(state): State<AppState>, peer: Peer, headers: HeaderM
               (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn orders(
-    State(state): State<AppState>,
-    peer: Peer,
-    headers: HeaderMap,
-    q: ListQuery<OrderListParams>,
-) -> Response {
-    let result = async {
-        let params = unwrap_query(q)?;
-        let ctx = begin(&state, peer, &headers).await;
-        let page = order_page(&state, &ctx, &params).await?;
-        let items = page.items.iter().map(|(o, l)| order_v2(o, l, page.vendor_view)).collect();
-        Ok::<_, Problem>(json(OrderPageV2 {
-            items,
-            page_info: PageInfo { has_next_page: page.has_next_page, end_cursor: page.end_cursor },
-        }))
-    }
-    .await;
-    versioned(Version::V2, &state.settings.api, now(), result)
+pub async fn orders(Params(params): Params<OrderListParams>, ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(OrderPageV2::from(order_page(&ctx, params).await?)))
 }
 
 /// One of the caller's orders with its lines; anyone else's answers 404 like a missing one.
@@ -281,14 +267,9 @@ pub async fn orders(
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn order(State(state): State<AppState>, peer: Peer, headers: HeaderMap, Path(id): IdPath) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let (o, lines, vendor) = one_order(&state, &ctx, &id).await?;
-        Ok::<_, Problem>(json(order_v2(&o, &lines, vendor)))
-    }
-    .await;
-    versioned(Version::V2, &state.settings.api, now(), result)
+pub async fn order(Id(id): Id, ctx: Ctx) -> Result<Response, Problem> {
+    let (o, lines, vendor) = one_order(&ctx, &id).await?;
+    Ok(json(order_v2(&o, &lines, vendor)))
 }
 
 /// The caller's cart (customers).
@@ -296,39 +277,8 @@ pub async fn order(State(state): State<AppState>, peer: Peer, headers: HeaderMap
     responses((status = 200, body = CartV2), (status = 401, body = Problem, content_type = "application/problem+json"),
               (status = 403, body = Problem, content_type = "application/problem+json"),
               (status = 429, body = Problem, content_type = "application/problem+json")))]
-pub async fn cart(State(state): State<AppState>, peer: Peer, headers: HeaderMap) -> Response {
-    let result = async {
-        let ctx = begin(&state, peer, &headers).await;
-        let lines = super::cart_lines(&state, &ctx).await?;
-        let subtotal =
-            lines.first().map(|f| money(lines.iter().map(|l| l.price_amount * l.quantity).sum(), &f.currency_code));
-        let total_quantity = lines.iter().map(|l| l.quantity).sum();
-        let lines = lines
-            .iter()
-            .map(|l| CartLineV2 {
-                product_id: GlobalId::new(NodeKind::Product, l.product_id).encode(),
-                quantity: l.quantity,
-                unit_price: money(l.price_amount, &l.currency_code),
-                available: l.available,
-            })
-            .collect();
-        Ok::<_, Problem>(json(CartV2 { lines, total_quantity, subtotal }))
-    }
-    .await;
-    versioned(Version::V2, &state.settings.api, now(), result)
-}
-
-/// Declares the bearer token scheme.
-pub struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
+pub async fn cart(ctx: Ctx) -> Result<Response, Problem> {
+    Ok(json(CartV2::from(cart_of(&ctx).await?)))
 }
 
 /// The v2 OpenAPI document.

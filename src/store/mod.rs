@@ -16,15 +16,23 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 pub mod cache;
-pub mod catalog;
-pub mod commerce;
+pub mod carts;
+pub mod checkout;
+mod columns;
+pub mod customers;
+pub mod inventory;
 pub mod orders;
+pub mod products;
 pub mod seed;
+pub mod vendors;
 
-pub use catalog::{
-    CursorKey, InventoryRecord, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort, VendorRecord,
-};
-pub use orders::{CustomerRecord, OrderItemRecord, OrderRecord, OrderScope};
+pub use carts::{AddToCart, CartLineRecord};
+pub use checkout::{ChargeRequest, Checkout};
+pub use customers::CustomerRecord;
+pub use inventory::{Adjustment, InventoryRecord, SetStock, StockChange};
+pub use orders::{OrderItemRecord, OrderRecord, OrderScope, RefundRequest, StatusChange, StatusMove};
+pub use products::{CursorKey, NewProduct, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort};
+pub use vendors::{NewVendor, VendorRecord};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +49,11 @@ pub(crate) enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// The store: a connection pool, a count of the SQL statements it has run, and the catalog cache.
+/// The store: a connection pool, a count of the operations it has run, and the catalog cache.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
-    statements: Arc<AtomicU64>,
+    operations: Arc<AtomicU64>,
     /// Product details and stock levels (see `cache`).
     pub cache: Arc<cache::CatalogCache>,
 }
@@ -97,7 +105,7 @@ impl Store {
         };
         Ok(Self {
             backend,
-            statements: Arc::new(AtomicU64::new(0)),
+            operations: Arc::new(AtomicU64::new(0)),
             cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)),
         })
     }
@@ -137,10 +145,11 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 
-    /// How many SQL statements this store has run since it was opened. Every store function
-    /// counts the statements it sends, so tests can bound the statements per request.
-    pub fn statements_executed(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+    /// How many database operations this store has run since it was opened: one per read
+    /// statement, one per write transaction (whatever it holds). Every store function counts
+    /// its own, so tests can bound the round trips a request makes; reads are one statement each.
+    pub fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
     }
 
     /// Connections in the pool: (open, idle, maximum).
@@ -149,7 +158,16 @@ impl Store {
     }
 
     pub(crate) fn count_statement(&self) {
-        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How a transaction that writes begins: SQLite takes the write lock at once (`IMMEDIATE`),
+    /// so concurrent writers queue on the busy timeout instead of failing to upgrade a read lock.
+    pub(crate) fn write_begin(&self) -> &'static str {
+        match self.kind() {
+            BackendKind::Sqlite => "BEGIN IMMEDIATE",
+            BackendKind::Postgres => "BEGIN",
+        }
     }
 }
 
@@ -213,4 +231,12 @@ pub(crate) use bind_all;
 /// Encodes ids for `IN` lists: PostgreSQL takes an array, SQLite a JSON array read by `json_each`.
 pub(crate) fn json_ids(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+pub(crate) fn is_check_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_check_violation())
 }

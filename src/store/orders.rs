@@ -1,25 +1,12 @@
-//! Customers, vendor ownership and order reads, always within an ownership scope.
+//! Orders: reads always within an ownership scope, and status changes (cancel, fulfil).
 
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::{Backend, Bind, ProductRecord, SqlBuilder, Store, bind_all, json_ids, on_pool};
-use crate::error::AppResult;
-
-/// A customer row: a shopper known by the identity provider's subject.
-#[derive(Debug, Clone, FromRow)]
-pub struct CustomerRecord {
-    /// Row id.
-    pub id: i64,
-    /// The identity provider's `sub`.
-    pub subject: String,
-    /// Contact email, if known.
-    pub email: Option<String>,
-    /// Display name, if known.
-    pub name: Option<String>,
-    /// First seen.
-    pub created_at: DateTime<Utc>,
-}
+use super::columns::{order_columns, order_item_columns};
+use super::inventory::StockChange;
+use super::{Backend, Bind, SqlBuilder, Store, bind_all, json_ids, on_pool};
+use crate::domain::order::OrderStatus;
 
 /// An order row.
 #[derive(Debug, Clone, FromRow)]
@@ -81,8 +68,52 @@ pub enum OrderScope {
     All,
 }
 
-const ORDER_COLUMNS: &str = "SELECT o.id, o.customer_id, o.status, o.currency_code, o.subtotal_amount, \
-     o.total_amount, o.created_at, o.updated_at FROM orders o WHERE 1 = 1";
+const ORDER_COLUMNS: &str = concat!("SELECT ", order_columns!("o."), " FROM orders o WHERE 1 = 1");
+const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(""), " FROM orders WHERE id = $1");
+const PUT_BACK_STOCK: &str =
+    "UPDATE inventory SET available = available + $2, updated_at = $3 WHERE product_id = $1 RETURNING available";
+
+/// A status change, and the stock it put back.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// The order after the change.
+    pub order: OrderRecord,
+    /// Vendors with lines in the order.
+    pub vendor_ids: Vec<i64>,
+    /// Stock restored (cancellations).
+    pub stock: Vec<StockChange>,
+}
+
+/// What a status change came to.
+#[derive(Debug, Clone)]
+pub enum StatusMove<E> {
+    /// Moved.
+    Moved(StatusChange),
+    /// No such order within the scope.
+    NotFound,
+    /// The status machine does not allow `from` to become the wanted status.
+    NotAllowed {
+        /// The status now.
+        from: OrderStatus,
+    },
+    /// The refund step refused; nothing changed.
+    RefundRefused(E),
+    /// The order changed meanwhile; nothing changed.
+    Conflict,
+}
+
+/// What the refund step of a cancellation is asked to do.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    /// The order.
+    pub order_id: i64,
+    /// The charge's provider reference.
+    pub reference: String,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217.
+    pub currency: String,
+}
 
 fn push_scope(sql: &mut SqlBuilder, scope: &OrderScope) {
     match scope {
@@ -104,61 +135,6 @@ fn push_scope(sql: &mut SqlBuilder, scope: &OrderScope) {
 }
 
 impl Store {
-    /// The customer with this subject, if they have been seen.
-    pub async fn customer_by_subject(&self, subject: &str) -> AppResult<Option<CustomerRecord>> {
-        self.count_statement();
-        let row = on_pool!(self, pool => sqlx::query_as::<_, CustomerRecord>(
-            "SELECT id, subject, email, name, created_at FROM customers WHERE subject = $1",
-        ).bind(subject).fetch_optional(pool).await)?;
-        Ok(row)
-    }
-
-    /// The customer with this subject, created on first sight (safe under concurrency: the
-    /// unique subject makes a racing insert a no-op).
-    pub async fn ensure_customer(&self, subject: &str) -> AppResult<CustomerRecord> {
-        if let Some(c) = self.customer_by_subject(subject).await? {
-            return Ok(c);
-        }
-        self.count_statement();
-        on_pool!(self, pool => sqlx::query("INSERT INTO customers (subject) VALUES ($1) ON CONFLICT (subject) DO NOTHING")
-            .bind(subject).execute(pool).await.map(|_| ()))?;
-        self.customer_by_subject(subject)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("customer {subject} vanished after insert").into())
-    }
-
-    /// Customers by id (for admins' and vendors' order views).
-    pub async fn customers_by_ids(&self, ids: &[i64]) -> AppResult<Vec<CustomerRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, CustomerRecord>(
-                    "SELECT id, subject, email, name, created_at FROM customers WHERE id = ANY($1)",
-                )
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, CustomerRecord>(
-                    "SELECT id, subject, email, name, created_at FROM customers WHERE id IN (SELECT value FROM json_each($1))",
-                )
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
-    }
-
-    /// The vendor whose account is linked to this subject.
-    pub async fn vendor_id_for_owner(&self, subject: &str) -> AppResult<Option<i64>> {
-        self.count_statement();
-        let id = on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT id FROM vendors WHERE owner_subject = $1")
-            .bind(subject).fetch_optional(pool).await)?;
-        Ok(id)
-    }
-
     /// Newest orders first within `scope`: up to `limit + 1` rows older than `before_id`.
     pub async fn list_orders(
         &self,
@@ -166,7 +142,7 @@ impl Store {
         status: Option<&str>,
         before_id: Option<i64>,
         limit: u32,
-    ) -> AppResult<Vec<OrderRecord>> {
+    ) -> sqlx::Result<Vec<OrderRecord>> {
         let mut sql = SqlBuilder::default();
         sql.push(ORDER_COLUMNS);
         push_scope(&mut sql, scope);
@@ -185,7 +161,7 @@ impl Store {
     }
 
     /// How many orders `scope` sees.
-    pub async fn count_orders(&self, scope: &OrderScope, status: Option<&str>) -> AppResult<i64> {
+    pub async fn count_orders(&self, scope: &OrderScope, status: Option<&str>) -> sqlx::Result<i64> {
         let mut sql = SqlBuilder::default();
         sql.push("SELECT COUNT(*) FROM orders o WHERE 1 = 1");
         push_scope(&mut sql, scope);
@@ -199,7 +175,7 @@ impl Store {
     }
 
     /// One order, if `scope` may see it (otherwise `None`, exactly as if it did not exist).
-    pub async fn order(&self, scope: &OrderScope, id: i64) -> AppResult<Option<OrderRecord>> {
+    pub async fn order(&self, scope: &OrderScope, id: i64) -> sqlx::Result<Option<OrderRecord>> {
         let mut sql = SqlBuilder::default();
         sql.push(ORDER_COLUMNS);
         push_scope(&mut sql, scope);
@@ -212,7 +188,7 @@ impl Store {
     }
 
     /// The lines of these orders (only `vendor`'s lines when given), in line order. One statement.
-    pub async fn order_items(&self, order_ids: &[i64], vendor: Option<i64>) -> AppResult<Vec<OrderItemRecord>> {
+    pub async fn order_items(&self, order_ids: &[i64], vendor: Option<i64>) -> sqlx::Result<Vec<OrderItemRecord>> {
         self.count_statement();
         // `$2 IS NULL` keeps one statement for both the full and the vendor's view.
         let rows = match &self.backend {
@@ -230,58 +206,90 @@ impl Store {
         Ok(rows)
     }
 
-    /// Products by id, archived included (order lines point at them); through the cache, one
-    /// statement for the misses.
-    pub async fn products_by_ids(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
-        let mut rows = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.cache.product(*id) {
-                Some(hit) => rows.push(hit),
-                None => missing.push(*id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(rows);
-        }
-        let started = std::time::Instant::now();
-        let fetched = self.products_uncached(&missing).await?;
-        for p in &fetched {
-            self.cache.fill_product(p, started);
-        }
-        rows.extend(fetched);
-        Ok(rows)
-    }
-
-    async fn products_uncached(&self, ids: &[i64]) -> AppResult<Vec<ProductRecord>> {
+    /// Moves an order within `scope` to `next`, if the status machine allows it. Cancelling puts
+    /// the stock back and, for a paid order, refunds through `refund` first (a failed refund
+    /// changes nothing). Out-of-scope orders are `NOT_FOUND`.
+    pub async fn change_order_status<F, Fut, E>(
+        &self,
+        scope: &OrderScope,
+        order_id: i64,
+        next: OrderStatus,
+        refund: F,
+    ) -> sqlx::Result<StatusMove<E>>
+    where
+        F: FnOnce(RefundRequest) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<String, E>> + Send,
+        E: Send,
+    {
+        let Some(order) = self.order(scope, order_id).await? else {
+            return Ok(StatusMove::NotFound);
+        };
+        let now = chrono::Utc::now();
         self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, ProductRecord>(
-                    "SELECT p.id, p.vendor_id, p.sku, p.name, p.description, p.price_amount, p.currency_code, \
-                     p.status, p.created_at, p.updated_at FROM products p WHERE p.id = ANY($1)",
-                )
-                    .bind(ids)
-                    .fetch_all(pool)
-                    .await
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let current: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
+            let from = OrderStatus::parse(&current.status).unwrap_or(OrderStatus::Pending);
+            if !from.can_become(next) {
+                return Ok(StatusMove::NotAllowed { from });
             }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, ProductRecord>(
-                    "SELECT p.id, p.vendor_id, p.sku, p.name, p.description, p.price_amount, p.currency_code, \
-                     p.status, p.created_at, p.updated_at FROM products p WHERE p.id IN (SELECT value FROM json_each($1))",
-                )
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
+            let items: Vec<OrderItemRecord> = sqlx::query_as(
+                concat!("SELECT ", order_item_columns!(), " FROM order_items WHERE order_id = $1 ORDER BY product_id"))
+                .bind(order.id).fetch_all(&mut *tx).await?;
+            let mut vendor_ids: Vec<i64> = items.iter().map(|i| i.vendor_id).collect();
+            vendor_ids.sort_unstable();
+            vendor_ids.dedup();
+            let mut stock = Vec::new();
+            if next == OrderStatus::Cancelled {
+                if from == OrderStatus::Paid {
+                    let reference: Option<String> = sqlx::query_scalar("SELECT payment_reference FROM orders WHERE id = $1")
+                        .bind(order.id).fetch_one(&mut *tx).await?;
+                    let request = RefundRequest {
+                        order_id: order.id,
+                        reference: reference.unwrap_or_default(),
+                        amount: current.total_amount,
+                        currency: current.currency_code.clone(),
+                    };
+                    let refund_ref = match refund(request).await {
+                        Ok(reference) => reference,
+                        Err(refused) => return Ok(StatusMove::RefundRefused(refused)),
+                    };
+                    sqlx::query("INSERT INTO payments (order_id, kind, status, amount, currency_code, provider_reference, \
+                                 idempotency_key, created_at) VALUES ($1, 'REFUND', 'APPROVED', $2, $3, $4, $5, $6)")
+                        .bind(order.id).bind(current.total_amount).bind(&current.currency_code).bind(&refund_ref)
+                        .bind(format!("refund:{}", order.id)).bind(now)
+                        .execute(&mut *tx).await?;
+                }
+                for item in &items {
+                    let available: i64 = sqlx::query_scalar(PUT_BACK_STOCK)
+                        .bind(item.product_id).bind(item.quantity).bind(now).fetch_one(&mut *tx).await?;
+                    stock.push(StockChange { product_id: item.product_id, vendor_id: item.vendor_id, available, delta: item.quantity });
+                }
             }
-        }?;
-        Ok(rows)
+            // Compare-and-set on the status: a concurrent change makes this one fail cleanly.
+            let moved = sqlx::query("UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status = $4")
+                .bind(order.id).bind(next.as_str()).bind(now).bind(from.as_str()).execute(&mut *tx).await?;
+            if moved.rows_affected() != 1 {
+                return Ok(StatusMove::Conflict);
+            }
+            let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            for change in &stock {
+                self.cache.invalidate_inventory(change.product_id);
+            }
+            Ok(StatusMove::Moved(StatusChange { order, vendor_ids, stock }))
+        }.await)
     }
 }
 
-const PG_ITEMS: &str = "SELECT id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, \
-     quantity, line_total_amount FROM order_items WHERE order_id = ANY($1) AND ($2::bigint IS NULL OR vendor_id = $2) \
-     ORDER BY order_id, id";
-const SQLITE_ITEMS: &str = "SELECT id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, \
-     quantity, line_total_amount FROM order_items WHERE order_id IN (SELECT value FROM json_each($1)) \
-     AND ($2 IS NULL OR vendor_id = $2) ORDER BY order_id, id";
+const PG_ITEMS: &str = concat!(
+    "SELECT ",
+    order_item_columns!(),
+    " FROM order_items WHERE order_id = ANY($1) AND ($2::bigint IS NULL OR vendor_id = $2) ORDER BY order_id, id"
+);
+const SQLITE_ITEMS: &str = concat!(
+    "SELECT ",
+    order_item_columns!(),
+    " FROM order_items WHERE order_id IN (SELECT value FROM json_each($1)) AND ($2 IS NULL OR vendor_id = $2) \
+     ORDER BY order_id, id"
+);

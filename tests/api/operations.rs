@@ -52,7 +52,7 @@ async fn metrics_move_on_the_internal_port_only() {
             > sample(&before, "securecart_limit_rejections_total", &["code=\"MAX_ALIASES_EXCEEDED\""])
     );
     assert!(after.contains("securecart_db_pool_connections{state=\"max\"} 5"), "pool gauges");
-    assert!(sample(&after, "securecart_db_statements_total", &[]) > 0.0);
+    assert!(sample(&after, "securecart_db_operations_total", &[]) > 0.0);
     assert!(sample(&after, "securecart_http_responses_total", &["status=\"200\""]) >= 5.0);
     for path in ["/healthz", "/readyz"] {
         assert_eq!(app.client.get(format!("{}{path}", app.internal_address)).send().await.unwrap().status(), 200);

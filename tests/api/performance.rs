@@ -15,13 +15,13 @@ const Q2: &str = "query($id: ID!) { product(id: $id) { sku name description pric
 const Q3: &str = "query($n: Int) { orders(first: $n) { edges { node { id status createdAt total { amount } lines { quantity unitPrice { amount } product { name } } } } } }";
 
 async fn statements(app: &TestApp, tok: Option<&str>, query: &str, vars: Value) -> (u64, Value) {
-    let before = app.store.statements_executed();
+    let before = app.store.operations();
     let body = match tok {
         Some(t) => app.graphql_as(t, query, vars).await,
         None => app.graphql(query, vars).await,
     };
     assert!(body.get("errors").is_none(), "{body}");
-    (app.store.statements_executed() - before, body)
+    (app.store.operations() - before, body)
 }
 
 fn product(n: i64) -> String {

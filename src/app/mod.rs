@@ -11,15 +11,20 @@ use tokio::net::TcpListener;
 use crate::auth::Verifier;
 use crate::budget::Budgets;
 use crate::bus::EventBus;
+use crate::client::ClientIp;
 use crate::config::Settings;
 use crate::graphql::build_schema;
-use crate::http::client::ClientIp;
+use crate::http::internal_router;
 use crate::http::persisted::PersistedQueries;
 use crate::http::playground::Playground;
-use crate::http::{AppState, internal_router, router};
+use crate::state::AppState;
+
+mod routes;
 use crate::payments::PaymentGateway;
+use crate::service::Services;
 use crate::store::Store;
 use crate::store::seed::SeedSize;
+use routes::router;
 
 /// A built server, bound to its ports but not yet serving.
 pub struct App {
@@ -88,7 +93,8 @@ impl App {
             settings.security.safelist_file.as_deref(),
         )?);
         let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
-        let schema = build_schema(store.clone(), settings.clone(), bus.clone(), payments, budgets.clone());
+        let services = Services::new(store.clone(), bus.clone(), payments, settings.clone());
+        let schema = build_schema(services.clone(), settings.clone(), budgets.clone());
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -98,6 +104,7 @@ impl App {
         let deadline = std::time::Duration::from_secs(settings.server.shutdown_deadline_secs);
         let state = AppState {
             settings,
+            services,
             store: store.clone(),
             schema,
             playground,

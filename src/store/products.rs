@@ -1,10 +1,10 @@
-//! Catalog reads: products (filtered, sorted, keyset-paginated), vendors and inventory.
+//! Products: the catalog's rows, filtered, sorted and keyset-paginated; created, changed, archived.
 
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
-use super::{Bind, SqlBuilder, Store, bind_all, json_ids, on_pool};
-use crate::error::AppResult;
+use super::columns::product_columns;
+use super::{Backend, Bind, SqlBuilder, Store, bind_all, is_unique_violation, json_ids, on_pool};
 
 /// A product row.
 #[derive(Debug, Clone, FromRow)]
@@ -27,32 +27,6 @@ pub struct ProductRecord {
     pub status: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A vendor row.
-#[derive(Debug, Clone, FromRow)]
-pub struct VendorRecord {
-    /// Row id.
-    pub id: i64,
-    /// Display name.
-    pub name: String,
-    /// URL-friendly unique name.
-    pub slug: String,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Stock of one product.
-#[derive(Debug, Clone, FromRow)]
-pub struct InventoryRecord {
-    /// The product.
-    pub product_id: i64,
-    /// Units that can be bought now.
-    pub available: i64,
-    /// Units held for orders not yet fulfilled.
-    pub reserved: i64,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -132,8 +106,18 @@ pub struct PageQuery {
     pub backward: bool,
 }
 
-const PRODUCT_COLUMNS: &str = "SELECT p.id, p.vendor_id, p.sku, p.name, p.description, p.price_amount, \
-     p.currency_code, p.status, p.created_at, p.updated_at FROM products p";
+/// What creating a product came to.
+#[derive(Debug, Clone)]
+pub enum NewProduct {
+    /// Created, with an empty inventory row.
+    Created(ProductRecord),
+    /// No vendor has this id.
+    VendorMissing,
+    /// Another product has this SKU.
+    SkuTaken,
+}
+
+const PRODUCT_SELECT: &str = concat!("SELECT ", product_columns!("p."), " FROM products p");
 
 fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter) {
     if filter.in_stock.is_some() {
@@ -225,9 +209,9 @@ impl Store {
         filter: &ProductFilter,
         sort: ProductSort,
         page: &PageQuery,
-    ) -> AppResult<Vec<ProductRecord>> {
+    ) -> sqlx::Result<Vec<ProductRecord>> {
         let mut sql = SqlBuilder::default();
-        sql.push(PRODUCT_COLUMNS);
+        sql.push(PRODUCT_SELECT);
         push_filter(&mut sql, filter);
         let asc = sort.ascending();
         if let Some(after) = &page.after {
@@ -251,7 +235,7 @@ impl Store {
     }
 
     /// How many active products match `filter`. One statement.
-    pub async fn count_products(&self, filter: &ProductFilter) -> AppResult<i64> {
+    pub async fn count_products(&self, filter: &ProductFilter) -> sqlx::Result<i64> {
         let mut sql = SqlBuilder::default();
         sql.push("SELECT COUNT(*) FROM products p");
         push_filter(&mut sql, filter);
@@ -264,7 +248,7 @@ impl Store {
     }
 
     /// A product by id, archived or not (through the cache).
-    pub async fn product(&self, id: i64) -> AppResult<Option<ProductRecord>> {
+    pub async fn product(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
         if let Some(hit) = self.cache.product(id) {
             return Ok(Some(hit));
         }
@@ -276,42 +260,20 @@ impl Store {
         Ok(row)
     }
 
-    async fn product_uncached(&self, id: i64) -> AppResult<Option<ProductRecord>> {
-        const SQL: &str = "SELECT p.id, p.vendor_id, p.sku, p.name, p.description, p.price_amount, \
-             p.currency_code, p.status, p.created_at, p.updated_at FROM products p WHERE p.id = $1";
+    async fn product_uncached(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
+        const SQL: &str = concat!("SELECT ", product_columns!("p."), " FROM products p WHERE p.id = $1");
         self.count_statement();
         let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(SQL).bind(id).fetch_optional(pool).await)?;
         Ok(row)
     }
 
-    /// Vendors by id, in any order; missing ids are left out. One statement.
-    pub async fn vendors_by_ids(&self, ids: &[i64]) -> AppResult<Vec<VendorRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            super::Backend::Postgres(pool) => {
-                sqlx::query_as::<_, VendorRecord>("SELECT id, name, slug, created_at FROM vendors WHERE id = ANY($1)")
-                    .bind(ids)
-                    .fetch_all(pool)
-                    .await
-            }
-            super::Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, VendorRecord>(
-                    "SELECT id, name, slug, created_at FROM vendors WHERE id IN (SELECT value FROM json_each($1))",
-                )
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
-    }
-
-    /// Inventory by product id, in any order (through the cache: one statement for the misses).
-    pub async fn inventory_by_product_ids(&self, ids: &[i64]) -> AppResult<Vec<InventoryRecord>> {
+    /// Products by id, archived included (order lines point at them); through the cache, one
+    /// statement for the misses.
+    pub async fn products_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
         let mut rows = Vec::with_capacity(ids.len());
         let mut missing = Vec::new();
         for id in ids {
-            match self.cache.inventory(*id) {
+            match self.cache.product(*id) {
                 Some(hit) => rows.push(hit),
                 None => missing.push(*id),
             }
@@ -320,30 +282,33 @@ impl Store {
             return Ok(rows);
         }
         let started = std::time::Instant::now();
-        let fetched = self.inventory_uncached(&missing).await?;
-        for r in &fetched {
-            self.cache.fill_inventory(r, started);
+        let fetched = self.products_uncached(&missing).await?;
+        for p in &fetched {
+            self.cache.fill_product(p, started);
         }
         rows.extend(fetched);
         Ok(rows)
     }
 
-    async fn inventory_uncached(&self, ids: &[i64]) -> AppResult<Vec<InventoryRecord>> {
+    async fn products_uncached(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
         self.count_statement();
         let rows = match &self.backend {
-            super::Backend::Postgres(pool) => {
-                sqlx::query_as::<_, InventoryRecord>(
-                    "SELECT product_id, available, reserved, updated_at FROM inventory WHERE product_id = ANY($1)",
-                )
+            Backend::Postgres(pool) => {
+                sqlx::query_as::<_, ProductRecord>(concat!(
+                    "SELECT ",
+                    product_columns!("p."),
+                    " FROM products p WHERE p.id = ANY($1)"
+                ))
                 .bind(ids)
                 .fetch_all(pool)
                 .await
             }
-            super::Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, InventoryRecord>(
-                    "SELECT product_id, available, reserved, updated_at FROM inventory \
-                     WHERE product_id IN (SELECT value FROM json_each($1))",
-                )
+            Backend::Sqlite(pool) => {
+                sqlx::query_as::<_, ProductRecord>(concat!(
+                    "SELECT ",
+                    product_columns!("p."),
+                    " FROM products p WHERE p.id IN (SELECT value FROM json_each($1))"
+                ))
                 .bind(json_ids(ids))
                 .fetch_all(pool)
                 .await
@@ -351,34 +316,78 @@ impl Store {
         }?;
         Ok(rows)
     }
-
-    /// Vendors by name, a page at a time (`after` is the last id seen; names tie-break by id).
-    pub async fn list_vendors(&self, after: Option<(String, i64)>, limit: u32) -> AppResult<Vec<VendorRecord>> {
+    /// Creates a product with an empty inventory row.
+    pub async fn create_product(
+        &self,
+        vendor_id: i64,
+        sku: &str,
+        name: &str,
+        description: &str,
+        price: i64,
+        currency: &str,
+    ) -> sqlx::Result<NewProduct> {
+        let now = Utc::now();
         self.count_statement();
-        let limit = i64::from(limit) + 1;
-        let rows = on_pool!(self, pool => match &after {
-            Some((name, id)) => sqlx::query_as::<_, VendorRecord>(
-                "SELECT id, name, slug, created_at FROM vendors WHERE (name, id) > ($1, $2) ORDER BY name, id LIMIT $3",
-            )
-            .bind(name.clone()).bind(*id).bind(limit).fetch_all(pool).await,
-            None => sqlx::query_as::<_, VendorRecord>(
-                "SELECT id, name, slug, created_at FROM vendors ORDER BY name, id LIMIT $1",
-            )
-            .bind(limit).fetch_all(pool).await,
-        })?;
-        Ok(rows)
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let vendor: Option<i64> = sqlx::query_scalar("SELECT id FROM vendors WHERE id = $1").bind(vendor_id).fetch_optional(&mut *tx).await?;
+            if vendor.is_none() {
+                return Ok(NewProduct::VendorMissing);
+            }
+            let inserted = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO products (vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $7) RETURNING id")
+                .bind(vendor_id).bind(sku).bind(name).bind(description).bind(price).bind(currency).bind(now)
+                .fetch_one(&mut *tx).await;
+            let id = match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    return Ok(NewProduct::SkuTaken);
+                }
+                other => other?,
+            };
+            sqlx::query("INSERT INTO inventory (product_id, available, reserved, updated_at) VALUES ($1, 0, 0, $2)")
+                .bind(id).bind(now).execute(&mut *tx).await?;
+            let product: ProductRecord = sqlx::query_as(concat!("SELECT ", product_columns!(""), " FROM products WHERE id = $1"))
+                .bind(id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(NewProduct::Created(product))
+        }.await)
     }
 
-    /// How many vendors exist.
-    pub async fn count_vendors(&self) -> AppResult<i64> {
+    /// Changes a product's name, description and/or price (absent fields stay).
+    pub async fn update_product(
+        &self,
+        id: i64,
+        name: Option<&str>,
+        description: Option<&str>,
+        price: Option<(i64, &str)>,
+    ) -> sqlx::Result<Option<ProductRecord>> {
+        let now = Utc::now();
         self.count_statement();
-        let n =
-            on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
-        Ok(n)
+        let (amount, currency) = price.map(|(a, c)| (Some(a), Some(c))).unwrap_or((None, None));
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(concat!(
+            "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
+             price_amount = COALESCE($4, price_amount), currency_code = COALESCE($5, currency_code), updated_at = $6 \
+             WHERE id = $1 RETURNING ", product_columns!("")))
+            .bind(id).bind(name).bind(description).bind(amount).bind(currency).bind(now).fetch_optional(pool).await)?;
+        self.cache.invalidate_product(id);
+        Ok(row)
+    }
+
+    /// Archives a product: no longer listed or sold; past orders keep pointing at it.
+    pub async fn archive_product(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
+        let now = Utc::now();
+        self.count_statement();
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(concat!(
+            "UPDATE products SET status = 'ARCHIVED', updated_at = $2 WHERE id = $1 \
+             RETURNING ", product_columns!("")))
+            .bind(id).bind(now).fetch_optional(pool).await)?;
+        self.cache.invalidate_product(id);
+        Ok(row)
     }
 
     /// Whether the catalog has no products at all (start-up demo seeding asks this).
-    pub async fn catalog_is_empty(&self) -> AppResult<bool> {
+    pub async fn catalog_is_empty(&self) -> sqlx::Result<bool> {
         self.count_statement();
         let any: Option<i64> = on_pool!(self, pool => {
             sqlx::query_scalar::<_, i64>("SELECT id FROM products LIMIT 1").fetch_optional(pool).await
@@ -399,7 +408,7 @@ mod tests {
     #[test]
     fn builder_numbers_parameters_and_keeps_text_out_of_sql() {
         let mut sql = SqlBuilder::default();
-        sql.push(PRODUCT_COLUMNS);
+        sql.push(PRODUCT_SELECT);
         let filter = ProductFilter {
             search: Some("'; DROP TABLE products; --".into()),
             vendor_id: Some(3),

@@ -1,0 +1,114 @@
+//! Who hears which event: the visibility rules of every subscription, checked on each event
+//! (not only at subscribe time), whatever the transport (WebSocket today, SSE tomorrow).
+
+use std::collections::HashSet;
+
+use super::orders::order_scope;
+use super::{Services, decode_id, require_role};
+use crate::auth::{Caller, Role};
+use crate::bus::Event;
+use crate::domain::{GlobalId, NodeKind};
+use crate::error::{AppError, AppResult};
+use crate::store::OrderScope;
+
+/// One subscriber's filter over the bus, and when its token expires.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    rule: Rule,
+    /// When the subscriber's token expires (seconds since the epoch): the feed ends then.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+enum Rule {
+    /// Stock of these products (all when `None`).
+    Inventory(Option<HashSet<i64>>),
+    /// Stock at or below `threshold` of one vendor's products (all for admins: `None`).
+    LowStock { threshold: i64, vendor: Option<i64> },
+    /// Status changes of the orders `scope` sees (one order when `only`).
+    OrderStatus { scope: OrderScope, only: Option<i64> },
+    /// One customer's cart.
+    Cart(i64),
+}
+
+impl Feed {
+    /// Whether the subscriber may see `event`, and wants it.
+    pub fn accepts(&self, event: &Event) -> bool {
+        match (&self.rule, event) {
+            (Rule::Inventory(wanted), Event::Inventory { product_id, .. }) => {
+                wanted.as_ref().is_none_or(|w| w.contains(product_id))
+            }
+            (Rule::LowStock { threshold, vendor }, Event::Inventory { vendor_id, available, .. }) => {
+                available <= threshold && vendor.is_none_or(|v| v == *vendor_id)
+            }
+            (Rule::OrderStatus { scope, only }, Event::OrderStatus { order_id, customer_id, vendor_ids, .. }) => {
+                let visible = match scope {
+                    OrderScope::All => true,
+                    OrderScope::Customer(c) => c == customer_id,
+                    // Resolved to `Customer` when the feed was made.
+                    OrderScope::CustomerSubject(_) => false,
+                    OrderScope::Vendor(v) => vendor_ids.contains(v),
+                };
+                visible && only.is_none_or(|o| o == *order_id)
+            }
+            (Rule::Cart(me), Event::Cart { customer_id, .. }) => me == customer_id,
+            _ => false,
+        }
+    }
+
+    /// The order scope of an order-status feed (the events are shown through it).
+    pub fn order_scope(&self) -> Option<&OrderScope> {
+        match &self.rule {
+            Rule::OrderStatus { scope, .. } => Some(scope),
+            _ => None,
+        }
+    }
+}
+
+impl Services {
+    /// Stock changes of these products (all when `product_ids` is `None`). Anyone may listen.
+    pub fn inventory_feed(&self, caller: &Caller, product_ids: Option<&[String]>) -> AppResult<Feed> {
+        let wanted = product_ids
+            .map(|ids| ids.iter().map(|id| decode_id("productIds", id, NodeKind::Product)).collect::<AppResult<_>>())
+            .transpose()?;
+        Ok(Feed { rule: Rule::Inventory(wanted), expires_at: caller.identity().map(|i| i.expires_at) })
+    }
+
+    /// Products whose stock falls to `threshold` or below: a vendor's own, all for admins.
+    pub fn low_stock_feed(&self, caller: &Caller, threshold: i64) -> AppResult<Feed> {
+        let identity = require_role(caller, &[Role::Vendor])?;
+        let vendor = if identity.is_admin() {
+            None
+        } else {
+            Some(identity.vendor_id.ok_or_else(|| AppError::Forbidden("no vendor is linked to this account".into()))?)
+        };
+        Ok(Feed { rule: Rule::LowStock { threshold, vendor }, expires_at: Some(identity.expires_at) })
+    }
+
+    /// Status changes of the caller's orders (one order when `order_id` is given; an order the
+    /// caller may not see is `NOT_FOUND`).
+    pub async fn order_status_feed(&self, caller: &Caller, order_id: Option<&str>) -> AppResult<Feed> {
+        let mut scope = order_scope(caller)?;
+        let expires_at = caller.identity().map(|i| i.expires_at);
+        // Events carry customer ids: resolve the subject once, here.
+        if let OrderScope::CustomerSubject(subject) = &scope {
+            scope = OrderScope::Customer(self.store.ensure_customer(subject).await?.id);
+        }
+        let only = match order_id {
+            Some(id) => {
+                let id = GlobalId::decode_as(id, NodeKind::Order).ok_or(AppError::NotFound("order"))?;
+                self.order_in(&scope, id).await?.ok_or(AppError::NotFound("order"))?;
+                Some(id)
+            }
+            None => None,
+        };
+        Ok(Feed { rule: Rule::OrderStatus { scope, only }, expires_at })
+    }
+
+    /// Changes of the caller's cart (customers).
+    pub async fn cart_feed(&self, caller: &Caller) -> AppResult<Feed> {
+        let identity = require_role(caller, &[Role::Customer])?;
+        let customer = self.as_customer(identity).await?;
+        Ok(Feed { rule: Rule::Cart(customer.id), expires_at: Some(identity.expires_at) })
+    }
+}

@@ -1,0 +1,43 @@
+//! `AppState`: what every handler of every transport shares (cheap to clone, `Arc`s inside).
+
+use std::sync::Arc;
+
+use crate::auth::Verifier;
+use crate::budget::Budgets;
+use crate::bus::EventBus;
+use crate::client::ClientIp;
+use crate::config::Settings;
+use crate::graphql::AppSchema;
+use crate::http::persisted::PersistedQueries;
+use crate::http::playground::Playground;
+use crate::service::Services;
+use crate::store::Store;
+
+/// Shared by all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// The business rules (every transport calls these).
+    pub services: Services,
+    /// The database (health checks and DataLoaders; business reads go through `services`).
+    pub store: Store,
+    /// The GraphQL schema.
+    pub schema: AppSchema,
+    /// GraphiQL, when enabled.
+    pub playground: Option<Playground>,
+    /// Verifies bearer tokens.
+    pub verifier: Verifier,
+    /// The event bus (for health).
+    pub bus: EventBus,
+    /// Open WebSocket connections.
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// Becomes `true` when the server starts shutting down (WebSockets close with 1001).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Tells client addresses (trusting configured proxies).
+    pub clients: ClientIp,
+    /// Automatic persisted queries and the safelist.
+    pub persisted: Arc<PersistedQueries>,
+    /// Cost budgets (the REST API bills here; GraphQL through its extension).
+    pub budgets: Arc<Budgets>,
+}
