@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The catalog/order benchmark (issue #8): one command, one run, every figure in bench/RESULTS.md.
+# The catalog/order benchmark: one command, one run, every figure in bench/RESULTS.md.
 #
 #   bash bench/run.sh            # needs PostgreSQL (BENCH_ADMIN_URL) and installs wrk if missing
 #

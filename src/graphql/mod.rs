@@ -4,7 +4,6 @@ pub mod account;
 pub mod catalog;
 pub mod commerce;
 pub mod connection;
-pub mod cost;
 pub mod deprecations;
 pub mod errors;
 pub mod limits;

@@ -32,9 +32,9 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 
 /// Builds the schema the server runs, with its limits and data.
 pub fn build_schema(services: Services, settings: Arc<Settings>, budgets: Arc<Budgets>) -> AppSchema {
-    let limits = &settings.limits;
-    // Complexity is enforced by `Limits` with the documented cost model, not async-graphql's.
-    let mut builder = builder().limit_depth(limits.max_depth).extension(Limits::new(settings.clone(), budgets));
+    // Depth, complexity and every other limit are enforced by `Limits` in one pass over the
+    // document, with the documented cost model, not by async-graphql's validation rules.
+    let mut builder = builder().extension(Limits::new(settings.clone(), budgets));
     if settings.environment.is_production() {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();

@@ -220,7 +220,7 @@ async fn ids_round_trip_through_product_node_and_vendor(app: TestApp) {
     assert_eq!(body["data"]["product"], Value::Null);
 }
 
-/// Issue #2 must-show 5: a page of 100 products with vendor and inventory costs 3 statements
+/// A page of 100 products with vendor and inventory costs 3 statements
 /// (products, then one batched vendor and one batched inventory lookup), 4 with `totalCount`.
 async fn a_page_of_100_costs_a_fixed_number_of_statements(app: TestApp) {
     app.seed(150, 30).await;

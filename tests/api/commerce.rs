@@ -1,4 +1,4 @@
-//! Issue #4: carts, checkout under concurrency and retries, payments, order transitions and
+//! Carts, checkout under concurrency and retries, payments, order transitions and
 //! vendor operations, on SQLite and PostgreSQL, against a fake payment provider on loopback.
 
 use std::collections::HashSet;
@@ -82,7 +82,7 @@ async fn order_count(app: &TestApp) -> i64 {
     body["data"]["orders"]["totalCount"].as_i64().unwrap()
 }
 
-/// Must-show 1: 200 concurrent checkouts by different customers for 10 units.
+/// 200 concurrent checkouts by different customers for 10 units.
 async fn concurrent_checkouts_never_oversell(backend: Backend) {
     let Some((app, gateway)) = app_with_gateway(backend).await else { return };
     let product = product_with_stock(&app, "RACE-1", "25.00", 10).await;
@@ -124,7 +124,7 @@ async fn concurrent_checkouts_never_oversell(backend: Backend) {
     assert!(seen.iter().all(|(_, d)| *d == -1));
 }
 
-/// Must-show 2: 20 concurrent retries of one checkout give one order and one charge.
+/// 20 concurrent retries of one checkout give one order and one charge.
 async fn retried_checkouts_charge_once(backend: Backend) {
     let Some((app, gateway)) = app_with_gateway(backend).await else { return };
     let a = product_with_stock(&app, "RETRY-A", "10.50", 5).await;
@@ -155,7 +155,7 @@ async fn retried_checkouts_charge_once(backend: Backend) {
     assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "CART_EMPTY");
 }
 
-/// Must-show 3: a decline or a timeout leaves stock, orders and the cart as they were.
+/// A decline or a timeout leaves stock, orders and the cart as they were.
 async fn declines_and_timeouts_change_nothing(backend: Backend) {
     let Some((app, gateway)) = app_with_gateway(backend).await else { return };
     let p = product_with_stock(&app, "PAY-1", "99.99", 3).await;
@@ -189,7 +189,7 @@ async fn declines_and_timeouts_change_nothing(backend: Backend) {
     assert_eq!(cart["data"]["cart"]["totalQuantity"], 0, "the cart is emptied");
 }
 
-/// Must-show 4: illegal transitions and other people's orders are refused; a cancel restores stock.
+/// Illegal transitions and other people's orders are refused; a cancel restores stock.
 async fn order_transitions_and_ownership(backend: Backend) {
     let Some((app, gateway)) = app_with_gateway(backend).await else { return };
     let p = product_with_stock(&app, "FLOW-1", "12.00", 10).await;

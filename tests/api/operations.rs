@@ -1,4 +1,4 @@
-//! Issue #7: metrics on the internal listener, graceful shutdown of the real binary, and TLS.
+//! Metrics on the internal listener, graceful shutdown of the real binary, and TLS.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-/// Must-show 1: the internal port's /metrics moves with traffic; the public port has no /metrics.
+/// The internal port's /metrics moves with traffic; the public port has no /metrics.
 #[tokio::test]
 async fn metrics_move_on_the_internal_port_only() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
@@ -90,7 +90,7 @@ async fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) ->
     (child, base)
 }
 
-/// Must-show 2: requests in flight when SIGTERM arrives complete; new connections are refused;
+/// Requests in flight when SIGTERM arrives complete; new connections are refused;
 /// WebSockets are closed with 1001; the process exits cleanly.
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
@@ -151,7 +151,7 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Must-show 3: TLS with a self-signed certificate made here; TLS 1.2 and 1.3 only.
+/// TLS with a self-signed certificate made here; TLS 1.2 and 1.3 only.
 #[tokio::test]
 async fn tls_with_a_self_signed_certificate() {
     let dir = std::env::temp_dir().join(format!("securecart-tls-{}", uuid::Uuid::new_v4()));

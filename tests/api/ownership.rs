@@ -1,4 +1,4 @@
-//! Issue #3 must-show 2: two customers, two vendors, an admin and an anonymous caller against
+//! Two customers, two vendors, an admin and an anonymous caller against
 //! every protected query; nothing leaks across, and someone else's order reads like a missing one.
 
 use std::collections::{BTreeSet, HashMap};

@@ -1,4 +1,4 @@
-//! Issue #8: SQL statements per request are bounded whatever the page size, and the catalog
+//! SQL statements per request are bounded whatever the page size, and the catalog
 //! cache never serves stale data on the writing replica and at most a second elsewhere.
 
 use std::time::{Duration, Instant};

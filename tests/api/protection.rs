@@ -1,4 +1,4 @@
-//! Issue #6: operation limits, cost reporting, rate limits and budgets, persisted queries,
+//! Operation limits, cost reporting, rate limits and budgets, persisted queries,
 //! the safelist, CSRF, CORS and security headers.
 
 use std::time::Duration;
@@ -34,7 +34,7 @@ fn production(s: &mut securecart::config::Settings) {
     s.database.auto_migrate = Some(true);
 }
 
-/// Must-show 1: one abuse after another, each refused with its code before anything runs, and
+/// One abuse after another, each refused with its code before anything runs, and
 /// a normal query answered right after each.
 #[tokio::test]
 async fn abuse_is_refused_with_its_code() {
@@ -111,7 +111,7 @@ async fn slow_operations_time_out() {
     assert_eq!((status, first_error_code(&body)), (504, "EXECUTION_TIMEOUT"), "{body}");
 }
 
-/// Must-show 3: the cost reported for a catalog query is the one the README computes.
+/// The cost reported for a catalog query is the one the README computes.
 #[tokio::test]
 async fn reported_cost_follows_the_model() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
@@ -142,7 +142,37 @@ async fn reported_cost_follows_the_model() {
     assert_eq!(body["extensions"]["cost"]["requestedQueryCost"], 11, "mutations cost 10 more: {body}");
 }
 
-/// Must-show 2a: anonymous bursts get 429 with Retry-After and recover; callers with a token
+/// Fragments change no measure: the same selection wrapped in an inline fragment or spread from
+/// named fragments costs, nests and is billed exactly as the bare one, and the attack that hid
+/// 10,000 rows in `... on ProductConnection` is refused like the bare query.
+#[tokio::test]
+async fn fragments_cost_what_the_bare_selection_costs() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    app.seed(30, 6).await;
+    let bare = "{ products(first: 20) { edges { node { name price { amount } vendor { name } } } } }";
+    let inline = "{ products(first: 20) { ... on ProductConnection { edges { node { ... on Product { name price { amount } vendor { name } } } } } } }";
+    let named = "{ ...Root } fragment Root on QueryRoot { products(first: 20) { ...Page } } \
+                 fragment Page on ProductConnection { edges { ...Edge } } \
+                 fragment Edge on ProductEdge { node { name price { amount } vendor { name } } }";
+    let mut costs = Vec::new();
+    for query in [bare, inline, named] {
+        let (status, _, body) = post(&app, json!({ "query": query }), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.get("errors").is_none(), "{body}");
+        let cost = &body["extensions"]["cost"];
+        costs.push((cost["requestedQueryCost"].as_u64(), cost["actualQueryCost"].as_u64()));
+    }
+    assert_eq!(costs, vec![(Some(2 + 20 * 3), Some(2 + 20 * 3)); 3], "bare, inline, named");
+    let attack = "{ products(first: 100) { ... on ProductConnection { nodes { vendor { products(first: 100) { \
+                  ... on ProductConnection { nodes { name price { amount } } } } } } } } }";
+    let before = app.store.operations();
+    let (_, _, body) = post(&app, json!({ "query": attack }), None).await;
+    assert_eq!(first_error_code(&body), "MAX_COMPLEXITY_EXCEEDED", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("costs 10302"), "{body}");
+    assert_eq!(app.store.operations(), before, "refused before any statement");
+}
+
+/// Anonymous bursts get 429 with Retry-After and recover; callers with a token
 /// are not held to the anonymous rate.
 #[tokio::test]
 async fn anonymous_bursts_are_throttled_and_recover() {
@@ -185,7 +215,7 @@ fn tight_budget(s: &mut securecart::config::Settings) {
     s.rate_limit.customer = BudgetPolicy { maximum: 200.0, restore_rate: 100.0 };
 }
 
-/// Must-show 2b: an authenticated caller's budget drains by query cost and refills at the
+/// An authenticated caller's budget drains by query cost and refills at the
 /// stated rate; unused requested cost is given back.
 #[tokio::test]
 async fn budgets_drain_by_cost_and_refill() {
@@ -223,7 +253,7 @@ async fn budgets_drain_by_cost_and_refill() {
     assert!(cost["throttleStatus"]["currentlyAvailable"].as_u64().unwrap() >= 177, "charged 22, not 102: {body}");
 }
 
-/// Must-show 2c: two replicas share one budget through Redis.
+/// Two replicas share one budget through Redis.
 #[tokio::test]
 async fn replicas_share_one_budget_through_redis() {
     let Ok(redis) = std::env::var("TEST_REDIS_URL") else {

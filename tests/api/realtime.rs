@@ -1,4 +1,4 @@
-//! Issue #5: subscriptions over both WebSocket protocols, their ownership rules, limits, token
+//! Subscriptions over both WebSocket protocols, their ownership rules, limits, token
 //! expiry, and fan-out through Redis across processes and across a Redis restart.
 
 use std::process::Stdio;
@@ -229,7 +229,7 @@ fn redis_or_skip(test: &str) -> Option<String> {
     }
 }
 
-/// Must-show 1: two server processes sharing PostgreSQL and Redis; a checkout on one reaches a
+/// Two server processes sharing PostgreSQL and Redis; a checkout on one reaches a
 /// WebSocket subscriber on the other within one second.
 #[tokio::test]
 async fn two_processes_share_events_through_redis() {
@@ -261,7 +261,7 @@ async fn two_processes_share_events_through_redis() {
     assert_eq!((e["productId"].as_str(), e["delta"].as_i64()), (Some(product(1).as_str()), Some(-1)));
 }
 
-/// Must-show 3: Redis killed and restarted; queries and mutations keep working, `/readyz` says
+/// Redis killed and restarted; queries and mutations keep working, `/readyz` says
 /// degraded, and events flow again afterwards without client action.
 #[tokio::test]
 async fn events_flow_again_after_a_redis_restart() {

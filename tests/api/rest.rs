@@ -1,4 +1,4 @@
-//! Issue #9: REST beside GraphQL, versions, deprecation and sunset, problems and ETags.
+//! REST beside GraphQL, versions, deprecation and sunset, problems and ETags.
 
 use securecart::auth::Role;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ fn minor(decimal: &str) -> i64 {
     securecart::domain::money::parse_decimal(decimal).unwrap()
 }
 
-/// Must-show 1: the same product and order read through GraphQL, /v1 and /v2 agree.
+/// The same product and order read through GraphQL, /v1 and /v2 agree.
 async fn graphql_v1_and_v2_agree(app: TestApp) {
     app.store
         .seed(securecart::store::seed::SeedSize { products: 12, vendors: 2, customers: 2, orders: 8 }, false)
@@ -145,7 +145,7 @@ async fn problems_etags_and_ownership(app: TestApp) {
     assert_ne!(r.headers()["etag"].to_str().unwrap(), etag);
 }
 
-/// Must-show 2: deprecation headers on v1, none on v2, and 410 after the sunset.
+/// Deprecation headers on v1, none on v2, and 410 after the sunset.
 #[tokio::test]
 async fn deprecated_versions_announce_their_sunset_and_then_go() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
