@@ -5,9 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use tower_governor::GovernorError;
+
+use crate::error::ClientError;
 use tower_governor::key_extractor::KeyExtractor;
 
 /// The peer address of the connection (absent when served without connect info, e.g. in
@@ -107,13 +109,10 @@ impl KeyExtractor for ClientIp {
 
 /// A 429 in the shape of a GraphQL error, with `Retry-After` and the IETF `RateLimit` headers.
 pub fn throttled(retry_after: u64, limit: u64, policy: &str) -> Response<axum::body::Body> {
-    let body = serde_json::json!({ "errors": [{
-        "message": format!("too many requests; retry in {retry_after} s"),
-        "extensions": { "code": "THROTTLED", "retryAfter": retry_after },
-    }]});
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let message = format!("too many requests; retry in {retry_after} s");
+    let error = ClientError::new(StatusCode::TOO_MANY_REQUESTS, "THROTTLED", message).retry_after(retry_after);
+    let mut response = error.into_response();
     let headers = response.headers_mut();
-    headers.insert(header::RETRY_AFTER, retry_after.into());
     if let Ok(v) = HeaderValue::from_str(&format!("limit={limit}, remaining=0, reset={retry_after}")) {
         headers.insert("ratelimit", v);
     }
@@ -131,8 +130,7 @@ pub fn governor_error(error: GovernorError, per_second: u64, burst: u32) -> Resp
             throttled(wait_time.max(1), u64::from(burst), &format!("{burst};w=1;burst={burst};rate={per_second}"))
         }
         GovernorError::UnableToExtractKey => {
-            let body = serde_json::json!({ "errors": [{ "message": "cannot tell the client address", "extensions": { "code": "BAD_REQUEST" } }] });
-            (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+            ClientError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "cannot tell the client address").into_response()
         }
         GovernorError::Other { code, msg, .. } => (code, msg.unwrap_or_default()).into_response(),
     }

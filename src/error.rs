@@ -88,27 +88,109 @@ impl AppError {
         }
     }
 
-    fn is_internal(&self) -> bool {
-        matches!(self, Self::Database(_) | Self::Internal(_))
-    }
-
-    /// Logs an internal error once and returns the correlation id the client gets.
-    fn log_internal(&self) -> String {
-        let correlation_id = uuid::Uuid::new_v4().to_string();
-        tracing::error!(correlation_id = %correlation_id, error = ?anyhow_chain(self), "internal error");
-        correlation_id
-    }
-
-    /// The client-facing message and extra extensions.
-    fn client_view(&self) -> (String, Option<String>) {
-        if self.is_internal() {
-            (MASKED_MESSAGE.to_string(), Some(self.log_internal()))
-        } else {
-            (self.to_string(), None)
+    /// What the client is told: the one view every transport builds its error from. Internal
+    /// errors are masked here, logged once with the correlation id the client gets.
+    pub fn client_view(&self) -> ClientError {
+        let view = match self {
+            Self::Database(_) | Self::Internal(_) => return ClientError::masked("internal error", &anyhow_chain(self)),
+            _ => ClientError::new(self.status(), self.code(), self.to_string()),
+        };
+        match self {
+            Self::Invalid { field, .. } => ClientError { field: Some(field.clone()), ..view },
+            Self::Throttled { retry_after_secs } => ClientError { retry_after: Some(*retry_after_secs), ..view },
+            _ => view,
         }
     }
 }
 
+/// An error as a client sees it, whatever the transport: GraphQL `errors[]` entries, REST
+/// problems, 429s and WebSocket errors are all built from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    /// The HTTP status, for transports that have one.
+    pub status: StatusCode,
+    /// The stable machine-readable code.
+    pub code: &'static str,
+    /// For a human; never internal detail.
+    pub message: String,
+    /// Set on masked internal errors: the id under which the full error was logged.
+    pub correlation_id: Option<String>,
+    /// The argument at fault, for invalid input.
+    pub field: Option<String>,
+    /// Seconds before a retry can succeed.
+    pub retry_after: Option<u64>,
+}
+
+impl ClientError {
+    /// A client error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), correlation_id: None, field: None, retry_after: None }
+    }
+
+    /// The masked internal error: `detail` is logged once under a fresh correlation id, which
+    /// is all the client gets besides the generic message.
+    pub fn masked(what: &str, detail: &dyn std::fmt::Display) -> Self {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(correlation_id = %correlation_id, error = %detail, "{what}");
+        Self {
+            correlation_id: Some(correlation_id),
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", MASKED_MESSAGE)
+        }
+    }
+
+    /// With a `Retry-After`.
+    pub fn retry_after(self, secs: u64) -> Self {
+        Self { retry_after: Some(secs), ..self }
+    }
+
+    /// The `extensions` of a GraphQL error: `code`, and `correlationId`, `field`, `retryAfter`
+    /// when set.
+    pub fn extensions(&self) -> serde_json::Value {
+        let mut ext = serde_json::json!({ "code": self.code });
+        if let Some(id) = &self.correlation_id {
+            ext["correlationId"] = id.as_str().into();
+        }
+        if let Some(field) = &self.field {
+            ext["field"] = field.as_str().into();
+        }
+        if let Some(secs) = self.retry_after {
+            ext["retryAfter"] = secs.into();
+        }
+        ext
+    }
+
+    /// Writes the same extensions into a GraphQL error's.
+    pub fn set_extensions(&self, ext: &mut async_graphql::ErrorExtensionValues) {
+        ext.set("code", self.code);
+        if let Some(id) = &self.correlation_id {
+            ext.set("correlationId", id.as_str());
+        }
+        if let Some(field) = &self.field {
+            ext.set("field", field.as_str());
+        }
+        if let Some(secs) = self.retry_after {
+            ext.set("retryAfter", secs);
+        }
+    }
+
+    /// The GraphQL-shaped body `{"errors":[{"message","extensions"}]}`.
+    pub fn graphql_body(&self) -> serde_json::Value {
+        serde_json::json!({ "errors": [{ "message": self.message, "extensions": self.extensions() }] })
+    }
+}
+
+impl IntoResponse for ClientError {
+    /// The GraphQL-shaped body with the status (and `Retry-After` when set).
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.graphql_body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
+    }
+}
+
+/// The error and its sources, for the log.
 fn anyhow_chain(err: &AppError) -> String {
     let mut out = err.to_string();
     let mut source = std::error::Error::source(err);
@@ -122,19 +204,8 @@ fn anyhow_chain(err: &AppError) -> String {
 
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
-        let (message, correlation_id) = self.client_view();
-        async_graphql::Error::new(message).extend_with(|_, e| {
-            e.set("code", self.code());
-            if let Some(id) = &correlation_id {
-                e.set("correlationId", id.as_str());
-            }
-            if let Self::Invalid { field, .. } = self {
-                e.set("field", field.as_str());
-            }
-            if let Self::Throttled { retry_after_secs } = self {
-                e.set("retryAfter", *retry_after_secs);
-            }
-        })
+        let view = self.client_view();
+        async_graphql::Error::new(view.message.clone()).extend_with(|_, e| view.set_extensions(e))
     }
 }
 
@@ -155,13 +226,7 @@ impl<T> GqlResultExt<T> for AppResult<T> {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (message, correlation_id) = self.client_view();
-        let mut extensions = serde_json::json!({ "code": self.code() });
-        if let Some(id) = correlation_id {
-            extensions["correlationId"] = id.into();
-        }
-        let body = serde_json::json!({ "errors": [{ "message": message, "extensions": extensions }] });
-        (self.status(), axum::Json(body)).into_response()
+        self.client_view().into_response()
     }
 }
 

@@ -30,13 +30,11 @@ pub struct IntrospectionDenied;
 
 /// Replaces an uncoded engine error with the masked internal error, logged once.
 fn mask(e: ServerError) -> ServerError {
-    let correlation_id = uuid::Uuid::new_v4().to_string();
-    tracing::error!(correlation_id = %correlation_id, error = %e.message, path = ?e.path, "internal GraphQL error");
-    let mut masked = ServerError::new(crate::error::MASKED_MESSAGE, e.locations.first().copied());
+    let detail = format!("{} (at {:?})", e.message, e.path);
+    let view = crate::error::ClientError::masked("internal GraphQL error", &detail);
+    let mut masked = ServerError::new(view.message.clone(), e.locations.first().copied());
     masked.path = e.path;
-    let ext = masked.extensions.get_or_insert_with(Default::default);
-    ext.set("code", "INTERNAL_SERVER_ERROR");
-    ext.set("correlationId", correlation_id);
+    view.set_extensions(masked.extensions.get_or_insert_with(Default::default));
     masked
 }
 

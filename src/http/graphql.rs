@@ -33,13 +33,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 
 use crate::auth::Caller;
 use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::config::IntrospectionPolicy;
+use crate::error::ClientError;
 use crate::graphql::errors::IntrospectionDenied;
 use crate::graphql::limits::{CostCell, CostReport, OperationName};
 use crate::graphql::loaders::Loaders;
@@ -56,32 +57,22 @@ enum ResponseType {
 }
 
 /// A transport-level failure, answered before the GraphQL engine runs.
-#[derive(Debug)]
-struct HttpError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
+type HttpError = ClientError;
 
 fn http_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
-    HttpError { status, code, message: message.into() }
+    ClientError::new(status, code, message)
 }
 
-impl HttpError {
-    fn body(&self) -> Value {
-        json!({ "errors": [{ "message": self.message, "extensions": { "code": self.code } }] })
+/// The response of a transport-level failure: the GraphQL error shape as `application/json`
+/// (and `Allow: POST` for a method that is not).
+fn refuse(e: HttpError) -> Response {
+    let not_allowed = e.status == StatusCode::METHOD_NOT_ALLOWED;
+    let mut response = e.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    if not_allowed {
+        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.body())).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-        if self.status == StatusCode::METHOD_NOT_ALLOWED {
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-        }
-        response
-    }
+    response
 }
 
 /// Picks the response media type from `Accept` (q-values honoured; ties go to the newer type).
@@ -155,11 +146,11 @@ pub async fn post(
 ) -> Response {
     let requests = match read_post(&state, &headers, body) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     let response_type = match negotiate(&headers) {
         Ok(t) => t,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     let call = call(&state, &headers, peer, response_type, false).await;
     match requests {
@@ -280,11 +271,11 @@ pub async fn get(
     }
     let request = match read_get(&state, &headers, raw.as_deref()) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     let response_type = match negotiate(&headers) {
         Ok(t) => t,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     let call = call(&state, &headers, peer, response_type, true).await;
     execute(&state, &call, request).await
@@ -424,12 +415,12 @@ pub fn prepare(
 
 async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
     if let Err((status, code, message)) = state.persisted.resolve(&mut request, call.caller.is_admin()).await {
-        return http_error(status, code, message).into_response();
+        return refuse(http_error(status, code, message));
     }
     if call.get
         && let Err(e) = refuse_writes_over_get(&request)
     {
-        return e.into_response();
+        return refuse(e);
     }
     let operation = request.operation_name.clone().unwrap_or_default();
     let role = match &call.caller {
@@ -453,12 +444,11 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     let Ok(response) = tokio::time::timeout(timeout, state.schema.execute(request).instrument(span.clone())).await
     else {
         tracing::warn!(parent: &span, timeout_ms = state.settings.limits.execution_timeout_ms, "execution timed out");
-        return http_error(
+        return refuse(http_error(
             StatusCode::GATEWAY_TIMEOUT,
             "EXECUTION_TIMEOUT",
             format!("the operation did not finish in {} ms", state.settings.limits.execution_timeout_ms),
-        )
-        .into_response();
+        ));
     };
     let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
     record_metrics(report.operation_name.as_deref().unwrap_or(&operation), &report, &response, started.elapsed());
@@ -470,9 +460,7 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     let mut body = match serde_json::to_value(&response) {
         Ok(v) => v,
         Err(e) => {
-            tracing::error!(error = %e, "serialising a GraphQL response");
-            return http_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR", "internal server error")
-                .into_response();
+            return refuse(ClientError::masked("serialising a GraphQL response", &e));
         }
     };
     if request_error && let Value::Object(map) = &mut body {

@@ -32,6 +32,7 @@ use crate::auth::Caller;
 use crate::auth::authenticate;
 use crate::budget::BillingKey;
 use crate::client::Peer;
+use crate::error::ClientError;
 use crate::graphql::AppSchema;
 use crate::graphql::limits::CostCell;
 use crate::state::AppState;
@@ -60,9 +61,8 @@ pub async fn upgrade(
     let open = state.websockets.fetch_add(1, Ordering::SeqCst);
     let slot = Slot::new(state.websockets.clone(), crate::telemetry::metrics::WS_CONNECTIONS);
     if open >= state.settings.websocket.max_connections {
-        let body = serde_json::json!({ "errors": [{ "message": "too many WebSocket connections; retry later",
-            "extensions": { "code": "TOO_MANY_CONNECTIONS" } }] });
-        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        let message = "too many WebSocket connections; retry later";
+        return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
     }
     // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer; client messages are small, so 64 KiB is a generous cap on one.

@@ -46,19 +46,9 @@ impl Problem {
 
 impl From<AppError> for Problem {
     fn from(e: AppError) -> Self {
-        let code = e.code();
-        let status = e.status();
-        let retry_after =
-            if let AppError::Throttled { retry_after_secs } = &e { Some(*retry_after_secs) } else { None };
-        // Masking: internal errors get the generic message (and are logged with a correlation id).
-        let detail = match &e {
-            AppError::Database(_) | AppError::Internal(_) => {
-                use async_graphql::ErrorExtensions;
-                e.extend().message
-            }
-            _ => e.to_string(),
-        };
-        Self { retry_after, ..Self::new(status, code, detail) }
+        // Masking happens in the client view: internal errors get the generic message.
+        let view = e.client_view();
+        Self { retry_after: view.retry_after, ..Self::new(view.status, view.code, view.message) }
     }
 }
 
