@@ -1,7 +1,11 @@
 //! Order rules: the status machine, cart quantities, shipping addresses.
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+// Cancelling restores the stock and refunds a paid order; refunding follows fulfilment.
+// The GraphQL enum is derived here, as for `auth::Role`, so the variants and what clients read
+// about them are written once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, async_graphql::Enum)]
+#[graphql(name = "OrderStatus")]
 pub enum OrderStatus {
     /// Placed, not yet paid.
     Pending,
@@ -9,13 +13,18 @@ pub enum OrderStatus {
     Paid,
     /// Shipped.
     Fulfilled,
-    /// Cancelled before fulfilment (stock restored; a paid order is refunded).
+    /// Cancelled before fulfilment.
     Cancelled,
-    /// Money returned after fulfilment.
+    /// Money returned.
     Refunded,
 }
 
 impl OrderStatus {
+    /// The status stored as `text`; an unknown spelling reads as `Pending`.
+    pub fn stored(text: &str) -> Self {
+        Self::parse(text).unwrap_or(Self::Pending)
+    }
+
     /// The stored value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,9 +73,9 @@ pub fn check_quantity(quantity: i64) -> Result<i64, String> {
     }
 }
 
-/// A validated shipping address.
+/// A shipping address as the client gave it; `ShippingAddress::parse` checks it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ShippingAddress {
+pub struct AddressFields {
     /// Recipient.
     pub name: String,
     /// Street and number.
@@ -79,9 +88,15 @@ pub struct ShippingAddress {
     pub region: Option<String>,
     /// Postal code.
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code, upper case.
+    /// ISO 3166-1 alpha-2 country code (upper case once parsed).
     pub country: String,
 }
+
+/// A validated shipping address: trimmed, each field within its length, a real country code.
+/// It serialises exactly as its fields (the checkout request hash is made of it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct ShippingAddress(AddressFields);
 
 /// ISO 3166-1 alpha-2 codes, officially assigned.
 const COUNTRIES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS \
@@ -94,15 +109,7 @@ VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
 impl ShippingAddress {
     /// Trims and checks every field; the error names the field (as the client spells it).
-    pub fn parse(
-        name: &str,
-        line1: &str,
-        line2: Option<&str>,
-        city: &str,
-        region: Option<&str>,
-        postal_code: &str,
-        country: &str,
-    ) -> Result<Self, (&'static str, String)> {
+    pub fn parse(raw: &AddressFields) -> Result<Self, (&'static str, String)> {
         fn required(field: &'static str, value: &str, max: usize) -> Result<String, (&'static str, String)> {
             let v = value.trim();
             if v.is_empty() {
@@ -123,19 +130,24 @@ impl ShippingAddress {
                 None => Ok(None),
             }
         }
-        let country = country.trim().to_ascii_uppercase();
+        let country = raw.country.trim().to_ascii_uppercase();
         if country.len() != 2 || !COUNTRIES.split(' ').any(|c| c == country) {
             return Err(("country", format!("`{country}` is not an ISO 3166-1 alpha-2 country code")));
         }
-        Ok(Self {
-            name: required("name", name, 200)?,
-            line1: required("line1", line1, 200)?,
-            line2: optional("line2", line2, 200)?,
-            city: required("city", city, 100)?,
-            region: optional("region", region, 100)?,
-            postal_code: required("postalCode", postal_code, 20)?,
+        Ok(Self(AddressFields {
+            name: required("name", &raw.name, 200)?,
+            line1: required("line1", &raw.line1, 200)?,
+            line2: optional("line2", raw.line2.as_deref(), 200)?,
+            city: required("city", &raw.city, 100)?,
+            region: optional("region", raw.region.as_deref(), 100)?,
+            postal_code: required("postalCode", &raw.postal_code, 20)?,
             country,
-        })
+        }))
+    }
+
+    /// The checked fields.
+    pub fn fields(&self) -> &AddressFields {
+        &self.0
     }
 }
 
@@ -168,9 +180,19 @@ mod tests {
     #[test]
     fn quantities_and_addresses() {
         assert!(check_quantity(0).is_err() && check_quantity(1000).is_err() && check_quantity(999).is_ok());
-        let ok = ShippingAddress::parse(" Ann ", "1 Main St", None, "Lyon", Some(""), "69001", "fr").unwrap();
-        assert_eq!((ok.name.as_str(), ok.country.as_str(), ok.region.as_ref()), ("Ann", "FR", None));
-        assert_eq!(ShippingAddress::parse("A", "1", None, "C", None, "1", "XX").unwrap_err().0, "country");
-        assert_eq!(ShippingAddress::parse("A", " ", None, "C", None, "1", "US").unwrap_err().0, "line1");
+        let raw = |name: &str, line1: &str, region: Option<&str>, country: &str| AddressFields {
+            name: name.into(),
+            line1: line1.into(),
+            line2: None,
+            city: "Lyon".into(),
+            region: region.map(Into::into),
+            postal_code: "69001".into(),
+            country: country.into(),
+        };
+        let ok = ShippingAddress::parse(&raw(" Ann ", "1 Main St", Some(""), "fr")).unwrap();
+        let f = ok.fields();
+        assert_eq!((f.name.as_str(), f.country.as_str(), f.region.as_ref()), ("Ann", "FR", None));
+        assert_eq!(ShippingAddress::parse(&raw("A", "1", None, "XX")).unwrap_err().0, "country");
+        assert_eq!(ShippingAddress::parse(&raw("A", " ", None, "US")).unwrap_err().0, "line1");
     }
 }

@@ -8,11 +8,12 @@ use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
 use crate::auth::{Role, RoleGuard, caller};
+use crate::domain::order::AddressFields;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::GqlResultExt;
 use crate::service::Refusal;
 use crate::service::cart::{CartChange, CartView, line_available};
-use crate::service::checkout::{AddressInput, CheckoutRequest};
+use crate::service::checkout::CheckoutRequest;
 use crate::service::orders::StatusResult;
 use crate::store::CartLineRecord;
 
@@ -186,7 +187,7 @@ impl From<StatusResult> for OrderPayload {
 impl From<CheckoutInput> for CheckoutRequest {
     fn from(i: CheckoutInput) -> Self {
         let a = i.shipping_address;
-        let shipping_address = AddressInput {
+        let shipping_address = AddressFields {
             name: a.name,
             line1: a.line1,
             line2: a.line2,

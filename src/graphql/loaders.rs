@@ -3,65 +3,49 @@
 //! They are created per request (see `Loaders::new`), so nothing is cached across requests and
 //! a change is visible to the very next request.
 
-use async_graphql::ErrorExtensions;
-
-use crate::error::AppError;
-use async_graphql::dataloader::{DataLoader, Loader};
 use std::collections::HashMap;
 
+use async_graphql::ErrorExtensions;
+use async_graphql::dataloader::{DataLoader, Loader};
+
+use crate::error::AppError;
 use crate::store::{CustomerRecord, InventoryRecord, OrderItemRecord, ProductRecord, Store, VendorRecord};
 
-/// Loads vendors by id.
-pub struct VendorLoader(Store);
+/// A DataLoader of rows by id: `$loader` loads `$record`s with the store's `$fetch`, keyed by
+/// `$key` (one statement per batch; errors are coded once per batch).
+macro_rules! by_id_loader {
+    ($(#[$doc:meta])* $loader:ident, $record:ty, $fetch:ident, $key:ident) => {
+        $(#[$doc])*
+        pub struct $loader(Store);
 
-impl Loader<i64> for VendorLoader {
-    type Value = VendorRecord;
-    type Error = async_graphql::Error;
+        impl Loader<i64> for $loader {
+            type Value = $record;
+            type Error = async_graphql::Error;
 
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, VendorRecord>, Self::Error> {
-        let rows = self.0.vendors_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
-        Ok(rows.into_iter().map(|v| (v.id, v)).collect())
-    }
+            async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, $record>, Self::Error> {
+                let rows = self.0.$fetch(keys).await.map_err(|e| AppError::from(e).extend())?;
+                Ok(rows.into_iter().map(|r| (r.$key, r)).collect())
+            }
+        }
+    };
 }
 
-/// Loads inventory by product id.
-pub struct InventoryLoader(Store);
-
-impl Loader<i64> for InventoryLoader {
-    type Value = InventoryRecord;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, InventoryRecord>, Self::Error> {
-        let rows = self.0.inventory_by_product_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
-        Ok(rows.into_iter().map(|i| (i.product_id, i)).collect())
-    }
-}
-
-/// Loads products by id (archived included).
-pub struct ProductLoader(Store);
-
-impl Loader<i64> for ProductLoader {
-    type Value = ProductRecord;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, ProductRecord>, Self::Error> {
-        let rows = self.0.products_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
-        Ok(rows.into_iter().map(|p| (p.id, p)).collect())
-    }
-}
-
-/// Loads customers by id.
-pub struct CustomerLoader(Store);
-
-impl Loader<i64> for CustomerLoader {
-    type Value = CustomerRecord;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, CustomerRecord>, Self::Error> {
-        let rows = self.0.customers_by_ids(keys).await.map_err(|e| AppError::from(e).extend())?;
-        Ok(rows.into_iter().map(|c| (c.id, c)).collect())
-    }
-}
+by_id_loader!(
+    /// Loads vendors by id.
+    VendorLoader, VendorRecord, vendors_by_ids, id
+);
+by_id_loader!(
+    /// Loads inventory by product id.
+    InventoryLoader, InventoryRecord, inventory_by_product_ids, product_id
+);
+by_id_loader!(
+    /// Loads products by id (archived included).
+    ProductLoader, ProductRecord, products_by_ids, id
+);
+by_id_loader!(
+    /// Loads customers by id.
+    CustomerLoader, CustomerRecord, customers_by_ids, id
+);
 
 /// The lines of one order as one viewer may see them: all of them, or one vendor's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

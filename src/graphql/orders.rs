@@ -2,7 +2,7 @@
 //! the lines) with their products, an admin all. Someone else's order reads as `NOT_FOUND`,
 //! exactly like a missing one, so ids cannot be probed.
 
-use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::account::Customer;
@@ -11,33 +11,11 @@ use super::connection::PageInfo;
 use super::loaders::{LinesKey, Loaders};
 use super::services;
 use crate::auth::caller;
+use crate::domain::order::OrderStatus;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::GqlResultExt;
 use crate::service::orders::{OrderPage, vendor_view};
 use crate::store::{OrderItemRecord, OrderRecord, OrderScope};
-
-/// Where an order is in its life.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-#[graphql(remote = "crate::domain::order::OrderStatus")]
-pub enum OrderStatus {
-    /// Placed, not yet paid.
-    Pending,
-    /// Paid, awaiting fulfilment.
-    Paid,
-    /// Shipped.
-    Fulfilled,
-    /// Cancelled before fulfilment.
-    Cancelled,
-    /// Money returned.
-    Refunded,
-}
-
-// The domain type owns the rules and the stored spelling; this is its GraphQL face.
-impl OrderStatus {
-    pub(crate) fn parse(s: &str) -> Self {
-        crate::domain::order::OrderStatus::parse(s).unwrap_or(crate::domain::order::OrderStatus::Pending).into()
-    }
-}
 
 /// An order, seen through one caller's scope.
 pub struct Order {
@@ -70,7 +48,7 @@ impl Order {
 
     /// Where the order is in its life.
     async fn status(&self) -> OrderStatus {
-        OrderStatus::parse(&self.record.status)
+        OrderStatus::stored(&self.record.status)
     }
 
     /// The lines: for a vendor, only the lines of their products.
@@ -165,7 +143,7 @@ pub struct OrderConnection {
     #[graphql(skip)]
     scope: OrderScope,
     #[graphql(skip)]
-    status: Option<crate::domain::order::OrderStatus>,
+    status: Option<OrderStatus>,
 }
 
 #[ComplexObject]
@@ -210,7 +188,7 @@ impl OrderQuery {
         after: Option<String>,
         filter: Option<OrderFilter>,
     ) -> async_graphql::Result<OrderConnection> {
-        let status = filter.and_then(|f| f.status).map(Into::into);
+        let status = filter.and_then(|f| f.status);
         Ok(services(ctx)?.order_page(caller(ctx), first, after, status).await.gql()?.into())
     }
 

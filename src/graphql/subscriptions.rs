@@ -16,10 +16,11 @@ use tokio::sync::broadcast::error::RecvError;
 use super::catalog::Product;
 use super::commerce::Cart;
 use super::loaders::Loaders;
-use super::orders::{Order, OrderStatus};
+use super::orders::Order;
 use super::services;
 use crate::auth::{Role, RoleGuard, caller};
 use crate::bus::{Event, EventBus};
+use crate::domain::order::OrderStatus;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, GqlResultExt};
 use crate::service::feeds::Feed;
@@ -78,7 +79,7 @@ impl OrderStatusEvent {
 
     /// The new status.
     async fn status(&self) -> OrderStatus {
-        OrderStatus::parse(&self.status)
+        OrderStatus::stored(&self.status)
     }
 
     /// When it changed.

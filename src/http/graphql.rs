@@ -120,13 +120,9 @@ struct Call {
     get: bool,
 }
 
-async fn call(
-    state: &AppState,
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    response_type: ResponseType,
-    get: bool,
-) -> Call {
+async fn call(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>, get: bool) -> Call {
+    // `read_post` and `read_get` have refused what `Accept` does not allow.
+    let response_type = negotiate(headers).unwrap_or(ResponseType::Json);
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = crate::auth::authenticate(&state.verifier, &state.store, authorization).await;
     let client_ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
@@ -148,11 +144,7 @@ pub async fn post(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
-    let response_type = match negotiate(&headers) {
-        Ok(t) => t,
-        Err(e) => return refuse(e),
-    };
-    let call = call(&state, &headers, peer, response_type, false).await;
+    let call = call(&state, &headers, peer, false).await;
     match requests {
         Batch::Single(request) => execute(&state, &call, *request).await,
         Batch::Many(requests) => {
@@ -273,11 +265,7 @@ pub async fn get(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
-    let response_type = match negotiate(&headers) {
-        Ok(t) => t,
-        Err(e) => return refuse(e),
-    };
-    let call = call(&state, &headers, peer, response_type, true).await;
+    let call = call(&state, &headers, peer, true).await;
     execute(&state, &call, request).await
 }
 

@@ -15,20 +15,17 @@ pub fn api_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/healthz` and `/readyz`, served on both listeners (load balancers probe the public one).
+fn health_routes() -> Router<AppState> {
+    Router::new().route("/healthz", get(health::healthz)).route("/readyz", get(health::readyz))
+}
+
 /// Routes of the public listener outside the rate limit: playground assets and health.
 pub fn public_router(state: AppState) -> Router {
-    Router::new()
-        .route("/playground/assets/{*path}", get(playground::asset))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(state)
+    health_routes().route("/playground/assets/{*path}", get(playground::asset)).with_state(state)
 }
 
 /// The private router: metrics and health, for the internal listener only.
 pub fn internal_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(health::metrics))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(state)
+    health_routes().route("/metrics", get(health::metrics)).with_state(state)
 }

@@ -20,20 +20,8 @@ pub enum PriceArg {
     Text(String),
 }
 
-/// Catalog filters as a client sends them.
-#[derive(Debug, Clone, Default)]
-pub struct ProductFilterInput {
-    /// Case-insensitive text in the name or SKU (at most 100 characters; blank means none).
-    pub search: Option<String>,
-    /// A `Vendor` id.
-    pub vendor_id: Option<String>,
-    /// Price at least this.
-    pub min_price: Option<PriceArg>,
-    /// Price at most this.
-    pub max_price: Option<PriceArg>,
-    /// `true`: in stock only; `false`: out of stock only.
-    pub in_stock: Option<bool>,
-}
+/// Catalog filters as a client sends them: a `Vendor` global id, prices as the transport has them.
+pub type ProductFilterInput = ProductFilter<String, PriceArg>;
 
 /// Relay paging arguments.
 #[derive(Debug, Clone, Default)]

@@ -6,29 +6,10 @@ use sha2::{Digest, Sha256};
 use super::{Outcome, Refusal, Services, require_role};
 use crate::auth::{Caller, Role};
 use crate::bus::Event;
-use crate::domain::order::ShippingAddress;
+use crate::domain::order::{AddressFields, ShippingAddress};
 use crate::error::{AppError, AppResult};
 use crate::payments::PaymentOutcome;
 use crate::store::{Checkout, OrderRecord, OrderScope};
-
-/// A shipping address as the client sends it.
-#[derive(Debug, Clone)]
-pub struct AddressInput {
-    /// Recipient.
-    pub name: String,
-    /// Street and number.
-    pub line1: String,
-    /// Flat, floor, ...
-    pub line2: Option<String>,
-    /// City.
-    pub city: String,
-    /// State, province or region.
-    pub region: Option<String>,
-    /// Postal code.
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code.
-    pub country: String,
-}
 
 /// What a checkout needs.
 #[derive(Debug, Clone)]
@@ -38,7 +19,7 @@ pub struct CheckoutRequest {
     /// The payment provider's card token.
     pub payment_token: String,
     /// Where to ship.
-    pub shipping_address: AddressInput,
+    pub shipping_address: AddressFields,
 }
 
 /// A placed (or replayed) order.
@@ -66,17 +47,8 @@ fn validate(input: &CheckoutRequest) -> Outcome<ShippingAddress> {
     if input.payment_token.trim().is_empty() || input.payment_token.len() > 200 {
         return Err(Refusal::new("INVALID_PAYMENT_TOKEN", "input.paymentToken", "a payment token is required"));
     }
-    let a = &input.shipping_address;
-    ShippingAddress::parse(
-        &a.name,
-        &a.line1,
-        a.line2.as_deref(),
-        &a.city,
-        a.region.as_deref(),
-        &a.postal_code,
-        &a.country,
-    )
-    .map_err(|(field, message)| Refusal::new("INVALID_ADDRESS", &format!("input.shippingAddress.{field}"), message))
+    ShippingAddress::parse(&input.shipping_address)
+        .map_err(|(field, message)| Refusal::new("INVALID_ADDRESS", &format!("input.shippingAddress.{field}"), message))
 }
 
 /// The request body a key is bound to: the payment token and the normalised address.

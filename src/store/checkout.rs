@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::carts::{CART_LINES, CartLineRecord, EMPTY_CART};
 use super::columns::order_columns;
 use super::inventory::StockChange;
-use super::{OrderRecord, Store, is_unique_violation, on_pool};
+use super::{Abort, OrderRecord, ProviderStep, Store, is_unique_violation, on_pool};
 
 /// What a checkout came to.
 #[derive(Debug, Clone)]
@@ -47,19 +47,6 @@ pub struct ChargeRequest {
     pub currency: String,
 }
 
-/// Ends a checkout's transaction early because its key is taken (the replay is decided after
-/// the rollback), or because the database failed.
-enum Abort {
-    KeyTaken,
-    Db(sqlx::Error),
-}
-
-impl From<sqlx::Error> for Abort {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Db(e)
-    }
-}
-
 const ORDER_BY_KEY: &str =
     concat!("SELECT ", order_columns!(""), " FROM orders WHERE customer_id = $1 AND idempotency_key = $2");
 const ORDER_HASH: &str = "SELECT request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2";
@@ -71,19 +58,14 @@ impl Store {
     /// Places the customer's cart as an order in one transaction: replays an earlier request
     /// with the same key, takes the stock (never below zero), snapshots prices, charges through
     /// `charge`, empties the cart. A refused charge rolls everything back.
-    pub async fn checkout<F, Fut, E>(
+    pub async fn checkout<E: Send>(
         &self,
         customer_id: i64,
         idempotency_key: &str,
         request_hash: &str,
         shipping_address: &str,
-        charge: F,
-    ) -> sqlx::Result<Checkout<E>>
-    where
-        F: FnOnce(ChargeRequest) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<String, E>> + Send,
-        E: Send,
-    {
+        charge: impl ProviderStep<ChargeRequest, E>,
+    ) -> sqlx::Result<Checkout<E>> {
         let now = Utc::now();
         self.count_statement();
         let attempt: Result<Checkout<E>, Abort> = on_pool!(self, pool => async {
@@ -136,7 +118,7 @@ impl Store {
             }
             // The charge runs while this transaction holds the stock: a refusal rolls back the
             // order and the stock with it.
-            let reference = match charge(ChargeRequest { amount: subtotal, currency: currency.clone() }).await {
+            let reference = match charge.run(ChargeRequest { amount: subtotal, currency: currency.clone() }).await {
                 Ok(reference) => reference,
                 Err(refused) => return Ok(Checkout::ChargeRefused(refused)),
             };

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::customer_columns;
-use super::{Backend, Store, json_ids, on_pool};
+use super::{Store, on_pool, select_by_ids};
 
 /// A customer row: a shopper known by the identity provider's subject.
 #[derive(Debug, Clone, FromRow)]
@@ -46,29 +46,6 @@ impl Store {
 
     /// Customers by id (for admins' and vendors' order views).
     pub async fn customers_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<CustomerRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, CustomerRecord>(concat!(
-                    "SELECT ",
-                    customer_columns!(),
-                    " FROM customers WHERE id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, CustomerRecord>(concat!(
-                    "SELECT ",
-                    customer_columns!(),
-                    " FROM customers WHERE id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
+        select_by_ids!(self, CustomerRecord, concat!("SELECT ", customer_columns!(), " FROM customers"), "id", ids)
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::inventory_columns;
-use super::{Backend, ProductRecord, Store, is_unique_violation, json_ids, on_pool};
+use super::{Abort, ProductRecord, Store, is_unique_violation, on_pool, select_by_ids, through_cache};
 
 /// Stock of one product.
 #[derive(Debug, Clone, FromRow)]
@@ -57,67 +57,19 @@ pub enum Adjustment {
     KeyReused,
 }
 
-/// Ends an adjustment's transaction early: the key is taken (decided after rollback), or the
-/// database failed. Private, so `sqlx::Error::RowNotFound` never doubles as a signal.
-enum Abort {
-    KeyTaken,
-    Db(sqlx::Error),
-}
-
-impl From<sqlx::Error> for Abort {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Db(e)
-    }
-}
-
 impl Store {
     /// Inventory by product id, in any order (through the cache: one statement for the misses).
     pub async fn inventory_by_product_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<InventoryRecord>> {
-        let mut rows = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.cache.inventory(*id) {
-                Some(hit) => rows.push(hit),
-                None => missing.push(*id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(rows);
-        }
-        let started = std::time::Instant::now();
-        let fetched = self.inventory_uncached(&missing).await?;
-        for r in &fetched {
-            self.cache.fill_inventory(r, started);
-        }
-        rows.extend(fetched);
-        Ok(rows)
-    }
-
-    async fn inventory_uncached(&self, ids: &[i64]) -> sqlx::Result<Vec<InventoryRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, InventoryRecord>(concat!(
-                    "SELECT ",
-                    inventory_columns!(),
-                    " FROM inventory WHERE product_id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, InventoryRecord>(concat!(
-                    "SELECT ",
-                    inventory_columns!(),
-                    " FROM inventory WHERE product_id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
+        let fetch = async |missing: &[i64]| {
+            select_by_ids!(
+                self,
+                InventoryRecord,
+                concat!("SELECT ", inventory_columns!(), " FROM inventory"),
+                "product_id",
+                missing
+            )
+        };
+        through_cache(ids, |id| self.cache.inventory(id), fetch, |r, at| self.cache.fill_inventory(r, at)).await
     }
 
     /// Sets the available stock to `quantity` only if it is `compare` now (compare-and-set).

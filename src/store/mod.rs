@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
 
 pub mod cache;
@@ -78,13 +78,8 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
-                .await
-                .context("connecting to PostgreSQL")?;
-            Backend::Postgres(pool)
+            let pool = pool_options(max_connections, 5).connect_with(options);
+            Backend::Postgres(pool.await.context("connecting to PostgreSQL")?)
         } else {
             let options = SqliteConnectOptions::from_str(url)
                 .context("parsing DATABASE_URL")?
@@ -95,13 +90,8 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await
-                .context("opening SQLite database")?;
-            Backend::Sqlite(pool)
+            let pool = pool_options(max_connections, 10).connect_with(options);
+            Backend::Sqlite(pool.await.context("opening SQLite database")?)
         };
         Ok(Self {
             backend,
@@ -171,6 +161,11 @@ impl Store {
     }
 }
 
+/// A pool of `max` connections that waits `acquire_secs` for a free one.
+fn pool_options<DB: sqlx::Database>(max: u32, acquire_secs: u64) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(acquire_secs))
+}
+
 /// A value bound to a statement assembled from static fragments (see `SqlBuilder`).
 #[derive(Debug, Clone)]
 pub(crate) enum Bind {
@@ -228,9 +223,98 @@ macro_rules! bind_all {
 }
 pub(crate) use bind_all;
 
+/// The rows of `$record` whose `$column` is one of `$ids`, in any order; one statement.
+/// `$select` is a literal `SELECT ... FROM ...` without `WHERE`. PostgreSQL takes the ids as an
+/// array (`= ANY($1)`), SQLite as a JSON array read by `json_each`.
+macro_rules! select_by_ids {
+    ($store:expr, $record:ty, $select:expr, $column:literal, $ids:expr) => {{
+        $store.count_statement();
+        match &$store.backend {
+            $crate::store::Backend::Postgres(pool) => {
+                sqlx::query_as::<_, $record>(concat!($select, " WHERE ", $column, " = ANY($1)"))
+                    .bind($ids)
+                    .fetch_all(pool)
+                    .await
+            }
+            $crate::store::Backend::Sqlite(pool) => {
+                sqlx::query_as::<_, $record>(concat!(
+                    $select,
+                    " WHERE ",
+                    $column,
+                    " IN (SELECT value FROM json_each($1))"
+                ))
+                .bind($crate::store::json_ids($ids))
+                .fetch_all(pool)
+                .await
+            }
+        }
+    }};
+}
+pub(crate) use select_by_ids;
+
+/// Rows by id through a cache: hits from `cached`, one `fetch` for the misses, each fetched
+/// row offered to `fill` with the time the read began (see `cache` for why).
+pub(crate) async fn through_cache<T>(
+    ids: &[i64],
+    cached: impl Fn(i64) -> Option<T>,
+    fetch: impl AsyncFnOnce(&[i64]) -> sqlx::Result<Vec<T>>,
+    fill: impl Fn(&T, std::time::Instant),
+) -> sqlx::Result<Vec<T>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match cached(*id) {
+            Some(hit) => rows.push(hit),
+            None => missing.push(*id),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(rows);
+    }
+    let started = std::time::Instant::now();
+    let fetched = fetch(&missing).await?;
+    for row in &fetched {
+        fill(row, started);
+    }
+    rows.extend(fetched);
+    Ok(rows)
+}
+
 /// Encodes ids for `IN` lists: PostgreSQL takes an array, SQLite a JSON array read by `json_each`.
 pub(crate) fn json_ids(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+/// A step at an outside provider (a charge, a refund) that a write transaction runs while it
+/// holds its rows: it answers with the provider's reference, or the caller's own refusal `E`,
+/// which the store hands back untouched (it knows nothing of payments).
+pub trait ProviderStep<Req, E>: Send {
+    /// Runs the step.
+    fn run(self, request: Req) -> impl std::future::Future<Output = Result<String, E>> + Send;
+}
+
+impl<Req, E, F, Fut> ProviderStep<Req, E> for F
+where
+    F: FnOnce(Req) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<String, E>> + Send,
+{
+    fn run(self, request: Req) -> impl std::future::Future<Output = Result<String, E>> + Send {
+        self(request)
+    }
+}
+
+/// Ends a write transaction early because its idempotency key is taken (the replay is decided
+/// after the rollback), or because the database failed. Private to the store, so
+/// `sqlx::Error::RowNotFound` never doubles as a signal.
+pub(crate) enum Abort {
+    KeyTaken,
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Abort {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

@@ -5,7 +5,7 @@ use sqlx::FromRow;
 
 use super::columns::{order_columns, order_item_columns};
 use super::inventory::StockChange;
-use super::{Backend, Bind, SqlBuilder, Store, bind_all, json_ids, on_pool};
+use super::{Backend, Bind, ProviderStep, SqlBuilder, Store, bind_all, json_ids, on_pool};
 use crate::domain::order::OrderStatus;
 
 /// An order row.
@@ -209,18 +209,13 @@ impl Store {
     /// Moves an order within `scope` to `next`, if the status machine allows it. Cancelling puts
     /// the stock back and, for a paid order, refunds through `refund` first (a failed refund
     /// changes nothing). Out-of-scope orders are `NOT_FOUND`.
-    pub async fn change_order_status<F, Fut, E>(
+    pub async fn change_order_status<E: Send>(
         &self,
         scope: &OrderScope,
         order_id: i64,
         next: OrderStatus,
-        refund: F,
-    ) -> sqlx::Result<StatusMove<E>>
-    where
-        F: FnOnce(RefundRequest) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<String, E>> + Send,
-        E: Send,
-    {
+        refund: impl ProviderStep<RefundRequest, E>,
+    ) -> sqlx::Result<StatusMove<E>> {
         let Some(order) = self.order(scope, order_id).await? else {
             return Ok(StatusMove::NotFound);
         };
@@ -250,7 +245,7 @@ impl Store {
                         amount: current.total_amount,
                         currency: current.currency_code.clone(),
                     };
-                    let refund_ref = match refund(request).await {
+                    let refund_ref = match refund.run(request).await {
                         Ok(reference) => reference,
                         Err(refused) => return Ok(StatusMove::RefundRefused(refused)),
                     };

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::product_columns;
-use super::{Backend, Bind, SqlBuilder, Store, bind_all, is_unique_violation, json_ids, on_pool};
+use super::{Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, select_by_ids, through_cache};
 
 /// A product row.
 #[derive(Debug, Clone, FromRow)]
@@ -31,19 +31,27 @@ pub struct ProductRecord {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Catalog filters; every field narrows the result.
-#[derive(Debug, Clone, Default)]
-pub struct ProductFilter {
+/// Catalog filters; every field narrows the result. The store takes them checked (a vendor row
+/// id, prices in minor units); `service::catalog` checks them from what a client sent (the same
+/// shape with the client's `Vendor` and `Price` types).
+#[derive(Debug, Clone)]
+pub struct ProductFilter<Vendor = i64, Price = i64> {
     /// Case-insensitive substring of the name or SKU.
     pub search: Option<String>,
     /// Only this vendor's products.
-    pub vendor_id: Option<i64>,
-    /// Price at least this many minor units.
-    pub min_price: Option<i64>,
-    /// Price at most this many minor units.
-    pub max_price: Option<i64>,
+    pub vendor_id: Option<Vendor>,
+    /// Price at least this.
+    pub min_price: Option<Price>,
+    /// Price at most this.
+    pub max_price: Option<Price>,
     /// `true`: only products with stock; `false`: only products without.
     pub in_stock: Option<bool>,
+}
+
+impl<Vendor, Price> Default for ProductFilter<Vendor, Price> {
+    fn default() -> Self {
+        Self { search: None, vendor_id: None, min_price: None, max_price: None, in_stock: None }
+    }
 }
 
 /// Catalog sort orders. Each has an index that keyset pagination walks.
@@ -117,7 +125,14 @@ pub enum NewProduct {
     SkuTaken,
 }
 
-const PRODUCT_SELECT: &str = concat!("SELECT ", product_columns!("p."), " FROM products p");
+/// `SELECT <product columns> FROM products p`, as a literal for `concat!`.
+macro_rules! product_select {
+    () => {
+        concat!("SELECT ", product_columns!("p."), " FROM products p")
+    };
+}
+
+const PRODUCT_SELECT: &str = product_select!();
 
 fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter) {
     if filter.in_stock.is_some() {
@@ -249,73 +264,16 @@ impl Store {
 
     /// A product by id, archived or not (through the cache).
     pub async fn product(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
-        if let Some(hit) = self.cache.product(id) {
-            return Ok(Some(hit));
-        }
-        let started = std::time::Instant::now();
-        let row = self.product_uncached(id).await?;
-        if let Some(p) = &row {
-            self.cache.fill_product(p, started);
-        }
-        Ok(row)
-    }
-
-    async fn product_uncached(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
-        const SQL: &str = concat!("SELECT ", product_columns!("p."), " FROM products p WHERE p.id = $1");
-        self.count_statement();
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(SQL).bind(id).fetch_optional(pool).await)?;
-        Ok(row)
+        Ok(self.products_by_ids(&[id]).await?.pop())
     }
 
     /// Products by id, archived included (order lines point at them); through the cache, one
     /// statement for the misses.
     pub async fn products_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
-        let mut rows = Vec::with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.cache.product(*id) {
-                Some(hit) => rows.push(hit),
-                None => missing.push(*id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(rows);
-        }
-        let started = std::time::Instant::now();
-        let fetched = self.products_uncached(&missing).await?;
-        for p in &fetched {
-            self.cache.fill_product(p, started);
-        }
-        rows.extend(fetched);
-        Ok(rows)
+        let fetch = async |missing: &[i64]| select_by_ids!(self, ProductRecord, product_select!(), "p.id", missing);
+        through_cache(ids, |id| self.cache.product(id), fetch, |p, at| self.cache.fill_product(p, at)).await
     }
 
-    async fn products_uncached(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, ProductRecord>(concat!(
-                    "SELECT ",
-                    product_columns!("p."),
-                    " FROM products p WHERE p.id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, ProductRecord>(concat!(
-                    "SELECT ",
-                    product_columns!("p."),
-                    " FROM products p WHERE p.id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
-    }
     /// Creates a product with an empty inventory row.
     pub async fn create_product(
         &self,

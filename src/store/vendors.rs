@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::vendor_columns;
-use super::{Backend, Store, is_unique_violation, json_ids, on_pool};
+use super::{Store, is_unique_violation, on_pool, select_by_ids};
 
 /// A vendor row.
 #[derive(Debug, Clone, FromRow)]
@@ -31,30 +31,7 @@ pub enum NewVendor {
 impl Store {
     /// Vendors by id, in any order; missing ids are left out. One statement.
     pub async fn vendors_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<VendorRecord>> {
-        self.count_statement();
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query_as::<_, VendorRecord>(concat!(
-                    "SELECT ",
-                    vendor_columns!(),
-                    " FROM vendors WHERE id = ANY($1)"
-                ))
-                .bind(ids)
-                .fetch_all(pool)
-                .await
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query_as::<_, VendorRecord>(concat!(
-                    "SELECT ",
-                    vendor_columns!(),
-                    " FROM vendors WHERE id IN (SELECT value FROM json_each($1))"
-                ))
-                .bind(json_ids(ids))
-                .fetch_all(pool)
-                .await
-            }
-        }?;
-        Ok(rows)
+        select_by_ids!(self, VendorRecord, concat!("SELECT ", vendor_columns!(), " FROM vendors"), "id", ids)
     }
 
     /// Vendors by name, a page at a time (`after` is the last id seen; names tie-break by id).
