@@ -14,17 +14,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::auth::{Caller, Role};
-use crate::config::Settings;
-
-/// Size and refill rate of one kind of caller's bucket.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BudgetPolicy {
-    /// Points a full bucket holds (`maximumAvailable`).
-    pub maximum: f64,
-    /// Points restored per second (`restoreRate`).
-    pub restore_rate: f64,
-}
+use crate::config::{BudgetPolicy, Settings};
 
 /// Who a request is billed to: `user:<sub>` or `ip:<address>`, with the role's policy.
 #[derive(Debug, Clone)]

@@ -31,9 +31,6 @@ pub enum AppError {
         /// The machine-readable code.
         code: &'static str,
     },
-    /// `CONFLICT`: the request clashes with the current state.
-    #[error("{0}")]
-    Conflict(String),
     /// `THROTTLED`: over a rate limit or cost budget.
     #[error("too many requests; retry after {retry_after_secs} s")]
     Throttled {
@@ -69,7 +66,6 @@ impl AppError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
             Self::Invalid { code, .. } => code,
-            Self::Conflict(_) => "CONFLICT",
             Self::Throttled { .. } => "THROTTLED",
             Self::Database(_) | Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
@@ -82,7 +78,6 @@ impl AppError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
-            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

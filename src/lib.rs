@@ -12,6 +12,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod payments;
+pub mod playground;
 pub mod rest;
 pub mod service;
 pub mod state;

@@ -8,8 +8,8 @@ use crate::bus::EventBus;
 use crate::client::ClientIp;
 use crate::config::Settings;
 use crate::graphql::AppSchema;
-use crate::http::persisted::PersistedQueries;
-use crate::http::playground::Playground;
+use crate::graphql::persisted::PersistedQueries;
+use crate::playground::Playground;
 use crate::service::Services;
 use crate::store::Store;
 

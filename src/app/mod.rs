@@ -14,9 +14,9 @@ use crate::bus::EventBus;
 use crate::client::ClientIp;
 use crate::config::Settings;
 use crate::graphql::build_schema;
+use crate::graphql::persisted::PersistedQueries;
 use crate::http::internal_router;
-use crate::http::persisted::PersistedQueries;
-use crate::http::playground::Playground;
+use crate::playground::Playground;
 use crate::state::AppState;
 
 mod routes;

@@ -6,5 +6,5 @@ pub mod order;
 pub mod product;
 
 pub use id::{GlobalId, NodeKind};
-pub use money::{Currency, Money};
+pub use money::Currency;
 pub use product::{ProductStatus, Sku};

@@ -40,22 +40,6 @@ impl fmt::Display for Currency {
     }
 }
 
-/// An amount of money in minor units (cents).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Money {
-    /// Minor units, e.g. 1999 for 19.99.
-    pub minor: i64,
-    /// The currency.
-    pub currency: Currency,
-}
-
-impl Money {
-    /// The amount as a decimal string, e.g. `"19.99"` or `"-0.50"`.
-    pub fn decimal(&self) -> String {
-        format_minor(self.minor)
-    }
-}
-
 /// Formats minor units as a decimal string with two digits.
 pub fn format_minor(minor: i64) -> String {
     let sign = if minor < 0 { "-" } else { "" };
@@ -93,7 +77,7 @@ mod tests {
         assert_eq!(format_minor(5), "0.05");
         assert_eq!(format_minor(0), "0.00");
         assert_eq!(format_minor(-50), "-0.50");
-        assert_eq!(Money { minor: 100_000, currency: Currency::USD }.decimal(), "1000.00");
+        assert_eq!(format_minor(100_000), "1000.00");
     }
 
     #[test]

@@ -73,8 +73,11 @@ pub fn check_quantity(quantity: i64) -> Result<i64, String> {
     }
 }
 
-/// A shipping address as the client gave it; `ShippingAddress::parse` checks it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A shipping address.
+// As the client gave it; `ShippingAddress::parse` checks it. It is also GraphQL's
+// `ShippingAddressInput`, so its fields and what clients read about them are written once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, async_graphql::InputObject)]
+#[graphql(name = "ShippingAddressInput")]
 pub struct AddressFields {
     /// Recipient.
     pub name: String,
@@ -88,7 +91,7 @@ pub struct AddressFields {
     pub region: Option<String>,
     /// Postal code.
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code (upper case once parsed).
+    /// ISO 3166-1 alpha-2 country code, e.g. `FR`.
     pub country: String,
 }
 

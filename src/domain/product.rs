@@ -1,11 +1,13 @@
 //! Product rules: SKU format and lifecycle status.
 
-/// A product's lifecycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a product can be bought.
+// Withdrawn products stay readable (old orders point at them) but cannot be bought. The GraphQL
+// enum is derived here, as for `OrderStatus`, so the variants are written once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
 pub enum ProductStatus {
     /// On sale.
     Active,
-    /// Withdrawn: still readable (old orders point at it) but cannot be bought.
+    /// Withdrawn from sale; still shown on past orders.
     Archived,
 }
 
@@ -16,6 +18,11 @@ impl ProductStatus {
             Self::Active => "ACTIVE",
             Self::Archived => "ARCHIVED",
         }
+    }
+
+    /// The status stored as `text`; anything but `ARCHIVED` reads as on sale.
+    pub fn stored(text: &str) -> Self {
+        Self::parse(text).unwrap_or(Self::Active)
     }
 
     /// Parses the stored value.

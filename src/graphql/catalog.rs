@@ -11,7 +11,7 @@ use super::loaders::Loaders;
 use super::services;
 use crate::auth::caller;
 use crate::domain::money::{format_minor, parse_decimal};
-use crate::domain::{GlobalId, NodeKind};
+use crate::domain::{GlobalId, NodeKind, ProductStatus};
 use crate::error::{AppError, GqlResultExt};
 use crate::service::catalog::{
     CatalogNode, PageArgs, PriceArg, ProductFilterInput as FilterArgs, ProductPage, VendorPage,
@@ -51,15 +51,6 @@ pub struct Money {
     pub currency_code: String,
 }
 
-/// Whether a product can be bought.
-#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProductStatus {
-    /// On sale.
-    Active,
-    /// Withdrawn from sale; still shown on past orders.
-    Archived,
-}
-
 /// A product in the catalog.
 pub struct Product(pub ProductRecord);
 
@@ -94,7 +85,7 @@ impl Product {
 
     /// Whether the product is on sale.
     async fn status(&self) -> ProductStatus {
-        if self.0.status == "ARCHIVED" { ProductStatus::Archived } else { ProductStatus::Active }
+        ProductStatus::stored(&self.0.status)
     }
 
     /// Stock levels (batched across the page: one database round trip for all products).

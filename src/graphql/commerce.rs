@@ -127,25 +127,6 @@ impl From<CartChange> for CartPayload {
     }
 }
 
-/// A shipping address.
-#[derive(InputObject, Debug, Clone)]
-pub struct ShippingAddressInput {
-    /// Recipient.
-    pub name: String,
-    /// Street and number.
-    pub line1: String,
-    /// Flat, floor, ...
-    pub line2: Option<String>,
-    /// City.
-    pub city: String,
-    /// State, province or region.
-    pub region: Option<String>,
-    /// Postal code.
-    pub postal_code: String,
-    /// ISO 3166-1 alpha-2 country code, e.g. `FR`.
-    pub country: String,
-}
-
 /// What `checkout` needs.
 #[derive(InputObject, Debug, Clone)]
 pub struct CheckoutInput {
@@ -155,7 +136,7 @@ pub struct CheckoutInput {
     /// The payment provider's card token (development: `tok_visa`, `tok_declined`, ...).
     pub payment_token: String,
     /// Where to ship.
-    pub shipping_address: ShippingAddressInput,
+    pub shipping_address: AddressFields,
 }
 
 /// The result of `checkout`.
@@ -186,17 +167,11 @@ impl From<StatusResult> for OrderPayload {
 
 impl From<CheckoutInput> for CheckoutRequest {
     fn from(i: CheckoutInput) -> Self {
-        let a = i.shipping_address;
-        let shipping_address = AddressFields {
-            name: a.name,
-            line1: a.line1,
-            line2: a.line2,
-            city: a.city,
-            region: a.region,
-            postal_code: a.postal_code,
-            country: a.country,
-        };
-        Self { idempotency_key: i.idempotency_key, payment_token: i.payment_token, shipping_address }
+        Self {
+            idempotency_key: i.idempotency_key,
+            payment_token: i.payment_token,
+            shipping_address: i.shipping_address,
+        }
     }
 }
 

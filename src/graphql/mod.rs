@@ -9,6 +9,7 @@ pub mod errors;
 pub mod limits;
 pub mod loaders;
 pub mod orders;
+pub mod persisted;
 pub mod schema;
 pub mod subscriptions;
 pub mod vendors;

@@ -9,7 +9,7 @@ use crate::auth::{Role, RoleGuard, caller};
 use crate::error::GqlResultExt;
 use crate::service::Refusal;
 use crate::service::inventory::StockResult;
-use crate::service::vendors::{NewProductInput, NewVendorInput, PriceInput, ProductChange, ProductChanges};
+use crate::service::vendors::{NewProductInput, PriceInput, ProductChange, ProductChanges};
 
 /// A price to set.
 #[derive(InputObject, Debug, Clone)]
@@ -188,8 +188,8 @@ impl VendorMutation {
     /// Creates a vendor (admins).
     #[graphql(guard = "RoleGuard::any(&[Role::Admin])")]
     async fn create_vendor(&self, ctx: &Context<'_>, input: CreateVendorInput) -> async_graphql::Result<VendorPayload> {
-        let input = NewVendorInput { name: input.name, slug: input.slug, owner_subject: input.owner_subject };
-        Ok(match services(ctx)?.create_vendor(caller(ctx), input).await.gql()? {
+        let (slug, owner) = (input.slug.as_deref(), input.owner_subject.as_deref());
+        Ok(match services(ctx)?.create_vendor(caller(ctx), &input.name, slug, owner).await.gql()? {
             Ok(v) => VendorPayload { vendor: Some(Vendor(v)), user_errors: vec![] },
             Err(e) => VendorPayload { vendor: None, user_errors: vec![e] },
         })

@@ -410,6 +410,18 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     {
         return refuse(e);
     }
+    match run(state, call, request).await {
+        Ok((response, report)) => http_response(call, &report, &response),
+        Err(e) => refuse(e),
+    }
+}
+
+/// Runs one operation within the execution timeout, in its `graphql` span, and counts it.
+async fn run(
+    state: &AppState,
+    call: &Call,
+    request: async_graphql::Request,
+) -> Result<(async_graphql::Response, CostReport), HttpError> {
     let operation = request.operation_name.clone().unwrap_or_default();
     let role = match &call.caller {
         Caller::Authenticated(i) => i.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
@@ -428,24 +440,27 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
     let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone())
         .data(crate::graphql::deprecations::ClientName(call.client.clone()))
         .data(crate::graphql::deprecations::Seen::default());
-    let timeout = Duration::from_millis(state.settings.limits.execution_timeout_ms);
-    let Ok(response) = tokio::time::timeout(timeout, state.schema.execute(request).instrument(span.clone())).await
-    else {
-        tracing::warn!(parent: &span, timeout_ms = state.settings.limits.execution_timeout_ms, "execution timed out");
-        return refuse(http_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "EXECUTION_TIMEOUT",
-            format!("the operation did not finish in {} ms", state.settings.limits.execution_timeout_ms),
-        ));
+    let timeout_ms = state.settings.limits.execution_timeout_ms;
+    let executed =
+        tokio::time::timeout(Duration::from_millis(timeout_ms), state.schema.execute(request).instrument(span.clone()));
+    let Ok(response) = executed.await else {
+        tracing::warn!(parent: &span, timeout_ms, "execution timed out");
+        let message = format!("the operation did not finish in {timeout_ms} ms");
+        return Err(http_error(StatusCode::GATEWAY_TIMEOUT, "EXECUTION_TIMEOUT", message));
     };
     let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
     record_metrics(report.operation_name.as_deref().unwrap_or(&operation), &report, &response, started.elapsed());
+    Ok((response, report))
+}
 
+/// The HTTP answer to an executed operation: status by the GraphQL-over-HTTP rules, media type,
+/// rate-limit and caching headers.
+fn http_response(call: &Call, report: &CostReport, response: &async_graphql::Response) -> Response {
     // A request error has no `data` at all (and its errors no `path`): nothing was executed.
     let request_error = !response.errors.is_empty()
         && response.data == async_graphql::Value::Null
         && response.errors.iter().all(|e| e.path.is_empty());
-    let mut body = match serde_json::to_value(&response) {
+    let mut body = match serde_json::to_value(response) {
         Ok(v) => v,
         Err(e) => {
             return refuse(ClientError::masked("serialising a GraphQL response", &e));

@@ -1,10 +1,8 @@
-//! HTTP transport: GraphQL over HTTP and WebSocket, persisted queries, the playground, health
+//! HTTP transport: GraphQL over HTTP and WebSocket, the playground's page and assets, health
 //! checks and TLS. It knows nothing of REST; `app::routes` composes the two.
 
 pub mod graphql;
 pub mod health;
-pub mod persisted;
-pub mod playground;
 pub mod routes;
 pub mod tls;
 pub mod websocket;

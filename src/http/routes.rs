@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::routing::get;
 
-use super::{graphql, health, playground, websocket};
+use super::{graphql, health, websocket};
 use crate::state::AppState;
 
 /// The GraphQL endpoints (behind the anonymous rate limit, see `app::routes`).
@@ -22,7 +22,9 @@ fn health_routes() -> Router<AppState> {
 
 /// Routes of the public listener outside the rate limit: playground assets and health.
 pub fn public_router(state: AppState) -> Router {
-    health_routes().route("/playground/assets/{*path}", get(playground::asset)).with_state(state)
+    let assets = state.playground.clone();
+    let asset = move |path| crate::playground::asset(assets, path);
+    health_routes().route("/playground/assets/{*path}", get(asset)).with_state(state)
 }
 
 /// The private router: metrics and health, for the internal listener only.

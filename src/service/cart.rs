@@ -5,7 +5,7 @@ use super::{Outcome, Refusal, Services, require_role};
 use crate::auth::{Caller, Role};
 use crate::bus::Event;
 use crate::domain::order::check_quantity;
-use crate::domain::{GlobalId, NodeKind};
+use crate::domain::{GlobalId, NodeKind, ProductStatus};
 use crate::error::AppResult;
 use crate::store::{AddToCart, CartLineRecord};
 
@@ -47,7 +47,7 @@ impl CartView {
 
 /// Whether a line can be bought now: its product is on sale with the wanted units in stock.
 pub fn line_available(line: &CartLineRecord) -> bool {
-    line.status == "ACTIVE" && line.available >= line.quantity
+    ProductStatus::stored(&line.status) == ProductStatus::Active && line.available >= line.quantity
 }
 
 fn product_id_of(id: &str) -> Outcome<i64> {

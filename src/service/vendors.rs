@@ -44,17 +44,6 @@ pub struct ProductChanges {
     pub price: Option<PriceInput>,
 }
 
-/// A new vendor.
-#[derive(Debug, Clone)]
-pub struct NewVendorInput {
-    /// Display name.
-    pub name: String,
-    /// URL-friendly unique name (default: made from the name).
-    pub slug: Option<String>,
-    /// The subject of the account that manages it.
-    pub owner_subject: Option<String>,
-}
-
 /// A product after a change, and why the change was refused, if it was.
 #[derive(Debug, Clone)]
 pub struct ProductChange {
@@ -192,16 +181,23 @@ impl Services {
         Ok(updated)
     }
 
-    /// Creates a vendor (admins).
-    pub async fn create_vendor(&self, caller: &Caller, input: NewVendorInput) -> AppResult<Outcome<VendorRecord>> {
+    /// Creates a vendor (admins): `slug` defaults to one made from the name; `owner` is the
+    /// subject of the account that manages it.
+    pub async fn create_vendor(
+        &self,
+        caller: &Caller,
+        name: &str,
+        slug: Option<&str>,
+        owner: Option<&str>,
+    ) -> AppResult<Outcome<VendorRecord>> {
         require_role(caller, &[Role::Admin])?;
-        let checked = check_text("INVALID_NAME", "input.name", &input.name, 1, 200)
-            .and_then(|name| Ok((slug_of(&name, input.slug.as_deref())?, name)));
+        let checked =
+            check_text("INVALID_NAME", "input.name", name, 1, 200).and_then(|name| Ok((slug_of(&name, slug)?, name)));
         let (slug, name) = match checked {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match self.store.create_vendor(&name, &slug, input.owner_subject.as_deref()).await? {
+        Ok(match self.store.create_vendor(&name, &slug, owner).await? {
             NewVendor::Created(v) => Ok(v),
             NewVendor::Taken => {
                 Err(Refusal::new("VENDOR_TAKEN", "input.slug", "a vendor with this slug or owner already exists"))

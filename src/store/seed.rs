@@ -303,59 +303,46 @@ fn pick_status(roll: u32) -> &'static str {
     "PAID"
 }
 
-/// The bulk insert statements per table: PostgreSQL reads a JSON array with `json_to_recordset`,
-/// SQLite with `json_each`.
+/// The bulk insert statements of a table from its typed columns, as a literal pair:
+/// PostgreSQL reads the JSON array with `json_to_recordset`, SQLite with `json_each`.
+macro_rules! bulk {
+    ($table:literal: $($col:ident $ty:ident),+) => {
+        (
+            concat!(
+                "INSERT INTO ", $table, " (", bulk!(@names $($col),+), ") SELECT ", bulk!(@names $($col),+),
+                " FROM json_to_recordset($1::json) AS x(", bulk!(@typed $($col $ty),+), ")"
+            ),
+            concat!(
+                "INSERT INTO ", $table, " (", bulk!(@names $($col),+), ") SELECT ", bulk!(@json $($col),+),
+                " FROM json_each($1)"
+            ),
+        )
+    };
+    (@names $first:ident $(, $col:ident)*) => { concat!(stringify!($first) $(, ", ", stringify!($col))*) };
+    (@typed $first:ident $fty:ident $(, $col:ident $ty:ident)*) => {
+        concat!(stringify!($first), " ", stringify!($fty) $(, ", ", stringify!($col), " ", stringify!($ty))*)
+    };
+    (@json $first:ident $(, $col:ident)*) => {
+        concat!("value->>'", stringify!($first), "'" $(, ", value->>'", stringify!($col), "'")*)
+    };
+}
+
+/// The bulk insert statements per table.
 fn bulk_sql(table: &str) -> (&'static str, &'static str) {
     match table {
-        "vendors" => (
-            "INSERT INTO vendors (id, name, slug, owner_subject, created_at) \
-             SELECT id, name, slug, owner_subject, created_at FROM json_to_recordset($1::json) \
-             AS x(id bigint, name text, slug text, owner_subject text, created_at timestamptz)",
-            "INSERT INTO vendors (id, name, slug, owner_subject, created_at) \
-             SELECT value->>'id', value->>'name', value->>'slug', value->>'owner_subject', value->>'created_at' FROM json_each($1)",
-        ),
-        "products" => (
-            "INSERT INTO products (id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at) \
-             SELECT id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at \
-             FROM json_to_recordset($1::json) AS x(id bigint, vendor_id bigint, sku text, name text, description text, \
-             price_amount bigint, currency_code text, status text, created_at timestamptz, updated_at timestamptz)",
-            "INSERT INTO products (id, vendor_id, sku, name, description, price_amount, currency_code, status, created_at, updated_at) \
-             SELECT value->>'id', value->>'vendor_id', value->>'sku', value->>'name', value->>'description', \
-             value->>'price_amount', value->>'currency_code', value->>'status', value->>'created_at', value->>'updated_at' \
-             FROM json_each($1)",
-        ),
-        "inventory" => (
-            "INSERT INTO inventory (product_id, available, reserved, updated_at) \
-             SELECT product_id, available, reserved, updated_at FROM json_to_recordset($1::json) \
-             AS x(product_id bigint, available bigint, reserved bigint, updated_at timestamptz)",
-            "INSERT INTO inventory (product_id, available, reserved, updated_at) \
-             SELECT value->>'product_id', value->>'available', value->>'reserved', value->>'updated_at' FROM json_each($1)",
-        ),
-        "customers" => (
-            "INSERT INTO customers (id, subject, email, name, created_at) \
-             SELECT id, subject, email, name, created_at FROM json_to_recordset($1::json) \
-             AS x(id bigint, subject text, email text, name text, created_at timestamptz)",
-            "INSERT INTO customers (id, subject, email, name, created_at) \
-             SELECT value->>'id', value->>'subject', value->>'email', value->>'name', value->>'created_at' FROM json_each($1)",
-        ),
-        "orders" => (
-            "INSERT INTO orders (id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at) \
-             SELECT id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at \
-             FROM json_to_recordset($1::json) AS x(id bigint, customer_id bigint, status text, currency_code text, \
-             subtotal_amount bigint, total_amount bigint, payment_reference text, created_at timestamptz, updated_at timestamptz)",
-            "INSERT INTO orders (id, customer_id, status, currency_code, subtotal_amount, total_amount, payment_reference, created_at, updated_at) \
-             SELECT value->>'id', value->>'customer_id', value->>'status', value->>'currency_code', value->>'subtotal_amount', \
-             value->>'total_amount', value->>'payment_reference', value->>'created_at', value->>'updated_at' FROM json_each($1)",
-        ),
-        "order_items" => (
-            "INSERT INTO order_items (id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount) \
-             SELECT id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount \
-             FROM json_to_recordset($1::json) AS x(id bigint, order_id bigint, product_id bigint, vendor_id bigint, sku text, \
-             name text, unit_price_amount bigint, currency_code text, quantity bigint, line_total_amount bigint)",
-            "INSERT INTO order_items (id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount) \
-             SELECT value->>'id', value->>'order_id', value->>'product_id', value->>'vendor_id', value->>'sku', value->>'name', \
-             value->>'unit_price_amount', value->>'currency_code', value->>'quantity', value->>'line_total_amount' FROM json_each($1)",
-        ),
+        "vendors" => bulk!("vendors": id bigint, name text, slug text, owner_subject text, created_at timestamptz),
+        "products" => bulk!("products": id bigint, vendor_id bigint, sku text, name text, description text,
+            price_amount bigint, currency_code text, status text, created_at timestamptz, updated_at timestamptz),
+        "inventory" => bulk!("inventory": product_id bigint, available bigint, reserved bigint, updated_at timestamptz),
+        "customers" => bulk!("customers": id bigint, subject text, email text, name text, created_at timestamptz),
+        "orders" => {
+            bulk!("orders": id bigint, customer_id bigint, status text, currency_code text, subtotal_amount bigint,
+            total_amount bigint, payment_reference text, created_at timestamptz, updated_at timestamptz)
+        }
+        "order_items" => {
+            bulk!("order_items": id bigint, order_id bigint, product_id bigint, vendor_id bigint, sku text,
+            name text, unit_price_amount bigint, currency_code text, quantity bigint, line_total_amount bigint)
+        }
         other => unreachable!("no bulk statement for {other}"),
     }
 }
@@ -369,5 +356,21 @@ mod tests {
         assert_eq!(STATUSES.iter().map(|(_, w)| w).sum::<u32>(), 100);
         assert_eq!(pick_status(0), "PAID");
         assert_eq!(pick_status(99), "REFUNDED");
+    }
+
+    #[test]
+    fn bulk_statements_name_each_column_three_ways() {
+        let (pg, lite) = bulk_sql("inventory");
+        assert_eq!(
+            pg,
+            "INSERT INTO inventory (product_id, available, reserved, updated_at) SELECT product_id, available, \
+             reserved, updated_at FROM json_to_recordset($1::json) AS x(product_id bigint, available bigint, \
+             reserved bigint, updated_at timestamptz)"
+        );
+        assert_eq!(
+            lite,
+            "INSERT INTO inventory (product_id, available, reserved, updated_at) SELECT value->>'product_id', \
+             value->>'available', value->>'reserved', value->>'updated_at' FROM json_each($1)"
+        );
     }
 }

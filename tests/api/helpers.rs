@@ -202,7 +202,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     settings.playground.dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("playground");
     // Tests exercise features, not fairness: budgets and rate limits out of the way, unless a
     // test (protection) sets its own.
-    let roomy = securecart::budget::BudgetPolicy { maximum: 1e12, restore_rate: 1e12 };
+    let roomy = securecart::config::BudgetPolicy { maximum: 1e12, restore_rate: 1e12 };
     let limits = &mut settings.rate_limit;
     (limits.anonymous, limits.customer, limits.vendor, limits.admin) = (roomy, roomy, roomy, roomy);
     (limits.anonymous_per_second, limits.anonymous_burst) = (1000, 100_000);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use securecart::auth::Role;
-use securecart::budget::BudgetPolicy;
+use securecart::config::BudgetPolicy;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, first_error_code, spawn_app_with, token};
@@ -285,7 +285,7 @@ async fn replicas_share_one_budget_through_redis() {
 async fn automatic_persisted_queries() {
     let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
     app.seed(3, 1).await;
-    let hash = securecart::http::persisted::sha256_hex(NORMAL);
+    let hash = securecart::graphql::persisted::sha256_hex(NORMAL);
     let by_hash = json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } } });
     let (_, _, body) = post(&app, by_hash.clone(), None).await;
     assert_eq!(first_error_code(&body), "PERSISTED_QUERY_NOT_FOUND");
@@ -319,14 +319,14 @@ async fn the_safelist_lets_only_registered_operations_run() {
     let allowed = "query Catalog { products(first: 2) { edges { node { name } } } }";
     let path = std::env::temp_dir().join(format!("safelist-{}.json", uuid::Uuid::new_v4()));
     let manifest = json!({ "format": "apollo-persisted-query-manifest", "version": 1, "operations": [
-        { "id": securecart::http::persisted::sha256_hex(allowed), "name": "Catalog", "type": "query", "body": allowed } ] });
+        { "id": securecart::graphql::persisted::sha256_hex(allowed), "name": "Catalog", "type": "query", "body": allowed } ] });
     std::fs::write(&path, manifest.to_string()).unwrap();
     let file = path.clone();
     let app = spawn_app_with(Backend::Sqlite, move |s| s.security.safelist_file = Some(file)).await.unwrap();
     app.seed(3, 1).await;
     let (_, _, body) = post(&app, json!({ "query": allowed }), None).await;
     assert!(body["data"]["products"].is_object(), "by text: {body}");
-    let by_hash = json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": securecart::http::persisted::sha256_hex(allowed) } } });
+    let by_hash = json!({ "extensions": { "persistedQuery": { "version": 1, "sha256Hash": securecart::graphql::persisted::sha256_hex(allowed) } } });
     let (_, _, body) = post(&app, by_hash, None).await;
     assert!(body["data"]["products"].is_object(), "by hash: {body}");
     let (status, _, body) = post(&app, json!({ "query": NORMAL }), None).await;

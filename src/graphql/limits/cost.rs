@@ -18,7 +18,7 @@
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection, SelectionSet};
 use async_graphql::{Name, Value, Variables};
 
-use super::measure::operation;
+use super::operation;
 use crate::budget::ThrottleStatus;
 
 /// Fields that are Relay connections.

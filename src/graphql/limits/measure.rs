@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection, SelectionSet};
-use async_graphql::{Name, Positioned, Variables};
+use async_graphql::{Name, Variables};
 
 use super::cost::{CONNECTIONS, MUTATION_COST, page_argument};
+use super::operation;
 
 /// Nesting of selection sets (fields with selections, inline fragments, spreads) beyond which a
 /// document is refused whatever its field depth; it also bounds this pass's recursion.
@@ -174,17 +175,6 @@ impl<'a> Walker<'a> {
 fn nested(mut summary: Summary) -> Summary {
     summary.nesting += 1;
     summary
-}
-
-/// The operation `name` picks (the only one when `None`).
-pub fn operation<'a>(
-    document: &'a ExecutableDocument,
-    name: Option<&str>,
-) -> Option<(Option<&'a Name>, &'a Positioned<async_graphql::parser::types::OperationDefinition>)> {
-    match name {
-        Some(name) => document.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)),
-        None => document.operations.iter().next(),
-    }
 }
 
 /// Measures `document` in one pass; the cost is that of the operation `operation_name` picks.

@@ -32,3 +32,18 @@ pub mod scan;
 
 pub use extension::{CostCell, CostReport, Limits, OperationName};
 pub use scan::{Scan, count_tokens, scan};
+
+use async_graphql::Name;
+use async_graphql::Positioned;
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition};
+
+/// The operation `name` picks (the only one when `None`).
+pub fn operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<(Option<&'a Name>, &'a Positioned<OperationDefinition>)> {
+    match name {
+        Some(name) => document.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)),
+        None => document.operations.iter().next(),
+    }
+}

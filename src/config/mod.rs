@@ -1,31 +1,29 @@
-//! Settings and their loading: defaults < optional TOML file < environment. The only module that reads env.
+//! Settings and their loading: defaults < optional TOML file < environment. The only module
+//! that reads env. `env` holds the table of every environment variable (name, setting, parser,
+//! default, meaning); the README's configuration table is generated from it and checked by a test.
+
+pub mod env;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the server runs. Production refuses development conveniences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     /// Local development: migrations and a demo catalog at start-up, pretty logs, GraphiQL on.
     #[default]
+    #[serde(alias = "dev")]
     Development,
     /// Production: JSON logs, no playground unless enabled, migrations only by `securecart migrate`.
+    #[serde(alias = "prod")]
     Production,
 }
 
 impl Environment {
-    fn parse(value: &str) -> anyhow::Result<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "development" | "dev" => Ok(Self::Development),
-            "production" | "prod" => Ok(Self::Production),
-            other => bail!("SECURECART_ENV must be `development` or `production`, not `{other}`"),
-        }
-    }
-
     /// Whether this is the production environment.
     pub fn is_production(self) -> bool {
         self == Self::Production
@@ -33,10 +31,10 @@ impl Environment {
 }
 
 /// All settings, nested by concern. Unknown keys in a config file fail at start-up.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// `SECURECART_ENV`: `development` (default) or `production`.
+    /// `development` (default) or `production`.
     pub environment: Environment,
     /// The public HTTP listener.
     pub server: ServerSettings,
@@ -65,23 +63,23 @@ pub struct Settings {
 }
 
 /// The public HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// `SECURECART_LISTEN`: address and port of the public API (default 127.0.0.1:8080; port 0 picks a free one).
+    /// Address and port of the public API (default 127.0.0.1:8080; port 0 picks a free one).
     pub listen: SocketAddr,
-    /// `SECURECART_MAX_BODY_BYTES`: the largest request body accepted, in bytes (default 1 MiB).
+    /// The largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
-    /// `SECURECART_INTERNAL_LISTEN`: the private listener for `/metrics`, `/healthz` and
+    /// The private listener for `/metrics`, `/healthz` and
     /// `/readyz` (default 127.0.0.1:9090). Keep it off the internet.
     pub internal_listen: SocketAddr,
-    /// `SECURECART_SHUTDOWN_DEADLINE_SECS`: how long in-flight requests may take to finish after
+    /// How long in-flight requests may take to finish after
     /// SIGTERM or SIGINT (default 30).
     pub shutdown_deadline_secs: u64,
-    /// `SECURECART_TLS_CERT`: a PEM certificate chain; with `tls_key`, the public listener speaks
+    /// A PEM certificate chain; with `tls_key`, the public listener speaks
     /// TLS 1.2/1.3.
     pub tls_cert: Option<PathBuf>,
-    /// `SECURECART_TLS_KEY`: the PEM private key of `tls_cert`.
+    /// The PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
 }
 
@@ -99,19 +97,19 @@ impl Default for ServerSettings {
 }
 
 /// The database.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
-    /// `DATABASE_URL`: `postgres://...` or `sqlite://...`; unset means `sqlite://securecart.db` in the working directory.
+    /// `postgres://...` or `sqlite://...`; unset means `sqlite://securecart.db` in the working directory.
     pub url: Option<String>,
-    /// `SECURECART_DB_MAX_CONNECTIONS`: pool size (default 10).
+    /// Pool size (default 10).
     pub max_connections: u32,
-    /// `SECURECART_AUTO_MIGRATE`: apply migrations at start-up (default: on in development, off in production).
+    /// Apply migrations at start-up (default: on in development, off in production).
     pub auto_migrate: Option<bool>,
-    /// `SECURECART_CACHE_TTL_SECS`: lifetime of cached product details and stock levels
+    /// Lifetime of cached product details and stock levels
     /// (default 30; 0 turns the cache off). Invalidation keeps them fresh well within it.
     pub cache_ttl_secs: u64,
-    /// `SECURECART_DEMO_SEED`: seed a small demo catalog into an empty database at start-up
+    /// Seed a small demo catalog into an empty database at start-up
     /// (default: on in development, off in production).
     pub demo_seed: Option<bool>,
 }
@@ -133,12 +131,12 @@ impl DatabaseSettings {
 }
 
 /// Redis.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSettings {
-    /// `REDIS_URL`: when set, events fan out through Redis pub/sub; unset means an in-process bus.
+    /// When set, events fan out through Redis pub/sub; unset means an in-process bus.
     pub url: Option<String>,
-    /// `SECURECART_REDIS_CHANNEL`: the pub/sub channel (default `securecart:events`); replicas
+    /// The pub/sub channel (default `securecart:events`); replicas
     /// of one deployment share it.
     pub channel: String,
 }
@@ -150,16 +148,16 @@ impl Default for RedisSettings {
 }
 
 /// WebSocket limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketSettings {
-    /// `SECURECART_WS_MAX_CONNECTIONS`: open WebSocket connections per process (default 10000);
+    /// Open WebSocket connections per process (default 10000);
     /// more are refused with 503 before the upgrade.
     pub max_connections: usize,
-    /// `SECURECART_WS_MAX_SUBSCRIPTIONS`: operations at once per connection (default 100); more
+    /// Operations at once per connection (default 100); more
     /// get `TOO_MANY_SUBSCRIPTIONS`.
     pub max_subscriptions: usize,
-    /// `SECURECART_WS_PING_SECS`: how often the server pings each connection (default 30).
+    /// How often the server pings each connection (default 30).
     pub ping_secs: u64,
 }
 
@@ -170,13 +168,13 @@ impl Default for WebSocketSettings {
 }
 
 /// The payment gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentSettings {
-    /// `SECURECART_PAYMENT_URL`: the gateway's base URL; unset means the built-in development
+    /// The gateway's base URL; unset means the built-in development
     /// fake (refused in production).
     pub url: Option<String>,
-    /// `SECURECART_PAYMENT_TIMEOUT_MS`: how long a charge may take before the checkout is
+    /// How long a charge may take before the checkout is
     /// abandoned (default 5000).
     pub timeout_ms: u64,
 }
@@ -188,7 +186,7 @@ impl Default for PaymentSettings {
 }
 
 /// Who may run introspection queries (`__schema`, `__type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IntrospectionPolicy {
     /// Every caller (the development default).
@@ -204,37 +202,37 @@ pub enum IntrospectionPolicy {
 pub const DEV_JWT_SECRET: &str = "securecart-development-secret-not-for-production";
 
 /// Identity: how tokens are verified and turned into roles.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
-    /// `SECURECART_JWT_SECRET`: shared HS256 secret (at least 32 bytes in production).
+    /// Shared HS256 secret (at least 32 bytes in production).
     pub jwt_secret: Option<String>,
-    /// `SECURECART_JWKS_URL`: where the identity provider publishes its keys (RS256/ES256),
+    /// Where the identity provider publishes its keys (RS256/ES256),
     /// e.g. `https://example.auth0.com/.well-known/jwks.json`.
     pub jwks_url: Option<String>,
-    /// `SECURECART_JWKS_FILE`: a JWKS JSON file instead of a URL.
+    /// A JWKS JSON file instead of a URL.
     pub jwks_file: Option<PathBuf>,
-    /// `SECURECART_JWKS_REFRESH_SECS`: how often the JWKS is fetched again (default 600).
+    /// How often the JWKS is fetched again (default 600).
     pub jwks_refresh_secs: u64,
-    /// `SECURECART_JWKS_MIN_REFETCH_SECS`: the least time between fetches caused by an unknown
+    /// The least time between fetches caused by an unknown
     /// `kid` (default 60), so forged `kid`s cannot hammer the identity provider.
     pub jwks_min_refetch_secs: u64,
-    /// `SECURECART_JWT_ISSUER`: required `iss`, when set.
+    /// Required `iss`, when set.
     pub issuer: Option<String>,
-    /// `SECURECART_JWT_AUDIENCE`: required `aud`, when set.
+    /// Required `aud`, when set.
     pub audience: Option<String>,
-    /// `SECURECART_JWT_LEEWAY_SECS`: clock skew allowed on `exp` and `nbf` (default 30).
+    /// Clock skew allowed on `exp` and `nbf` (default 30).
     pub leeway_secs: u64,
-    /// `SECURECART_JWT_ALGORITHMS`: comma-separated allow-list. Default `HS256` with a secret,
+    /// Comma-separated allow-list. Default `HS256` with a secret,
     /// `RS256,ES256` with a JWKS. `none` is never accepted, nor HMAC with a JWKS.
     pub algorithms: Option<Vec<String>>,
-    /// `SECURECART_ROLES_CLAIM`: the claim holding roles (default `roles`); `cognito:groups`
+    /// The claim holding roles (default `roles`); `cognito:groups`
     /// and a space-separated `scope` are read as well.
     pub roles_claim: String,
-    /// `SECURECART_VENDOR_CLAIM`: the claim holding a vendor's id (default `vendor_id`);
+    /// The claim holding a vendor's id (default `vendor_id`);
     /// without it, the vendor whose `owner_subject` is the token's `sub`.
     pub vendor_claim: String,
-    /// `SECURECART_INTROSPECTION`: `everyone`, `admins` or `nobody`
+    /// `everyone`, `admins` or `nobody`
     /// (default: everyone in development, admins in production).
     pub introspection: Option<IntrospectionPolicy>,
 }
@@ -273,31 +271,31 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 /// Operation limits and pagination.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitSettings {
     /// Page size when a connection gets neither `first` nor `last` (default 20).
     pub default_page_size: u32,
     /// The largest `first`/`last` accepted (default 100); larger asks fail with `PAGE_SIZE_EXCEEDED`.
     pub max_page_size: u32,
-    /// `SECURECART_MAX_DEPTH`: deepest selection nesting accepted (default 12).
+    /// Deepest selection nesting accepted (default 12).
     pub max_depth: usize,
-    /// `SECURECART_MAX_COMPLEXITY`: largest requested cost accepted (default 5000; see `graphql::cost`).
+    /// Largest requested cost accepted (default 5000; see `graphql::cost`).
     pub max_complexity: usize,
-    /// `SECURECART_MAX_QUERY_BYTES`: longest query text (default 256 KiB; `QUERY_TOO_LARGE`).
+    /// Longest query text (default 256 KiB; `QUERY_TOO_LARGE`).
     pub max_query_bytes: usize,
-    /// `SECURECART_MAX_TOKENS`: most lexical tokens in a query (default 15000; `MAX_TOKENS_EXCEEDED`).
+    /// Most lexical tokens in a query (default 15000; `MAX_TOKENS_EXCEEDED`).
     pub max_tokens: usize,
-    /// `SECURECART_MAX_ALIASES`: most aliased fields (default 50; `MAX_ALIASES_EXCEEDED`).
+    /// Most aliased fields (default 50; `MAX_ALIASES_EXCEEDED`).
     pub max_aliases: usize,
-    /// `SECURECART_MAX_ROOT_FIELDS`: most root fields in an operation (default 30; `MAX_ROOT_FIELDS_EXCEEDED`).
+    /// Most root fields in an operation (default 30; `MAX_ROOT_FIELDS_EXCEEDED`).
     pub max_root_fields: usize,
-    /// `SECURECART_MAX_VARIABLES_BYTES`: largest `variables` object as JSON (default 64 KiB; `VARIABLES_TOO_LARGE`).
+    /// Largest `variables` object as JSON (default 64 KiB; `VARIABLES_TOO_LARGE`).
     pub max_variables_bytes: usize,
-    /// `SECURECART_MAX_BATCH`: operations in one batched request; 0 turns batching off (the
+    /// Operations in one batched request; 0 turns batching off (the
     /// default; `BATCHING_NOT_SUPPORTED`), above it `BATCH_TOO_LARGE`.
     pub max_batch: usize,
-    /// `SECURECART_EXECUTION_TIMEOUT_MS`: longest execution of one operation (default 10000;
+    /// Longest execution of one operation (default 10000;
     /// `EXECUTION_TIMEOUT`, HTTP 504).
     pub execution_timeout_ms: u64,
 }
@@ -320,30 +318,40 @@ impl Default for LimitSettings {
     }
 }
 
+/// Size and refill rate of one kind of caller's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPolicy {
+    /// Points a full bucket holds (`maximumAvailable`).
+    pub maximum: f64,
+    /// Points restored per second (`restoreRate`).
+    pub restore_rate: f64,
+}
+
 /// Rate limits and cost budgets.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    /// `SECURECART_ANON_RATE`: anonymous requests per second per client IP (default 20).
+    /// Anonymous requests per second per client IP (default 20).
     pub anonymous_per_second: u64,
-    /// `SECURECART_ANON_BURST`: how many anonymous requests an IP may send at once (default 40).
+    /// How many anonymous requests an IP may send at once (default 40).
     pub anonymous_burst: u32,
-    /// `SECURECART_TRUSTED_PROXIES`: comma-separated IPs or CIDRs of reverse proxies whose
+    /// Comma-separated IPs or CIDRs of reverse proxies whose
     /// `X-Forwarded-For` is believed (default none: the peer address is the client).
     pub trusted_proxies: Vec<String>,
-    /// `SECURECART_BUDGET_ANONYMOUS` (`max/rate`, default `1000/50`): cost budget per anonymous IP.
-    pub anonymous: crate::budget::BudgetPolicy,
-    /// `SECURECART_BUDGET_CUSTOMER` (default `2000/100`).
-    pub customer: crate::budget::BudgetPolicy,
-    /// `SECURECART_BUDGET_VENDOR` (default `4000/200`).
-    pub vendor: crate::budget::BudgetPolicy,
-    /// `SECURECART_BUDGET_ADMIN` (default `10000/500`).
-    pub admin: crate::budget::BudgetPolicy,
+    /// Cost budget per anonymous IP.
+    pub anonymous: BudgetPolicy,
+    /// Cost budget per customer.
+    pub customer: BudgetPolicy,
+    /// Cost budget per vendor.
+    pub vendor: BudgetPolicy,
+    /// Cost budget per admin.
+    pub admin: BudgetPolicy,
 }
 
 impl Default for RateLimitSettings {
     fn default() -> Self {
-        use crate::budget::BudgetPolicy as P;
+        use BudgetPolicy as P;
         Self {
             anonymous_per_second: 20,
             anonymous_burst: 40,
@@ -357,7 +365,7 @@ impl Default for RateLimitSettings {
 }
 
 /// REST API versions: when v1 was deprecated and when it stops answering.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiSettings {
     /// `SECURECART_API_V1_DEPRECATED` (RFC 3339): from then on v1 answers with `Deprecation`,
@@ -388,18 +396,18 @@ impl ApiSettings {
 }
 
 /// Browser-facing protections and persisted queries.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySettings {
-    /// `SECURECART_CORS_ORIGINS`: comma-separated origins allowed by CORS (`*` for any; default
+    /// Comma-separated origins allowed by CORS (`*` for any; default
     /// none: same-origin only).
     pub cors_origins: Vec<String>,
-    /// `SECURECART_CSRF_PREVENTION`: refuse GET requests that a browser could send without a
+    /// Refuse GET requests that a browser could send without a
     /// preflight (default on), as Apollo Server does.
     pub csrf_prevention: bool,
-    /// `SECURECART_APQ`: automatic persisted queries (default on).
+    /// Automatic persisted queries (default on).
     pub persisted_queries: bool,
-    /// `SECURECART_SAFELIST_FILE`: a persisted-query manifest; when set, only its operations run
+    /// A persisted-query manifest; when set, only its operations run
     /// (admins excepted).
     pub safelist_file: Option<PathBuf>,
 }
@@ -411,12 +419,12 @@ impl Default for SecuritySettings {
 }
 
 /// The GraphiQL playground.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaygroundSettings {
-    /// `SECURECART_PLAYGROUND`: serve GraphiQL on `GET /graphql` to browsers (default: on in development only).
+    /// Serve GraphiQL on `GET /graphql` to browsers (default: on in development only).
     pub enabled: Option<bool>,
-    /// `SECURECART_PLAYGROUND_DIR`: folder holding `package.json` and the `node_modules` installed by
+    /// Folder holding `package.json` and the `node_modules` installed by
     /// `npm ci --prefix playground` (default `playground`).
     pub dir: PathBuf,
 }
@@ -428,7 +436,7 @@ impl Default for PlaygroundSettings {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Pretty in development, JSON in production.
@@ -441,14 +449,14 @@ pub enum LogFormat {
 }
 
 /// Logging.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
-    /// `SECURECART_LOG` (or `RUST_LOG`): a tracing filter (default `info`).
+    /// A tracing filter (default `info`).
     pub log_filter: String,
-    /// `SECURECART_LOG_FORMAT`: `auto`, `pretty` or `json`.
+    /// `auto`, `pretty` or `json`.
     pub log_format: LogFormat,
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: export spans over OTLP/HTTP to this base URL (builds with
+    /// Export spans over OTLP/HTTP to this base URL (builds with
     /// the `otlp` feature only; `/v1/traces` is appended).
     pub otlp_endpoint: Option<String>,
 }
@@ -468,210 +476,20 @@ impl Settings {
     /// Loads settings with `env` standing in for the process environment (tests use this).
     pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let file = file.map(Path::to_path_buf).or_else(|| env("SECURECART_CONFIG").map(PathBuf::from));
-        let mut settings: Settings = match file {
+        let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+                // Parsed as settings first, so a bad file is reported as the file's fault.
+                toml::from_str::<Settings>(&text).with_context(|| format!("parsing config file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)?
             }
-            None => Settings::default(),
+            None => toml::Table::new(),
         };
-        settings.apply_env(&env)?;
+        self::env::apply(&mut table, env)?;
+        let settings: Settings = toml::Value::Table(table).try_into().context("reading the settings")?;
         settings.validate()?;
         Ok(settings)
-    }
-
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        fn parsed<T: std::str::FromStr>(name: &str, value: String) -> anyhow::Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            value.trim().parse().map_err(|e| anyhow::anyhow!("{name}: cannot parse `{value}`: {e}"))
-        }
-        if let Some(v) = env("SECURECART_ENV") {
-            self.environment = Environment::parse(&v)?;
-        }
-        if let Some(v) = env("SECURECART_LISTEN") {
-            self.server.listen = parsed("SECURECART_LISTEN", v)?;
-        }
-        if let Some(v) = env("SECURECART_INTERNAL_LISTEN") {
-            self.server.internal_listen = parsed("SECURECART_INTERNAL_LISTEN", v)?;
-        }
-        if let Some(v) = env("SECURECART_SHUTDOWN_DEADLINE_SECS") {
-            self.server.shutdown_deadline_secs = parsed("SECURECART_SHUTDOWN_DEADLINE_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_TLS_CERT") {
-            self.server.tls_cert = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("SECURECART_TLS_KEY") {
-            self.server.tls_key = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("SECURECART_MAX_BODY_BYTES") {
-            self.server.max_body_bytes = parsed("SECURECART_MAX_BODY_BYTES", v)?;
-        }
-        if let Some(v) = env("DATABASE_URL") {
-            self.database.url = Some(v);
-        }
-        if let Some(v) = env("SECURECART_DB_MAX_CONNECTIONS") {
-            self.database.max_connections = parsed("SECURECART_DB_MAX_CONNECTIONS", v)?;
-        }
-        if let Some(v) = env("SECURECART_CACHE_TTL_SECS") {
-            self.database.cache_ttl_secs = parsed("SECURECART_CACHE_TTL_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_AUTO_MIGRATE") {
-            self.database.auto_migrate = Some(parse_bool("SECURECART_AUTO_MIGRATE", &v)?);
-        }
-        if let Some(v) = env("SECURECART_DEMO_SEED") {
-            self.database.demo_seed = Some(parse_bool("SECURECART_DEMO_SEED", &v)?);
-        }
-        if let Some(v) = env("REDIS_URL") {
-            self.redis.url = Some(v);
-        }
-        if let Some(v) = env("SECURECART_REDIS_CHANNEL") {
-            self.redis.channel = v;
-        }
-        if let Some(v) = env("SECURECART_WS_MAX_CONNECTIONS") {
-            self.websocket.max_connections = parsed("SECURECART_WS_MAX_CONNECTIONS", v)?;
-        }
-        if let Some(v) = env("SECURECART_WS_MAX_SUBSCRIPTIONS") {
-            self.websocket.max_subscriptions = parsed("SECURECART_WS_MAX_SUBSCRIPTIONS", v)?;
-        }
-        if let Some(v) = env("SECURECART_WS_PING_SECS") {
-            self.websocket.ping_secs = parsed("SECURECART_WS_PING_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_PAYMENT_URL") {
-            self.payment.url = Some(v);
-        }
-        if let Some(v) = env("SECURECART_PAYMENT_TIMEOUT_MS") {
-            self.payment.timeout_ms = parsed("SECURECART_PAYMENT_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = env("SECURECART_JWT_SECRET") {
-            self.auth.jwt_secret = Some(v);
-        }
-        if let Some(v) = env("SECURECART_JWKS_URL") {
-            self.auth.jwks_url = Some(v);
-        }
-        if let Some(v) = env("SECURECART_JWKS_FILE") {
-            self.auth.jwks_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("SECURECART_JWKS_REFRESH_SECS") {
-            self.auth.jwks_refresh_secs = parsed("SECURECART_JWKS_REFRESH_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_JWKS_MIN_REFETCH_SECS") {
-            self.auth.jwks_min_refetch_secs = parsed("SECURECART_JWKS_MIN_REFETCH_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_JWT_ISSUER") {
-            self.auth.issuer = Some(v);
-        }
-        if let Some(v) = env("SECURECART_JWT_AUDIENCE") {
-            self.auth.audience = Some(v);
-        }
-        if let Some(v) = env("SECURECART_JWT_LEEWAY_SECS") {
-            self.auth.leeway_secs = parsed("SECURECART_JWT_LEEWAY_SECS", v)?;
-        }
-        if let Some(v) = env("SECURECART_JWT_ALGORITHMS") {
-            self.auth.algorithms = Some(v.split(',').map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect());
-        }
-        if let Some(v) = env("SECURECART_ROLES_CLAIM") {
-            self.auth.roles_claim = v;
-        }
-        if let Some(v) = env("SECURECART_VENDOR_CLAIM") {
-            self.auth.vendor_claim = v;
-        }
-        if let Some(v) = env("SECURECART_INTROSPECTION") {
-            self.auth.introspection = Some(match v.to_ascii_lowercase().as_str() {
-                "everyone" => IntrospectionPolicy::Everyone,
-                "admins" => IntrospectionPolicy::Admins,
-                "nobody" => IntrospectionPolicy::Nobody,
-                other => bail!("SECURECART_INTROSPECTION must be everyone, admins or nobody, not `{other}`"),
-            });
-        }
-        if let Some(v) = env("SECURECART_MAX_DEPTH") {
-            self.limits.max_depth = parsed("SECURECART_MAX_DEPTH", v)?;
-        }
-        if let Some(v) = env("SECURECART_MAX_COMPLEXITY") {
-            self.limits.max_complexity = parsed("SECURECART_MAX_COMPLEXITY", v)?;
-        }
-        let limits = [
-            ("SECURECART_MAX_QUERY_BYTES", &mut self.limits.max_query_bytes),
-            ("SECURECART_MAX_TOKENS", &mut self.limits.max_tokens),
-            ("SECURECART_MAX_ALIASES", &mut self.limits.max_aliases),
-            ("SECURECART_MAX_ROOT_FIELDS", &mut self.limits.max_root_fields),
-            ("SECURECART_MAX_VARIABLES_BYTES", &mut self.limits.max_variables_bytes),
-            ("SECURECART_MAX_BATCH", &mut self.limits.max_batch),
-        ];
-        for (name, slot) in limits {
-            if let Some(v) = env(name) {
-                *slot = parsed(name, v)?;
-            }
-        }
-        if let Some(v) = env("SECURECART_EXECUTION_TIMEOUT_MS") {
-            self.limits.execution_timeout_ms = parsed("SECURECART_EXECUTION_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = env("SECURECART_ANON_RATE") {
-            self.rate_limit.anonymous_per_second = parsed("SECURECART_ANON_RATE", v)?;
-        }
-        if let Some(v) = env("SECURECART_ANON_BURST") {
-            self.rate_limit.anonymous_burst = parsed("SECURECART_ANON_BURST", v)?;
-        }
-        if let Some(v) = env("SECURECART_TRUSTED_PROXIES") {
-            self.rate_limit.trusted_proxies = list(&v);
-        }
-        let budgets = [
-            ("SECURECART_BUDGET_ANONYMOUS", &mut self.rate_limit.anonymous),
-            ("SECURECART_BUDGET_CUSTOMER", &mut self.rate_limit.customer),
-            ("SECURECART_BUDGET_VENDOR", &mut self.rate_limit.vendor),
-            ("SECURECART_BUDGET_ADMIN", &mut self.rate_limit.admin),
-        ];
-        for (name, slot) in budgets {
-            if let Some(v) = env(name) {
-                let (max, rate) =
-                    v.split_once('/').ok_or_else(|| anyhow::anyhow!("{name} must be `max/rate`, e.g. 1000/50"))?;
-                *slot = crate::budget::BudgetPolicy {
-                    maximum: parsed(name, max.into())?,
-                    restore_rate: parsed(name, rate.into())?,
-                };
-            }
-        }
-        if let Some(v) = env("SECURECART_API_V1_DEPRECATED") {
-            self.api.v1_deprecated = parsed("SECURECART_API_V1_DEPRECATED", v)?;
-        }
-        if let Some(v) = env("SECURECART_API_V1_SUNSET") {
-            self.api.v1_sunset = Some(parsed("SECURECART_API_V1_SUNSET", v)?);
-        }
-        if let Some(v) = env("SECURECART_CORS_ORIGINS") {
-            self.security.cors_origins = list(&v);
-        }
-        if let Some(v) = env("SECURECART_CSRF_PREVENTION") {
-            self.security.csrf_prevention = parse_bool("SECURECART_CSRF_PREVENTION", &v)?;
-        }
-        if let Some(v) = env("SECURECART_APQ") {
-            self.security.persisted_queries = parse_bool("SECURECART_APQ", &v)?;
-        }
-        if let Some(v) = env("SECURECART_SAFELIST_FILE") {
-            self.security.safelist_file = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("SECURECART_PLAYGROUND") {
-            self.playground.enabled = Some(parse_bool("SECURECART_PLAYGROUND", &v)?);
-        }
-        if let Some(v) = env("SECURECART_PLAYGROUND_DIR") {
-            self.playground.dir = PathBuf::from(v);
-        }
-        if let Some(v) = env("SECURECART_LOG").or_else(|| env("RUST_LOG")) {
-            self.telemetry.log_filter = v;
-        }
-        if let Some(v) = env("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            self.telemetry.otlp_endpoint = Some(v);
-        }
-        if let Some(v) = env("SECURECART_LOG_FORMAT") {
-            self.telemetry.log_format = match v.to_ascii_lowercase().as_str() {
-                "auto" => LogFormat::Auto,
-                "pretty" => LogFormat::Pretty,
-                "json" => LogFormat::Json,
-                other => bail!("SECURECART_LOG_FORMAT must be auto, pretty or json, not `{other}`"),
-            };
-        }
-        Ok(())
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -746,18 +564,6 @@ impl Settings {
     /// Whether GraphiQL is served.
     pub fn playground_enabled(&self) -> bool {
         self.playground.enabled.unwrap_or(!self.environment.is_production())
-    }
-}
-
-fn list(value: &str) -> Vec<String> {
-    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-}
-
-fn parse_bool(name: &str, value: &str) -> anyhow::Result<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        other => bail!("{name} must be true or false, not `{other}`"),
     }
 }
 

@@ -10,15 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::Path as UrlPath;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::state::AppState;
-
-const TEMPLATE: &str = include_str!("../../playground/index.html");
-const MANIFEST: &str = include_str!("../../playground/assets.json");
+const TEMPLATE: &str = include_str!("../playground/index.html");
+const MANIFEST: &str = include_str!("../playground/assets.json");
 const CDN: &str = "https://cdn.jsdelivr.net/npm";
 const ASSET_PREFIX: &str = "/playground/assets";
 
@@ -101,8 +99,8 @@ impl Playground {
 }
 
 /// `GET /playground/assets/{*path}`: one of the pinned files, nothing else.
-pub async fn asset(State(state): State<AppState>, UrlPath(path): UrlPath<String>) -> Response {
-    let Some(playground) = state.playground.as_ref() else {
+pub async fn asset(playground: Option<Playground>, UrlPath(path): UrlPath<String>) -> Response {
+    let Some(playground) = playground else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match playground.assets.get(&path) {
