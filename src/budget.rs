@@ -69,6 +69,7 @@ pub struct Throttled {
 pub struct Bucket {
     available: f64,
     at: Instant,
+    policy: BudgetPolicy,
 }
 
 const SCRIPT: &str = r#"
@@ -112,13 +113,36 @@ impl Budgets {
         Ok(Self::Redis { manager, script: redis::Script::new(SCRIPT), prefix: prefix.to_string() })
     }
 
+    /// Forgets local buckets that have refilled (a full bucket is the same as none), so the
+    /// map holds only callers seen recently; Redis expires its buckets by itself.
+    pub fn evict_full(&self) -> usize {
+        let Self::Local(buckets) = self else { return 0 };
+        let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let before = buckets.len();
+        buckets.retain(|_, b| {
+            b.available + now.duration_since(b.at).as_secs_f64() * b.policy.restore_rate < b.policy.maximum
+        });
+        before - buckets.len()
+    }
+
+    /// The local buckets held (0 with Redis).
+    pub fn local_len(&self) -> usize {
+        match self {
+            Self::Local(buckets) => buckets.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            Self::Redis { .. } => 0,
+        }
+    }
+
     /// Debits `cost` points from `key`'s bucket if they are there; a negative cost credits.
     pub async fn take(&self, key: &str, cost: f64, policy: BudgetPolicy) -> Result<ThrottleStatus, Throttled> {
         let (ok, available) = match self {
             Self::Local(buckets) => {
                 let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                let bucket = buckets.entry(key.to_string()).or_insert(Bucket { available: policy.maximum, at: now });
+                let bucket =
+                    buckets.entry(key.to_string()).or_insert(Bucket { available: policy.maximum, at: now, policy });
+                bucket.policy = policy;
                 let refilled = bucket.available + now.duration_since(bucket.at).as_secs_f64() * policy.restore_rate;
                 bucket.available = refilled.min(policy.maximum);
                 bucket.at = now;
@@ -173,6 +197,10 @@ mod tests {
         let status = budgets.take("u", 60.0, policy).await.unwrap();
         assert!((status.currently_available - 40.0).abs() < 1.0);
         let refused = budgets.take("u", 60.0, policy).await.unwrap_err();
+        assert_eq!(budgets.local_len(), 1);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(budgets.evict_full(), 1, "a refilled bucket is forgotten");
+        assert_eq!(budgets.local_len(), 0);
         assert_eq!(refused.retry_after_secs, 1);
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(budgets.take("u", 60.0, policy).await.is_ok(), "30 ms at 1000/s refilled it");

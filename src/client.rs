@@ -123,10 +123,15 @@ pub fn throttled(retry_after: u64, limit: u64, policy: &str) -> Response<axum::b
 }
 
 /// Turns tower-governor's refusals into GraphQL-shaped responses.
-pub fn governor_error(error: GovernorError, per_second: u64, burst: u32) -> Response<axum::body::Body> {
+pub fn governor_error(
+    error: GovernorError,
+    per_second: u64,
+    burst: u32,
+    kind: &'static str,
+) -> Response<axum::body::Body> {
     match error {
         GovernorError::TooManyRequests { wait_time, .. } => {
-            metrics::counter!(crate::telemetry::metrics::THROTTLED, "kind" => "anonymous_ip").increment(1);
+            metrics::counter!(crate::telemetry::metrics::THROTTLED, "kind" => kind).increment(1);
             throttled(wait_time.max(1), u64::from(burst), &format!("{burst};w=1;burst={burst};rate={per_second}"))
         }
         GovernorError::UnableToExtractKey => {

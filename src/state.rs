@@ -4,34 +4,31 @@ use std::sync::Arc;
 
 use crate::auth::Verifier;
 use crate::budget::Budgets;
-use crate::bus::EventBus;
 use crate::client::ClientIp;
 use crate::config::Settings;
 use crate::graphql::AppSchema;
 use crate::graphql::persisted::PersistedQueries;
 use crate::playground::Playground;
 use crate::service::Services;
-use crate::store::Store;
 
 /// Shared by all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     /// Settings in force.
     pub settings: Arc<Settings>,
-    /// The business rules (every transport calls these).
+    /// The business rules (every transport calls these), with the store and bus they use
+    /// (`services.store()` for health checks and DataLoaders, `services.bus()` for health).
     pub services: Services,
-    /// The database (health checks and DataLoaders; business reads go through `services`).
-    pub store: Store,
     /// The GraphQL schema.
     pub schema: AppSchema,
     /// GraphiQL, when enabled.
     pub playground: Option<Playground>,
     /// Verifies bearer tokens.
     pub verifier: Verifier,
-    /// The event bus (for health).
-    pub bus: EventBus,
     /// Open WebSocket connections.
     pub websockets: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open WebSocket connections per client address.
+    pub websockets_per_ip: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Becomes `true` when the server starts shutting down (WebSockets close with 1001).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Tells client addresses (trusting configured proxies).

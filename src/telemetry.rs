@@ -101,6 +101,8 @@ pub mod metrics {
     pub const THROTTLED: &str = "securecart_throttled_total";
     /// HTTP responses, by `status` (counter).
     pub const HTTP_RESPONSES: &str = "securecart_http_responses_total";
+    /// Open connections on the public listener (gauge).
+    pub const HTTP_CONNECTIONS: &str = "securecart_http_connections";
     /// Open WebSocket connections (gauge).
     pub const WS_CONNECTIONS: &str = "securecart_websocket_connections";
     /// Running WebSocket operations (subscriptions) (gauge).

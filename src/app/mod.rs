@@ -20,11 +20,13 @@ use crate::playground::Playground;
 use crate::state::AppState;
 
 mod routes;
+mod serve;
 use crate::payments::PaymentGateway;
 use crate::service::Services;
 use crate::store::Store;
 use crate::store::seed::SeedSize;
 use routes::router;
+pub use serve::ConnectionLimits;
 
 /// A built server, bound to its ports but not yet serving.
 pub struct App {
@@ -32,10 +34,12 @@ pub struct App {
     internal: TcpListener,
     tls: Option<rustls::ServerConfig>,
     deadline: std::time::Duration,
+    connection_limits: ConnectionLimits,
     router: axum::Router,
     internal_router: axum::Router,
     store: Store,
     bus: EventBus,
+    budgets: Arc<Budgets>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
 }
 
@@ -87,10 +91,22 @@ impl App {
             Some(url) => Budgets::redis(url, "securecart:budget:")?,
             None => Budgets::local(),
         });
+        // Forget refilled local buckets now and then, so their memory stays bounded.
+        let evicting = Arc::downgrade(&budgets);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                let Some(budgets) = evicting.upgrade() else { return };
+                budgets.evict_full();
+            }
+        });
+        // Keys beside the event channel's name, so deployments sharing a Redis stay apart.
+        let apq_prefix = format!("{}:apq:", settings.redis.channel);
         let persisted = Arc::new(PersistedQueries::new(
             settings.security.persisted_queries,
-            settings.redis.url.as_deref(),
+            settings.redis.url.as_deref().map(|url| (url, apq_prefix.as_str())),
             settings.security.safelist_file.as_deref(),
+            settings.security.persisted_queries_max_bytes,
         )?);
         let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
         let services = Services::new(store.clone(), bus.clone(), payments, settings.clone());
@@ -102,22 +118,39 @@ impl App {
             .await
             .with_context(|| format!("binding the internal listener {}", settings.server.internal_listen))?;
         let deadline = std::time::Duration::from_secs(settings.server.shutdown_deadline_secs);
+        let connection_limits = ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(settings.server.header_timeout_secs),
+            max_connections: settings.server.max_connections,
+            max_per_ip: settings.server.max_connections_per_ip,
+        };
         let state = AppState {
             settings,
             services,
-            store: store.clone(),
             schema,
             playground,
             verifier,
-            bus: bus.clone(),
             websockets: Default::default(),
+            websockets_per_ip: Default::default(),
             shutdown: shutdown_rx,
             clients,
             persisted,
             budgets,
         };
+        let state_budgets = state.budgets.clone();
         let internal_router = internal_router(state.clone());
-        Ok(Self { listener, internal, tls, deadline, router: router(state), internal_router, store, bus, shutdown_tx })
+        Ok(Self {
+            listener,
+            internal,
+            tls,
+            deadline,
+            connection_limits,
+            router: router(state),
+            internal_router,
+            store,
+            bus,
+            budgets: state_budgets,
+            shutdown_tx,
+        })
     }
 
     /// The address the server listens on.
@@ -140,6 +173,11 @@ impl App {
         &self.store
     }
 
+    /// The cost budgets (tests look at what they hold).
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
+    }
+
     /// The event bus the server publishes to (tests subscribe to it).
     pub fn bus(&self) -> &EventBus {
         &self.bus
@@ -157,17 +195,16 @@ impl App {
         let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|d| *d).await;
         };
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let limits = self.connection_limits;
         let public = async {
             match self.tls {
                 Some(config) => {
-                    use axum::serve::ListenerExt;
-                    // `tap_io` only lends the stream type axum's connect-info support.
-                    let listener = crate::http::tls::TlsListener::new(self.listener, config)?.tap_io(|_| {});
-                    axum::serve(listener, service).with_graceful_shutdown(stopping(down.clone())).await
+                    let listener = crate::http::tls::TlsListener::new(self.listener, config)?;
+                    serve::serve(listener, self.router, limits, down.clone()).await;
                 }
-                None => axum::serve(self.listener, service).with_graceful_shutdown(stopping(down.clone())).await,
+                None => serve::serve(self.listener, self.router, limits, down.clone()).await,
             }
+            Ok::<(), std::io::Error>(())
         };
         let internal = axum::serve(self.internal, self.internal_router).with_graceful_shutdown(stopping(down.clone()));
         let serving = async { tokio::try_join!(public, internal) };

@@ -21,35 +21,97 @@ use crate::state::AppState;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The GraphQL endpoints, with tower-governor's per-IP limit for anonymous callers in front:
-/// a request without an `Authorization` header goes through the governor, one with a token is
-/// billed by its cost budget instead (see `graphql::limits`).
-fn api(state: &AppState) -> Router {
-    let routes = crate::http::api_router(state.clone()).merge(crate::rest::router(state.clone()));
-    let limits = &state.settings.rate_limit;
-    let (per_second, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
+/// `routes` behind a tower-governor limit of `per_second` requests with `burst`, keyed by `key`;
+/// idle keys are forgotten every minute so the limiter's memory stays bounded.
+fn limited<K>(routes: Router, per_second: u64, burst: u32, key: K, kind: &'static str) -> Router
+where
+    K: tower_governor::key_extractor::KeyExtractor + Send + Sync + 'static,
+    K::Key: Send + Sync,
+{
     // One token every 1000/rate ms (tower-governor counts periods, not rates).
     let config = GovernorConfigBuilder::default()
         .per_millisecond((1000 / per_second).max(1))
         .burst_size(burst)
-        .key_extractor(state.clients.clone())
+        .key_extractor(key)
         .finish()
         .expect("a positive rate and burst (checked by Settings::validate)");
     let limiter = config.limiter().clone();
-    // Forget idle clients now and then, so the limiter's memory stays bounded.
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
             limiter.retain_recent();
         }
     });
-    let anonymous =
-        routes.clone().layer(GovernorLayer::new(config).error_handler(move |e| governor_error(e, per_second, burst)));
-    Router::new().fallback_service(tower::service_fn(move |req: Request<axum::body::Body>| {
-        let authenticated = req.headers().contains_key(header::AUTHORIZATION);
-        let target = if authenticated { routes.clone() } else { anonymous.clone() };
-        async move { target.oneshot(req).await }
+    routes.layer(GovernorLayer::new(config).error_handler(move |e| governor_error(e, per_second, burst, kind)))
+}
+
+/// The API (GraphQL and REST) behind its request-rate limits. The bearer token is verified here,
+/// once, and the `Caller` handed on in the request's extensions: a caller with a verified token
+/// is limited per subject (`SECURECART_USER_RATE`), everyone else per client IP
+/// (`SECURECART_ANON_RATE`), whatever headers they send. Cost budgets come on top of both.
+fn api(state: &AppState) -> Router {
+    let routes = crate::http::api_router(state.clone()).merge(crate::rest::router(state.clone()));
+    let limits = &state.settings.rate_limit;
+    let (rate, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
+    let anonymous = limited(routes.clone(), rate, burst, state.clients.clone(), "anonymous_ip");
+    let authenticated = limited(routes, limits.user_per_second, limits.user_burst, SubjectKey, "subject");
+    let state = state.clone();
+    Router::new().fallback_service(tower::service_fn(move |mut req: Request<axum::body::Body>| {
+        let (state, anonymous, authenticated) = (state.clone(), anonymous.clone(), authenticated.clone());
+        async move {
+            let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            let caller = crate::auth::authenticate(&state.verifier, state.services.store(), authorization).await;
+            let target = if caller.identity().is_some() { authenticated } else { anonymous };
+            req.extensions_mut().insert(caller);
+            target.oneshot(req).await
+        }
     }))
+}
+
+/// The rate-limit key of a caller with a verified token: its subject.
+#[derive(Clone, Copy)]
+struct SubjectKey;
+
+impl tower_governor::key_extractor::KeyExtractor for SubjectKey {
+    type Key = String;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<String, tower_governor::GovernorError> {
+        req.extensions()
+            .get::<crate::auth::Caller>()
+            .and_then(|c| c.identity())
+            .map(|i| i.subject.clone())
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+/// Reads a request's body in full before any handler runs, within the body deadline: a declared
+/// `Content-Length` above the limit answers 413 at once, without reading; a body that has not
+/// all arrived by the deadline answers 408 (slow bodies cannot hold a connection); one that
+/// grows past the limit answers 413.
+async fn read_body(
+    axum::extract::State((max, deadline)): axum::extract::State<(usize, Duration)>,
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let too_large = || {
+        let message = format!("request body above {max} bytes");
+        crate::error::ClientError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", message).into_response()
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+        Ok(Err(_)) => too_large(),
+        Err(_) => {
+            let message = format!("the request body did not arrive within {} s", deadline.as_secs());
+            crate::error::ClientError::new(StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT", message).into_response()
+        }
+    }
 }
 
 /// Builds the public router.
@@ -59,6 +121,10 @@ pub fn router(state: AppState) -> Router {
     crate::http::public_router(state.clone())
         .merge(api(&state))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            (max_body, Duration::from_secs(state.settings.server.body_timeout_secs)),
+            read_body,
+        ))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

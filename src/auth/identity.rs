@@ -14,15 +14,29 @@ pub enum Role {
 }
 
 impl Role {
-    /// Parses a role name as identity providers spell it (`customer`, `Vendor`, `role:admin`,
-    /// `securecart:admin`, `securecart/admin`); anything else is not a role of ours.
+    /// Parses a plain role name (`customer`, `Vendor`, `admins`); anything else is not a role.
     pub fn parse(name: &str) -> Option<Self> {
-        let name = name.rsplit([':', '/']).next().unwrap_or(name);
         match name.to_ascii_lowercase().as_str() {
             "customer" | "customers" => Some(Self::Customer),
             "vendor" | "vendors" => Some(Self::Vendor),
             "admin" | "admins" => Some(Self::Admin),
             _ => None,
+        }
+    }
+
+    /// Parses a role as an identity provider writes it, trusting only our namespaces: a
+    /// namespaced role (`securecart:admin`, `securecart/admin`, `https://securecart.example/admin`)
+    /// counts only when its namespace is one of `namespaces`; a plain name (`admin`) only when
+    /// `plain` allows it. A role from another application's namespace (`billing:admin`,
+    /// `wiki:admins`) is never ours.
+    pub fn parse_trusted(name: &str, namespaces: &[String], plain: bool) -> Option<Self> {
+        match name.rsplit_once([':', '/']) {
+            None if plain => Self::parse(name),
+            None => None,
+            Some((namespace, role)) => {
+                let namespace = namespace.trim_end_matches([':', '/']);
+                namespaces.iter().any(|n| n.eq_ignore_ascii_case(namespace)).then(|| Self::parse(role)).flatten()
+            }
         }
     }
 
@@ -95,9 +109,17 @@ mod tests {
     fn role_names_from_several_providers() {
         assert_eq!(Role::parse("customer"), Some(Role::Customer));
         assert_eq!(Role::parse("Admin"), Some(Role::Admin));
-        assert_eq!(Role::parse("securecart:vendor"), Some(Role::Vendor));
-        assert_eq!(Role::parse("https://securecart/admins"), Some(Role::Admin));
+        assert_eq!(Role::parse("securecart:vendor"), None, "not a plain name");
         assert_eq!(Role::parse("openid"), None);
         assert_eq!(Role::parse("superuser"), None);
+        let ours = ["securecart".to_string(), "https://securecart.example".to_string()];
+        assert_eq!(Role::parse_trusted("securecart:vendor", &ours, false), Some(Role::Vendor));
+        assert_eq!(Role::parse_trusted("securecart/admin", &ours, false), Some(Role::Admin));
+        assert_eq!(Role::parse_trusted("https://securecart.example/admin", &ours, false), Some(Role::Admin));
+        assert_eq!(Role::parse_trusted("billing:admin", &ours, true), None);
+        assert_eq!(Role::parse_trusted("wiki:admins", &ours, true), None);
+        assert_eq!(Role::parse_trusted("https://other-app.example/admin", &ours, true), None);
+        assert_eq!(Role::parse_trusted("admin", &ours, true), Some(Role::Admin));
+        assert_eq!(Role::parse_trusted("admin", &ours, false), None, "plain names only when allowed");
     }
 }

@@ -6,8 +6,14 @@
 //!   are asymmetric (algorithm confusion: an HS256 token "signed" with the RSA public key).
 //! - With a JWKS, a token must name its key (`kid`) and the key's family and `alg` must match
 //!   the token's algorithm.
-//! - `exp` and `sub` are required; `exp` and `nbf` are checked with a small leeway; `iss` and
-//!   `aud` are checked when configured.
+//! - `exp` and `sub` are required; `exp` and `nbf` are checked with a small leeway; when an
+//!   issuer or audience is configured, `iss` and `aud` are required too (RFC 8725 3.8, 3.9). A
+//!   Cognito access token carries `client_id` instead of `aud`: it passes when its `client_id` is
+//!   one of `SECURECART_JWT_CLIENT_IDS`. A `token_use` claim, when present, must be the
+//!   configured one (`access`), so an ID token is not taken for an access token.
+//! - Roles count only from our own namespaces (`securecart:admin`), or as plain names where
+//!   allowed; another application's `billing:admin` or `wiki:admins` never makes an admin. The
+//!   OAuth `scope` claim is read only when configured.
 //! - The JWKS is cached, fetched again every `jwks_refresh_secs`, and on an unknown `kid` at
 //!   most once per `jwks_min_refetch_secs`; a failed fetch keeps the last good keys.
 
@@ -68,6 +74,11 @@ struct Inner {
     algorithms: Vec<Algorithm>,
     issuer: Option<String>,
     audience: Option<String>,
+    client_ids: Vec<String>,
+    token_use: String,
+    role_namespaces: Vec<String>,
+    plain_roles: bool,
+    scope_roles: bool,
     leeway: u64,
     roles_claim: String,
     vendor_claim: String,
@@ -132,6 +143,11 @@ impl Verifier {
             algorithms,
             issuer: auth.issuer.clone(),
             audience: auth.audience.clone(),
+            client_ids: auth.client_ids.clone(),
+            token_use: auth.token_use.clone(),
+            role_namespaces: auth.role_namespaces.clone(),
+            plain_roles: auth.plain_roles,
+            scope_roles: auth.scope_roles,
             leeway: auth.leeway_secs,
             roles_claim: auth.roles_claim.clone(),
             vendor_claim: auth.vendor_claim.clone(),
@@ -248,15 +264,17 @@ impl Verifier {
         validation.algorithms = vec![header.alg];
         validation.leeway = self.0.leeway;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
         match &self.0.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
-        match &self.0.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
+        // The audience (or Cognito's `client_id`) is checked below, where both are known.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&required);
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired".to_string(),
@@ -268,24 +286,57 @@ impl Verifier {
                 ErrorKind::InvalidAlgorithm => "token algorithm does not match its key".to_string(),
                 _ => "malformed token".to_string(),
             })?;
+        self.check_audience(&data.claims)?;
+        if let Some(token_use) = data.claims.get("token_use")
+            && token_use.as_str() != Some(self.0.token_use.as_str())
+        {
+            return Err(format!("token_use {token_use} is not accepted; send an {} token", self.0.token_use));
+        }
         self.identity(&data.claims)
+    }
+
+    /// With an audience configured, `aud` must name it; with Cognito client ids configured, a
+    /// `client_id` among them passes instead. Without either, any audience passes.
+    fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), String> {
+        let (audience, client_ids) = (&self.0.audience, &self.0.client_ids);
+        if audience.is_none() && client_ids.is_empty() {
+            return Ok(());
+        }
+        let aud_ok = audience.as_ref().is_some_and(|want| match claims.get("aud") {
+            Some(Value::String(a)) => a == want,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want.as_str())),
+            _ => false,
+        });
+        let client_ok =
+            claims.get("client_id").and_then(Value::as_str).is_some_and(|c| client_ids.iter().any(|id| id == c));
+        match (aud_ok || client_ok, claims.contains_key("aud") || claims.contains_key("client_id")) {
+            (true, _) => Ok(()),
+            (false, true) => Err("token audience not accepted".into()),
+            (false, false) if audience.is_some() => Err("token has no `aud` claim".into()),
+            (false, false) => Err("token has no `client_id` claim".into()),
+        }
     }
 
     fn identity(&self, claims: &Map<String, Value>) -> Result<Identity, String> {
         let subject = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 255);
         let subject = subject.ok_or("token has no usable `sub` claim")?.to_string();
         let mut roles = Vec::new();
-        let mut add = |value: Option<&Value>, split_spaces: bool| match value {
-            Some(Value::Array(items)) => {
-                items.iter().filter_map(Value::as_str).for_each(|r| roles.extend(Role::parse(r)))
+        let namespaces = &self.0.role_namespaces;
+        let mut add = |value: Option<&Value>, split_spaces: bool, plain: bool| {
+            let mut one = |r: &str| roles.extend(Role::parse_trusted(r, namespaces, plain));
+            match value {
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut one),
+                Some(Value::String(s)) if split_spaces => s.split_whitespace().for_each(&mut one),
+                Some(Value::String(s)) => one(s),
+                _ => {}
             }
-            Some(Value::String(s)) if split_spaces => s.split_whitespace().for_each(|r| roles.extend(Role::parse(r))),
-            Some(Value::String(s)) => roles.extend(Role::parse(s)),
-            _ => {}
         };
-        add(claims.get(&self.0.roles_claim), true);
-        add(claims.get("cognito:groups"), false);
-        add(claims.get("scope"), true);
+        add(claims.get(&self.0.roles_claim), true, self.0.plain_roles);
+        add(claims.get("cognito:groups"), false, self.0.plain_roles);
+        if self.0.scope_roles {
+            // OAuth scopes are permissions of any API (`email`, `openid`): namespaced ones only.
+            add(claims.get("scope"), true, false);
+        }
         roles.sort_by_key(|r| r.as_str());
         roles.dedup();
         let vendor_id = match claims.get(&self.0.vendor_claim) {
@@ -345,10 +396,14 @@ mod tests {
 
     #[tokio::test]
     async fn roles_come_from_the_claim_cognito_groups_and_scope() {
-        let verifier = Verifier::new(&AuthSettings::default()).await.unwrap();
-        let claims = json!({ "sub": "x", "roles": "customer openid", "cognito:groups": ["Admins"], "scope": "securecart:vendor email" });
+        let auth = AuthSettings { scope_roles: true, ..Default::default() };
+        let verifier = Verifier::new(&auth).await.unwrap();
+        let claims = json!({ "sub": "x", "roles": "customer openid", "cognito:groups": ["Admins"], "scope": "securecart:vendor email admin" });
         let identity = verifier.identity(claims.as_object().unwrap()).unwrap();
         assert_eq!(identity.roles, vec![Role::Admin, Role::Customer, Role::Vendor]);
+        let default = Verifier::new(&AuthSettings::default()).await.unwrap();
+        let identity = default.identity(claims.as_object().unwrap()).unwrap();
+        assert_eq!(identity.roles, vec![Role::Admin, Role::Customer], "scope is not read by default");
     }
 
     #[tokio::test]

@@ -70,6 +70,14 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
+    /// Seconds a client may take to send a request's headers.
+    pub header_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body, all of it.
+    pub body_timeout_secs: u64,
+    /// Open connections at most on the public listener.
+    pub max_connections: usize,
+    /// Open connections at most from one client address.
+    pub max_connections_per_ip: usize,
     /// The private listener for `/metrics`, `/healthz` and
     /// `/readyz` (default 127.0.0.1:9090). Keep it off the internet.
     pub internal_listen: SocketAddr,
@@ -88,6 +96,10 @@ impl Default for ServerSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
             internal_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             shutdown_deadline_secs: 30,
             tls_cert: None,
@@ -159,11 +171,15 @@ pub struct WebSocketSettings {
     pub max_subscriptions: usize,
     /// How often the server pings each connection (default 30).
     pub ping_secs: u64,
+    /// Open connections at most from one client address.
+    pub max_per_ip: usize,
+    /// Seconds a client has to send `connection_init` (then 4408).
+    pub init_timeout_secs: u64,
 }
 
 impl Default for WebSocketSettings {
     fn default() -> Self {
-        Self { max_connections: 10_000, max_subscriptions: 100, ping_secs: 30 }
+        Self { max_connections: 10_000, max_subscriptions: 100, ping_secs: 30, max_per_ip: 100, init_timeout_secs: 10 }
     }
 }
 
@@ -226,6 +242,16 @@ pub struct AuthSettings {
     /// Comma-separated allow-list. Default `HS256` with a secret,
     /// `RS256,ES256` with a JWKS. `none` is never accepted, nor HMAC with a JWKS.
     pub algorithms: Option<Vec<String>>,
+    /// Cognito `client_id`s accepted in place of `aud` (Cognito access tokens carry no `aud`).
+    pub client_ids: Vec<String>,
+    /// The `token_use` a token must have when it carries one (Cognito: `access` or `id`).
+    pub token_use: String,
+    /// Namespaces whose roles count (`securecart` accepts `securecart:admin`).
+    pub role_namespaces: Vec<String>,
+    /// Whether plain role names (`admin`) count.
+    pub plain_roles: bool,
+    /// Whether the space-separated `scope` claim is read for roles.
+    pub scope_roles: bool,
     /// The claim holding roles (default `roles`); `cognito:groups`
     /// and a space-separated `scope` are read as well.
     pub roles_claim: String,
@@ -251,6 +277,11 @@ impl Default for AuthSettings {
             algorithms: None,
             roles_claim: "roles".into(),
             vendor_claim: "vendor_id".into(),
+            client_ids: Vec::new(),
+            token_use: "access".into(),
+            role_namespaces: vec!["securecart".into()],
+            plain_roles: true,
+            scope_roles: false,
             introspection: None,
         }
     }
@@ -336,6 +367,10 @@ pub struct RateLimitSettings {
     pub anonymous_per_second: u64,
     /// How many anonymous requests an IP may send at once (default 40).
     pub anonymous_burst: u32,
+    /// Requests per second per caller with a verified token (by subject).
+    pub user_per_second: u64,
+    /// How many requests such a caller may send at once.
+    pub user_burst: u32,
     /// Comma-separated IPs or CIDRs of reverse proxies whose
     /// `X-Forwarded-For` is believed (default none: the peer address is the client).
     pub trusted_proxies: Vec<String>,
@@ -355,6 +390,8 @@ impl Default for RateLimitSettings {
         Self {
             anonymous_per_second: 20,
             anonymous_burst: 40,
+            user_per_second: 50,
+            user_burst: 100,
             trusted_proxies: Vec::new(),
             anonymous: P { maximum: 1000.0, restore_rate: 50.0 },
             customer: P { maximum: 2000.0, restore_rate: 100.0 },
@@ -407,6 +444,8 @@ pub struct SecuritySettings {
     pub csrf_prevention: bool,
     /// Automatic persisted queries (default on).
     pub persisted_queries: bool,
+    /// Bytes of persisted queries kept at most (locally and in Redis), the oldest dropped first.
+    pub persisted_queries_max_bytes: usize,
     /// A persisted-query manifest; when set, only its operations run
     /// (admins excepted).
     pub safelist_file: Option<PathBuf>,
@@ -414,7 +453,13 @@ pub struct SecuritySettings {
 
 impl Default for SecuritySettings {
     fn default() -> Self {
-        Self { cors_origins: Vec::new(), csrf_prevention: true, persisted_queries: true, safelist_file: None }
+        Self {
+            cors_origins: Vec::new(),
+            csrf_prevention: true,
+            persisted_queries: true,
+            persisted_queries_max_bytes: 8 * 1024 * 1024,
+            safelist_file: None,
+        }
     }
 }
 
@@ -511,6 +556,9 @@ impl Settings {
         if self.environment.is_production() && self.payment.url.is_none() {
             bail!("production needs SECURECART_PAYMENT_URL; the built-in fake payment gateway is for development only");
         }
+        if self.environment.is_production() && auth.jwks_url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+            bail!("SECURECART_JWKS_URL must be https:// in production: keys fetched in the clear can be swapped");
+        }
         if self.environment.is_production() {
             let has_jwks = auth.jwks_url.is_some() || auth.jwks_file.is_some();
             match auth.jwt_secret.as_deref() {
@@ -534,6 +582,9 @@ impl Settings {
         }
         if self.rate_limit.anonymous_per_second == 0 || self.rate_limit.anonymous_burst == 0 {
             bail!("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive");
+        }
+        if self.rate_limit.user_per_second == 0 || self.rate_limit.user_burst == 0 {
+            bail!("SECURECART_USER_RATE and SECURECART_USER_BURST must be positive");
         }
         let url = self.database.url();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {

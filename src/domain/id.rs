@@ -66,6 +66,11 @@ impl GlobalId {
         let raw = URL_SAFE_NO_PAD.decode(text.as_bytes()).ok()?;
         let raw = std::str::from_utf8(&raw).ok()?;
         let (kind, id) = raw.split_once(':')?;
+        // One spelling per id: digits only, no sign, no leading zero (`Product:+1` and
+        // `Product:01` are not ids), so an id cannot be varied to slip past a cache or a log.
+        if id.is_empty() || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
         Some(Self { kind: NodeKind::from_name(kind)?, id })
     }
@@ -91,5 +96,8 @@ mod tests {
         assert_eq!(GlobalId::decode("garbage!"), None);
         assert_eq!(GlobalId::decode(&URL_SAFE_NO_PAD.encode("Product:-1")), None);
         assert_eq!(GlobalId::decode(&URL_SAFE_NO_PAD.encode("Table:1")), None);
+        for variant in ["Product:+1", "Product:01", "Product: 1", "Product:1 ", "Product:"] {
+            assert_eq!(GlobalId::decode(&URL_SAFE_NO_PAD.encode(variant)), None, "{variant}");
+        }
     }
 }

@@ -7,12 +7,13 @@ use super::catalog::{Decimal, Money, Product};
 use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
+use super::vendors::MoneyInput;
 use crate::auth::{Role, RoleGuard, caller};
 use crate::domain::order::AddressFields;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::GqlResultExt;
 use crate::service::Refusal;
-use crate::service::cart::{CartChange, CartView, line_available};
+use crate::service::cart::{CartChange, CartView, line_available, price_changed};
 use crate::service::checkout::CheckoutRequest;
 use crate::service::orders::StatusResult;
 use crate::store::CartLineRecord;
@@ -23,9 +24,9 @@ use crate::store::CartLineRecord;
 /// `CART_LINE_NOT_FOUND`, `CART_EMPTY`, `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_TIMEOUT`,
 /// `PAYMENT_FAILED`, `IDEMPOTENCY_KEY_REUSED`, `INVALID_IDEMPOTENCY_KEY`, `INVALID_PAYMENT_TOKEN`,
 /// `INVALID_ADDRESS`, `INVALID_TRANSITION`, `REFUND_FAILED`, `CONFLICT`, `INVALID_SKU`,
-/// `INVALID_NAME`, `INVALID_DESCRIPTION`, `INVALID_PRICE`, `INVALID_CURRENCY`, `SKU_TAKEN`,
-/// `VENDOR_NOT_FOUND`, `VENDOR_REQUIRED`, `VENDOR_TAKEN`, `INVENTORY_CONFLICT`,
-/// `INSUFFICIENT_STOCK`.
+/// `INVALID_NAME`, `INVALID_DESCRIPTION`, `INVALID_PRICE`, `INVALID_CURRENCY`, `INVALID_SLUG`,
+/// `SKU_TAKEN`, `VENDOR_NOT_FOUND`, `VENDOR_REQUIRED`, `VENDOR_TAKEN`, `INVENTORY_CONFLICT`,
+/// `INSUFFICIENT_STOCK`, `PRICE_CHANGED`, `CART_FULL`.
 #[Object(name = "UserError")]
 impl Refusal {
     /// Path to the input field at fault (empty when it is the request as a whole).
@@ -64,7 +65,8 @@ impl Cart {
         self.0.total_quantity()
     }
 
-    /// Sum of the lines at today's prices; `null` for an empty cart.
+    /// Sum of the lines at today's prices; `null` for an empty cart, or one whose products are
+    /// priced in several currencies (checkout refuses it with `CURRENCY_MISMATCH`).
     async fn subtotal(&self) -> Option<Money> {
         let (sum, currency) = self.0.subtotal()?;
         Some(Money { amount: Decimal(sum), currency_code: currency.to_string() })
@@ -110,6 +112,18 @@ impl CartLine {
     async fn available(&self) -> bool {
         line_available(&self.0)
     }
+
+    /// The unit price when the product was put in the cart (`null` when not known).
+    async fn added_unit_price(&self) -> Option<Money> {
+        let amount = self.0.added_price_amount?;
+        Some(Money { amount: Decimal(amount), currency_code: self.0.currency_code.clone() })
+    }
+
+    /// Whether the unit price changed since the product was put in the cart: show it to the
+    /// customer, and pass the total they saw as `checkout(input: { expectedTotal })`.
+    async fn price_changed(&self) -> bool {
+        price_changed(&self.0)
+    }
 }
 
 /// The result of a cart mutation.
@@ -137,6 +151,9 @@ pub struct CheckoutInput {
     pub payment_token: String,
     /// Where to ship.
     pub shipping_address: AddressFields,
+    /// The total the customer was shown. When given, a cart that now comes to anything else
+    /// (a vendor changed a price) is refused with `PRICE_CHANGED` and nothing is charged.
+    pub expected_total: Option<MoneyInput>,
 }
 
 /// The result of `checkout`.
@@ -171,6 +188,7 @@ impl From<CheckoutInput> for CheckoutRequest {
             idempotency_key: i.idempotency_key,
             payment_token: i.payment_token,
             shipping_address: i.shipping_address,
+            expected_total: i.expected_total.map(|m| (m.amount.0, m.currency_code)),
         }
     }
 }

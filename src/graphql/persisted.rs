@@ -3,9 +3,13 @@
 //! APQ, as Apollo clients speak it: a request may send only
 //! `extensions.persistedQuery { version: 1, sha256Hash }`. A known hash runs its query; an
 //! unknown one answers `PERSISTED_QUERY_NOT_FOUND` (message `PersistedQueryNotFound`), and the
-//! client retries with the query and the hash, which registers it (`PERSISTED_QUERY_HASH_MISMATCH`
-//! if they disagree). The cache lives in Redis when `REDIS_URL` is set (shared by replicas, kept
-//! 24 h), else in the process (at most 10,000 queries).
+//! client retries with the query and the hash (`PERSISTED_QUERY_HASH_MISMATCH` if they
+//! disagree). The query is registered only once it has passed every limit, parsing and
+//! validation (`register`, called by the transport after execution): an oversized or invalid
+//! document is never stored, and its hash stays `PERSISTED_QUERY_NOT_FOUND`. The cache lives in
+//! Redis when `REDIS_URL` is set (shared by replicas, entries kept 24 h), else in the process;
+//! both hold at most `SECURECART_APQ_MAX_BYTES` of queries (10,000 queries locally), the
+//! oldest going first.
 //!
 //! Safelist (`SECURECART_SAFELIST_FILE`): only the operations in the manifest run, sent by hash
 //! or as their exact text; anything else answers `OPERATION_NOT_IN_SAFELIST` (HTTP 403). Admins
@@ -28,8 +32,35 @@ pub type Refusal = (StatusCode, &'static str, String);
 const LOCAL_CAPACITY: usize = 10_000;
 const REDIS_TTL_SECS: u64 = 24 * 3600;
 
+/// Stores a query unless present, then drops the oldest until the stored bytes fit the cap.
+/// KEYS: the query's key, the order list, the byte total. ARGV: query, TTL, cap. (Entries that
+/// expired by TTL stay counted until they reach the front: the count errs on the high side.)
+const REDIS_PUT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local size = string.len(ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('RPUSH', KEYS[2], size .. '|' .. KEYS[1])
+local total = redis.call('INCRBY', KEYS[3], size)
+while total > tonumber(ARGV[3]) do
+  local oldest = redis.call('LPOP', KEYS[2])
+  if not oldest then break end
+  local sep = string.find(oldest, '|', 1, true)
+  redis.call('DEL', string.sub(oldest, sep + 1))
+  total = redis.call('DECRBY', KEYS[3], tonumber(string.sub(oldest, 1, sep - 1)))
+end
+return 1
+"#;
+
+/// The local cache: queries by hash, oldest first, and their bytes.
+#[derive(Default)]
+struct Local {
+    queries: HashMap<String, String>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
 enum Cache {
-    Local(Mutex<(HashMap<String, String>, VecDeque<String>)>),
+    Local(Mutex<Local>),
     Redis(ConnectionManager, String),
 }
 
@@ -38,6 +69,14 @@ pub struct PersistedQueries {
     enabled: bool,
     cache: Cache,
     safelist: Option<HashMap<String, String>>,
+    max_bytes: usize,
+}
+
+/// A query to register once it has passed every limit (see `PersistedQueries::register`).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    hash: String,
+    query: String,
 }
 
 /// The SHA-256 of a query, in lower-case hex.
@@ -77,28 +116,34 @@ fn load_safelist(path: &Path) -> anyhow::Result<HashMap<String, String>> {
 
 impl PersistedQueries {
     /// Builds the cache (in Redis when `redis_url` is given) and loads the safelist.
-    pub fn new(enabled: bool, redis_url: Option<&str>, safelist: Option<&Path>) -> anyhow::Result<Self> {
-        let cache = match redis_url {
-            Some(url) => {
+    /// Its Redis keys start with `redis_prefix`.
+    pub fn new(
+        enabled: bool,
+        redis: Option<(&str, &str)>,
+        safelist: Option<&Path>,
+        max_bytes: usize,
+    ) -> anyhow::Result<Self> {
+        let cache = match redis {
+            Some((url, prefix)) => {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
                     .set_response_timeout(Some(std::time::Duration::from_millis(500)))
                     .set_number_of_retries(1);
                 let manager = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
-                Cache::Redis(manager, "securecart:apq:".into())
+                Cache::Redis(manager, prefix.to_string())
             }
-            None => Cache::Local(Mutex::new((HashMap::new(), VecDeque::new()))),
+            None => Cache::Local(Mutex::new(Local::default())),
         };
         let safelist = safelist.map(load_safelist).transpose()?;
         if let Some(list) = &safelist {
             tracing::info!(operations = list.len(), "safelist mode: only registered operations run");
         }
-        Ok(Self { enabled, cache, safelist })
+        Ok(Self { enabled, cache, safelist, max_bytes })
     }
 
     async fn get(&self, hash: &str) -> Option<String> {
         match &self.cache {
-            Cache::Local(m) => m.lock().unwrap_or_else(|e| e.into_inner()).0.get(hash).cloned(),
+            Cache::Local(m) => m.lock().unwrap_or_else(|e| e.into_inner()).queries.get(hash).cloned(),
             Cache::Redis(manager, prefix) => {
                 let mut manager = manager.clone();
                 redis::cmd("GET").arg(format!("{prefix}{hash}")).query_async(&mut manager).await.unwrap_or(None)
@@ -106,28 +151,35 @@ impl PersistedQueries {
         }
     }
 
-    async fn put(&self, hash: String, query: String) {
+    /// Stores a query that has passed every limit (the transport calls this after execution).
+    pub async fn register(&self, registration: Registration) {
+        let Registration { hash, query } = registration;
         match &self.cache {
             Cache::Local(m) => {
-                let mut guard = m.lock().unwrap_or_else(|e| e.into_inner());
-                let (map, order) = &mut *guard;
-                if map.insert(hash.clone(), query).is_none() {
-                    order.push_back(hash);
-                    while order.len() > LOCAL_CAPACITY {
-                        if let Some(old) = order.pop_front() {
-                            map.remove(&old);
-                        }
+                let mut local = m.lock().unwrap_or_else(|e| e.into_inner());
+                if local.queries.contains_key(&hash) {
+                    return;
+                }
+                local.bytes += query.len();
+                local.queries.insert(hash.clone(), query);
+                local.order.push_back(hash);
+                while local.order.len() > LOCAL_CAPACITY || local.bytes > self.max_bytes {
+                    let Some(old) = local.order.pop_front() else { break };
+                    if let Some(q) = local.queries.remove(&old) {
+                        local.bytes -= q.len();
                     }
                 }
             }
             Cache::Redis(manager, prefix) => {
                 let mut manager = manager.clone();
-                let stored: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(format!("{prefix}{hash}"))
+                let stored: redis::RedisResult<i64> = redis::Script::new(REDIS_PUT)
+                    .key(format!("{prefix}{hash}"))
+                    .key(format!("{prefix}order"))
+                    .key(format!("{prefix}bytes"))
                     .arg(query)
-                    .arg("EX")
                     .arg(REDIS_TTL_SECS)
-                    .query_async(&mut manager)
+                    .arg(self.max_bytes)
+                    .invoke_async(&mut manager)
                     .await;
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "persisted query not cached (Redis)");
@@ -136,8 +188,21 @@ impl PersistedQueries {
         }
     }
 
-    /// Fills in or checks the query of `request`; `admin` callers bypass the safelist.
-    pub async fn resolve(&self, request: &mut async_graphql::Request, admin: bool) -> Result<(), Refusal> {
+    /// The bytes of queries held in the local cache (0 with Redis).
+    pub fn local_bytes(&self) -> usize {
+        match &self.cache {
+            Cache::Local(m) => m.lock().unwrap_or_else(|e| e.into_inner()).bytes,
+            Cache::Redis(..) => 0,
+        }
+    }
+
+    /// Fills in or checks the query of `request`; `admin` callers bypass the safelist. A new query
+    /// sent with its hash comes back as a `Registration`, to `register` once it has run.
+    pub async fn resolve(
+        &self,
+        request: &mut async_graphql::Request,
+        admin: bool,
+    ) -> Result<Option<Registration>, Refusal> {
         let hash = match request.extensions.get("persistedQuery") {
             Some(async_graphql::Value::Object(pq)) => {
                 if pq.get("version").map(|v| v.to_string()) != Some("1".into()) {
@@ -182,13 +247,13 @@ impl PersistedQueries {
             } else if &request.query != body {
                 return Err(not_listed());
             }
-            return Ok(());
+            return Ok(None);
         }
         let Some(hash) = hash else {
             if request.query.is_empty() {
                 return Err((StatusCode::BAD_REQUEST, "BAD_REQUEST", "the request has no query".into()));
             }
-            return Ok(());
+            return Ok(None);
         };
         if !self.enabled {
             return Err((
@@ -214,8 +279,8 @@ impl PersistedQueries {
                 "sha256Hash is not the hash of the query".into(),
             ));
         } else {
-            self.put(hash, request.query.clone()).await;
+            return Ok(Some(Registration { hash, query: request.query.clone() }));
         }
-        Ok(())
+        Ok(None)
     }
 }

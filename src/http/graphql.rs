@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -120,11 +120,23 @@ struct Call {
     get: bool,
 }
 
-async fn call(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>, get: bool) -> Call {
+async fn call(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    caller: Option<Caller>,
+    get: bool,
+) -> Call {
     // `read_post` and `read_get` have refused what `Accept` does not allow.
     let response_type = negotiate(headers).unwrap_or(ResponseType::Json);
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = crate::auth::authenticate(&state.verifier, &state.store, authorization).await;
+    let caller = match caller {
+        // Verified once, by the rate-limit layer in `app::routes`.
+        Some(caller) => caller,
+        None => {
+            let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            crate::auth::authenticate(&state.verifier, state.services.store(), authorization).await
+        }
+    };
     let client_ip = state.clients.of(peer.map(|p| p.ip()), headers).map(|ip| ip.to_string()).unwrap_or_default();
     let billing = BillingKey::of(&caller, &client_ip, &state.settings);
     let client = crate::graphql::deprecations::client_label(
@@ -137,6 +149,7 @@ async fn call(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>, g
 pub async fn post(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -144,7 +157,7 @@ pub async fn post(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
-    let call = call(&state, &headers, peer, false).await;
+    let call = call(&state, &headers, peer, caller.map(|c| c.0), false).await;
     match requests {
         Batch::Single(request) => execute(&state, &call, *request).await,
         Batch::Many(requests) => {
@@ -255,6 +268,7 @@ fn check_variables_size(state: &AppState, variables: &Value) -> Result<(), HttpE
 pub async fn get(
     State(state): State<AppState>,
     Peer(peer): Peer,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -265,7 +279,7 @@ pub async fn get(
         Ok(r) => r,
         Err(e) => return refuse(e),
     };
-    let call = call(&state, &headers, peer, true).await;
+    let call = call(&state, &headers, peer, caller.map(|c| c.0), true).await;
     execute(&state, &call, request).await
 }
 
@@ -381,6 +395,7 @@ const LIMIT_CODES: &[&str] = &[
     "MAX_DEPTH_EXCEEDED",
     "MAX_COMPLEXITY_EXCEEDED",
     "FRAGMENT_CYCLE",
+    "COST_EXCEEDS_BUDGET",
 ];
 
 /// Adds the caller, its bill, fresh DataLoaders and the introspection policy to a request.
@@ -398,20 +413,30 @@ pub fn prepare(
     };
     let request = if introspection { request } else { request.disable_introspection().data(IntrospectionDenied) };
     let name = OperationName(request.operation_name.clone());
-    request.data(Loaders::new(&state.store)).data(caller).data(billing).data(cost).data(name)
+    request.data(Loaders::new(state.services.store())).data(caller).data(billing).data(cost).data(name)
 }
 
 async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
-    if let Err((status, code, message)) = state.persisted.resolve(&mut request, call.caller.is_admin()).await {
-        return refuse(http_error(status, code, message));
-    }
+    let registration = match state.persisted.resolve(&mut request, call.caller.is_admin()).await {
+        Ok(registration) => registration,
+        Err((status, code, message)) => return refuse(http_error(status, code, message)),
+    };
     if call.get
         && let Err(e) = refuse_writes_over_get(&request)
     {
         return refuse(e);
     }
     match run(state, call, request).await {
-        Ok((response, report)) => http_response(call, &report, &response),
+        Ok((response, report)) => {
+            // A persisted query is kept only once it has passed every limit, parsing and
+            // validation: a request error leaves no `data` and has errors without a path.
+            if let Some(registration) = registration
+                && !is_request_error(&response)
+            {
+                state.persisted.register(registration).await;
+            }
+            http_response(call, &report, &response)
+        }
         Err(e) => refuse(e),
     }
 }
@@ -453,13 +478,18 @@ async fn run(
     Ok((response, report))
 }
 
+/// Whether the request failed before execution (a limit, parsing, validation): no `data` at
+/// all, and errors without a `path`.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    !response.errors.is_empty()
+        && response.data == async_graphql::Value::Null
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
 /// The HTTP answer to an executed operation: status by the GraphQL-over-HTTP rules, media type,
 /// rate-limit and caching headers.
 fn http_response(call: &Call, report: &CostReport, response: &async_graphql::Response) -> Response {
-    // A request error has no `data` at all (and its errors no `path`): nothing was executed.
-    let request_error = !response.errors.is_empty()
-        && response.data == async_graphql::Value::Null
-        && response.errors.iter().all(|e| e.path.is_empty());
+    let request_error = is_request_error(response);
     let mut body = match serde_json::to_value(response) {
         Ok(v) => v,
         Err(e) => {

@@ -12,14 +12,14 @@ use crate::state::AppState;
 /// count and bus state sampled at scrape time.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     use crate::telemetry::metrics as m;
-    let (open, idle, max) = state.store.pool_stats();
+    let (open, idle, max) = state.services.store().pool_stats();
     metrics::gauge!(m::DB_POOL, "state" => "idle").set(idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "in_use").set(f64::from(open) - idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "max").set(f64::from(max));
-    metrics::counter!(m::DB_OPERATIONS).absolute(state.store.operations());
-    let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
+    metrics::counter!(m::DB_OPERATIONS).absolute(state.services.store().operations());
+    let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.services.store().ping()).await;
     metrics::gauge!(m::DATABASE_UP).set(if matches!(database, Ok(Ok(()))) { 1.0 } else { 0.0 });
-    match state.bus.health() {
+    match state.services.bus().health() {
         crate::bus::BusHealth::InProcess => {}
         crate::bus::BusHealth::Connected => metrics::gauge!(m::BUS_CONNECTED).set(1.0),
         crate::bus::BusHealth::Degraded => metrics::gauge!(m::BUS_CONNECTED).set(0.0),
@@ -36,7 +36,7 @@ pub async fn healthz() -> impl IntoResponse {
 /// is reported (`ok`, `in-process` or `degraded`) but does not fail readiness: without Redis
 /// queries and mutations still work, and only other replicas' events are missing.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let database = tokio::time::timeout(std::time::Duration::from_secs(2), state.services.store().ping()).await;
     let (status, database) = match database {
         Ok(Ok(())) => (StatusCode::OK, "ok".to_string()),
         Ok(Err(e)) => {
@@ -47,7 +47,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let body = json!({
         "status": if status.is_success() { "ready" } else { "unavailable" },
-        "checks": { "database": database, "bus": state.bus.health().as_str() },
+        "checks": { "database": database, "bus": state.services.bus().health().as_str() },
     });
     (status, Json(body))
 }

@@ -6,14 +6,23 @@
 //! the connection before any operation: close code 4403 on graphql-transport-ws (as its spec
 //! says for a refused `connection_init`), `connection_error` on the legacy protocol.
 //!
-//! Limits: at most `SECURECART_WS_MAX_CONNECTIONS` connections per process (503
-//! `TOO_MANY_CONNECTIONS` before the upgrade) and `SECURECART_WS_MAX_SUBSCRIPTIONS` operations at
-//! once per connection (an error with `TOO_MANY_SUBSCRIPTIONS` for the one over). The server
-//! sends a WebSocket ping every `SECURECART_WS_PING_SECS`, which keeps proxies from closing idle
-//! connections with either protocol.
+//! Limits: at most `SECURECART_WS_MAX_CONNECTIONS` connections per process and
+//! `SECURECART_WS_MAX_PER_IP` per client address (503 `TOO_MANY_CONNECTIONS` before the upgrade),
+//! and `SECURECART_WS_MAX_SUBSCRIPTIONS` operations at once per connection (an error with
+//! `TOO_MANY_SUBSCRIPTIONS` for the one over). The server sends a WebSocket ping every
+//! `SECURECART_WS_PING_SECS`, which keeps proxies from closing idle connections.
+//!
+//! Close codes (both protocols):
+//! - 4403 when `connection_init` carries a refused token, and when the token the connection was
+//!   opened with expires: each subscription ends at the token's `exp` with `UNAUTHENTICATED`,
+//!   an operation sent after it is refused with `UNAUTHENTICATED`, and a second later the
+//!   connection closes. Reconnect with a fresh token.
+//! - 4408 when no `connection_init` arrives within `SECURECART_WS_INIT_TIMEOUT_SECS`.
+//! - 4409 when a client starts an operation under an id that is still running.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::futures_util::stream::BoxStream;
@@ -60,10 +69,11 @@ pub async fn upgrade(
     // Take a connection slot before upgrading; it is given back when the connection ends.
     let open = state.websockets.fetch_add(1, Ordering::SeqCst);
     let slot = Slot::new(state.websockets.clone(), crate::telemetry::metrics::WS_CONNECTIONS);
-    if open >= state.settings.websocket.max_connections {
+    let ip_slot = IpSlot::take(&state.websockets_per_ip, &client_ip, state.settings.websocket.max_per_ip);
+    let Some(ip_slot) = ip_slot.filter(|_| open < state.settings.websocket.max_connections) else {
         let message = "too many WebSocket connections; retry later";
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
-    }
+    };
     // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
     // read buffer; client messages are small, so 64 KiB is a generous cap on one.
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
@@ -73,6 +83,7 @@ pub async fn upgrade(
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             serve(state, protocol, socket, client_ip).await;
+            drop(ip_slot);
             drop(slot);
         })
 }
@@ -92,6 +103,52 @@ impl Drop for Slot {
         self.0.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!(self.1).decrement(1.0);
     }
+}
+
+/// A connection's place in its client address's share; given back when dropped.
+struct IpSlot(Arc<Mutex<HashMap<String, usize>>>, String);
+
+impl IpSlot {
+    /// A place for `ip`, or `None` when it already holds `max`.
+    fn take(map: &Arc<Mutex<HashMap<String, usize>>>, ip: &str, max: usize) -> Option<Self> {
+        let mut counts = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self(map.clone(), ip.to_string()))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// What the connection loop knows of its session: whether `connection_init` came, when its
+/// token expires, and which operation ids are running.
+#[derive(Default)]
+struct Session {
+    initialised: bool,
+    expires_at: Option<i64>,
+    running: HashSet<String>,
+    /// Set when a client reuses a running id: the connection closes with 4409.
+    duplicate: Option<String>,
+}
+
+/// The `type` and `id` of a protocol message.
+fn kind_and_id(text: &[u8]) -> Option<(String, Option<String>)> {
+    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let kind = value.get("type")?.as_str()?.to_string();
+    Some((kind, value.get("id").and_then(|i| i.as_str()).map(str::to_string)))
 }
 
 /// Applies the per-request policy (caller, loaders, introspection) to each operation of a
@@ -117,6 +174,14 @@ impl Executor for SessionExecutor {
             data.as_ref()?.get(&std::any::TypeId::of::<T>())?.downcast_ref::<T>().cloned()
         }
         let caller = get::<Caller>(&session_data).unwrap_or(Caller::Anonymous);
+        if let Some(identity) = caller.identity()
+            && identity.expires_at <= chrono::Utc::now().timestamp()
+        {
+            let message = "token expired; reconnect with a fresh token";
+            let mut error = ServerError::new(message, None);
+            error.extensions.get_or_insert_with(Default::default).set("code", "UNAUTHENTICATED");
+            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
+        }
         let billing = get::<BillingKey>(&session_data)
             .unwrap_or_else(|| BillingKey::of(&caller, "unknown", &self.state.settings));
         let max = self.state.settings.websocket.max_subscriptions;
@@ -141,15 +206,47 @@ impl Executor for SessionExecutor {
 
 async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket, client_ip: String) {
     let (mut sink, stream) = socket.split();
-    let input = stream.take_while(|msg| futures::future::ready(msg.is_ok())).filter_map(|msg| {
-        futures::future::ready(match msg {
-            Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
-            Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-            _ => None,
+    let session = Arc::new(Mutex::new(Session::default()));
+    let seen = session.clone();
+    // Wakes the connection loop when the input filter finds a reused id.
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let woken = wake.clone();
+    let input = stream
+        .take_while(|msg| futures::future::ready(msg.is_ok()))
+        .filter_map(|msg| {
+            futures::future::ready(match msg {
+                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
         })
-    });
+        // Watch the ids the client starts and stops: a start under a running id is not passed
+        // on (async-graphql would silently replace the first operation); the loop closes 4409.
+        .filter(move |bytes| {
+            let mut session = seen.lock().unwrap_or_else(|e| e.into_inner());
+            let pass = match kind_and_id(bytes) {
+                Some((kind, Some(id))) if kind == "subscribe" || kind == "start" => {
+                    if session.running.insert(id.clone()) {
+                        true
+                    } else {
+                        session.duplicate = Some(id);
+                        woken.notify_one();
+                        false
+                    }
+                }
+                Some((kind, Some(id))) if kind == "complete" || kind == "stop" => {
+                    session.running.remove(&id);
+                    true
+                }
+                _ => true,
+            };
+            futures::future::ready(pass)
+        });
     let init_state = state.clone();
+    let init_session = session.clone();
     let ping_every = Duration::from_secs(state.settings.websocket.ping_secs.max(1));
+    let init_deadline =
+        tokio::time::Instant::now() + Duration::from_secs(state.settings.websocket.init_timeout_secs.max(1));
     let mut shutdown = state.shutdown.clone();
     let executor = SessionExecutor { state, active: Arc::default() };
     let output = GraphqlWebSocket::new(executor, input, protocol)
@@ -158,9 +255,15 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 .as_object()
                 .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
                 .and_then(|(_, v)| v.as_str().map(str::to_string));
-            let caller = authenticate(&init_state.verifier, &init_state.store, authorization.as_deref()).await;
+            let caller =
+                authenticate(&init_state.verifier, init_state.services.store(), authorization.as_deref()).await;
             if let Caller::Rejected(reason) = caller {
                 return Err(async_graphql::Error::new(format!("{REFUSED}{reason}")));
+            }
+            {
+                let mut session = init_session.lock().unwrap_or_else(|e| e.into_inner());
+                session.initialised = true;
+                session.expires_at = caller.identity().map(|i| i.expires_at);
             }
             let mut data = Data::default();
             data.insert(BillingKey::of(&caller, &client_ip, &init_state.settings));
@@ -171,11 +274,43 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
     futures::pin_mut!(output);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
+        // The next moment the session must end: the init deadline, or the token's expiry.
+        let (deadline, close) = {
+            let session = session.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(id) = &session.duplicate {
+                (None, Some((4409, format!("Subscriber for {id} already exists"))))
+            } else if !session.initialised {
+                (Some(init_deadline), Some((4408, "Connection initialisation timeout".to_string())))
+            } else if let Some(exp) = session.expires_at {
+                // A second's grace: each subscription ends itself at `exp` with UNAUTHENTICATED,
+                // which the client should see before the close.
+                let left = (exp + 1 - chrono::Utc::now().timestamp()).max(0) as u64;
+                (
+                    Some(tokio::time::Instant::now() + Duration::from_secs(left)),
+                    Some((4403, "token expired".to_string())),
+                )
+            } else {
+                (None, None)
+            }
+        };
+        if deadline.is_none()
+            && let Some((code, reason)) = close.clone()
+        {
+            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+            break;
+        }
         let message = tokio::select! {
             message = output.next() => match message {
                 Some(message) => message,
                 None => break,
             },
+            _ = wake.notified() => continue,
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => {
+                if let Some((code, reason)) = close {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                }
+                break;
+            }
             _ = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
                 let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
                 let _ = sink.send(Message::Close(Some(frame))).await;
@@ -189,7 +324,14 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
             }
         };
         let message = match message {
-            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Text(text) => {
+                if let Some((kind, Some(id))) = kind_and_id(text.as_bytes())
+                    && (kind == "complete" || kind == "error")
+                {
+                    session.lock().unwrap_or_else(|e| e.into_inner()).running.remove(&id);
+                }
+                Message::Text(text.into())
+            }
             WsMessage::Close(code, reason) => {
                 // async-graphql closes a refused init with 1002; graphql-transport-ws wants 4403.
                 let code = if code == 1002 && reason.starts_with(REFUSED) { 4403 } else { code };
@@ -200,4 +342,8 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
             break;
         }
     }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }

@@ -26,8 +26,14 @@ impl FromRequestParts<AppState> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let Ok(Peer(peer)) = Peer::from_request_parts(parts, state).await;
-        let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = crate::auth::authenticate(&state.verifier, &state.store, authorization).await;
+        let caller = match parts.extensions.get::<Caller>() {
+            // Verified once, by the rate-limit layer in `app::routes`.
+            Some(caller) => caller.clone(),
+            None => {
+                let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                crate::auth::authenticate(&state.verifier, state.services.store(), authorization).await
+            }
+        };
         let ip = state.clients.of(peer.map(|p| p.ip()), &parts.headers).map(|ip| ip.to_string()).unwrap_or_default();
         let billing = BillingKey::of(&caller, &ip, &state.settings);
         Ok(Self { caller, billing, state: state.clone() })

@@ -262,6 +262,7 @@ fn with_etag(headers: &HeaderMap, body: &impl Serialize) -> Response {
 /// headers; refuses a version past its sunset with 410 before the handler runs.
 async fn versioned(State((version, api)): State<(Version, ApiSettings)>, request: Request, next: Next) -> Response {
     let now = chrono::Utc::now();
+    let with_token = request.headers().contains_key(header::AUTHORIZATION);
     if version == Version::V1 && now >= api.v1_sunset() {
         let mut r = Problem::new(
             StatusCode::GONE,
@@ -273,7 +274,14 @@ async fn versioned(State((version, api)): State<(Version, ApiSettings)>, request
         return r;
     }
     let mut response = next.run(request).await;
-    response.headers_mut().insert("api-version", HeaderValue::from_static(version.number()));
+    let headers = response.headers_mut();
+    headers.insert("api-version", HeaderValue::from_static(version.number()));
+    // What a caller with a token sees is theirs: no shared cache may keep it, and a cache
+    // must not answer one caller with another's response.
+    headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    if with_token {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
     if version == Version::V1 && now >= api.v1_deprecated {
         deprecation_headers(&mut response, &api);
     }

@@ -13,10 +13,10 @@ pub struct Problem {
     /// Always `about:blank`: the `code` says what happened.
     #[serde(rename = "type")]
     #[schema(example = "about:blank")]
-    pub kind: String,
+    pub kind: &'static str,
     /// The HTTP status phrase.
     #[schema(example = "Not Found")]
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status.
     #[schema(example = 404)]
     pub status: u16,
@@ -24,22 +24,26 @@ pub struct Problem {
     pub detail: String,
     /// The stable machine-readable code, the same as GraphQL's `extensions.code`.
     #[schema(example = "NOT_FOUND")]
-    pub code: String,
+    pub code: &'static str,
     /// Seconds to wait before retrying (429 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// For a 500: the id under which the server logged what went wrong (quote it to support).
+    #[serde(rename = "correlationId", skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl Problem {
     /// A problem with this status and code.
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            kind: "about:blank".into(),
-            title: status.canonical_reason().unwrap_or("Error").into(),
+            kind: "about:blank",
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
-            code: code.into(),
+            code,
             retry_after: None,
+            correlation_id: None,
         }
     }
 }
@@ -48,7 +52,11 @@ impl From<AppError> for Problem {
     fn from(e: AppError) -> Self {
         // Masking happens in the client view: internal errors get the generic message.
         let view = e.client_view();
-        Self { retry_after: view.retry_after, ..Self::new(view.status, view.code, view.message) }
+        Self {
+            retry_after: view.retry_after,
+            correlation_id: view.correlation_id,
+            ..Self::new(view.status, view.code, view.message)
+        }
     }
 }
 

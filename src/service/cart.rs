@@ -9,6 +9,10 @@ use crate::domain::{GlobalId, NodeKind, ProductStatus};
 use crate::error::AppResult;
 use crate::store::{AddToCart, CartLineRecord};
 
+/// Products a cart holds at most (so `Cart.lines` and `Order.lines` have a bound the cost
+/// model can count).
+pub const MAX_CART_LINES: usize = 20;
+
 /// A cart as its customer sees it.
 #[derive(Debug, Clone)]
 pub struct CartView {
@@ -33,9 +37,14 @@ impl CartView {
         self.lines.iter().map(|l| l.quantity).sum()
     }
 
-    /// Sum of the lines at today's prices and the cart's currency; `None` when empty.
+    /// Sum of the lines at today's prices and the cart's currency; `None` when empty, or when
+    /// its products are priced in several currencies (a vendor changed one after it was added;
+    /// checkout refuses such a cart with `CURRENCY_MISMATCH`).
     pub fn subtotal(&self) -> Option<(i64, &str)> {
         let first = self.lines.first()?;
+        if self.lines.iter().any(|l| l.currency_code != first.currency_code) {
+            return None;
+        }
         Some((self.lines.iter().map(|l| l.price_amount * l.quantity).sum(), first.currency_code.as_str()))
     }
 
@@ -43,6 +52,11 @@ impl CartView {
     pub fn available(&self) -> bool {
         self.lines.iter().all(line_available)
     }
+}
+
+/// Whether a line's unit price is not what it was when the product was added.
+pub fn price_changed(line: &CartLineRecord) -> bool {
+    line.added_price_amount.is_some_and(|added| added != line.price_amount)
 }
 
 /// Whether a line can be bought now: its product is on sale with the wanted units in stock.
@@ -80,7 +94,7 @@ impl Services {
         let customer = self.as_customer(require_role(caller, &[Role::Customer])?).await?;
         let refused = match quantity_of(quantity, false).and_then(|q| Ok((product_id_of(product_id)?, q))) {
             Err(e) => Some(e),
-            Ok((pid, q)) => match self.store.add_cart_item(customer.id, pid, q).await? {
+            Ok((pid, q)) => match self.store.add_cart_item(customer.id, pid, q, MAX_CART_LINES).await? {
                 AddToCart::Added => None,
                 AddToCart::ProductMissing => Some(Refusal::new("PRODUCT_NOT_FOUND", "productId", "no such product")),
                 AddToCart::ProductArchived => {
@@ -90,6 +104,11 @@ impl Services {
                     "CURRENCY_MISMATCH",
                     "productId",
                     format!("the cart is priced in {cart}; this product is priced in {product}"),
+                )),
+                AddToCart::CartFull => Some(Refusal::new(
+                    "CART_FULL",
+                    "productId",
+                    format!("a cart holds at most {MAX_CART_LINES} products"),
                 )),
                 AddToCart::LineFull => {
                     Some(Refusal::new("INVALID_QUANTITY", "quantity", "a cart line holds at most 999 units"))

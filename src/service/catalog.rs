@@ -96,6 +96,9 @@ impl ProductFilterInput {
                 None => None,
             };
         let search = self.search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        if search.as_ref().is_some_and(|s| s.contains('\0')) {
+            return Err(AppError::invalid(format!("{prefix}search"), "text must not contain NUL (U+0000) characters"));
+        }
         if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
             return Err(AppError::invalid(format!("{prefix}search"), "search text may be at most 100 characters"));
         }

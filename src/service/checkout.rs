@@ -20,6 +20,9 @@ pub struct CheckoutRequest {
     pub payment_token: String,
     /// Where to ship.
     pub shipping_address: AddressFields,
+    /// The total the client showed its customer (minor units, currency): the checkout is
+    /// refused with `PRICE_CHANGED` if the cart now comes to anything else.
+    pub expected_total: Option<(i64, String)>,
 }
 
 /// A placed (or replayed) order.
@@ -104,7 +107,9 @@ impl Services {
                 other => Err(other),
             }
         };
-        let outcome = self.store.checkout(customer.id, &input.idempotency_key, &hash, &address_json, charge).await?;
+        let expected = input.expected_total.as_ref().map(|(amount, code)| (*amount, code.as_str()));
+        let outcome =
+            self.store.checkout(customer.id, &input.idempotency_key, &hash, &address_json, expected, charge).await?;
         let scope = OrderScope::Customer(customer.id);
         let refusal = match outcome {
             Checkout::Replayed(order) => return Ok(Ok(Placed { order, replayed: true, scope })),
@@ -137,6 +142,22 @@ impl Services {
             Checkout::OutOfStock { sku, left } => {
                 Refusal::new("OUT_OF_STOCK", "", format!("{sku} has only {left} left"))
             }
+            Checkout::MixedCurrencies { currencies } => Refusal::new(
+                "CURRENCY_MISMATCH",
+                "",
+                format!(
+                    "the cart holds products priced in {}; keep one currency to check out",
+                    currencies.join(" and ")
+                ),
+            ),
+            Checkout::TotalChanged { amount, currency } => Refusal::new(
+                "PRICE_CHANGED",
+                "input.expectedTotal",
+                format!(
+                    "the cart now comes to {} {currency}; show the customer the new total and check out again",
+                    crate::domain::money::format_minor(amount)
+                ),
+            ),
             Checkout::ChargeRefused(outcome) => payment_refusal(outcome),
         };
         Ok(Err(refusal))

@@ -26,6 +26,8 @@ pub struct CartLineRecord {
     pub status: String,
     /// Units available now.
     pub available: i64,
+    /// The unit price when the line was first added (unknown for older lines).
+    pub added_price_amount: Option<i64>,
 }
 
 /// What adding to a cart came to.
@@ -46,10 +48,12 @@ pub enum AddToCart {
     },
     /// The line would hold more than the schema allows.
     LineFull,
+    /// The cart already holds as many products as it may.
+    CartFull,
 }
 
 pub(crate) const CART_LINES: &str = "SELECT ci.product_id, ci.quantity, p.vendor_id, p.sku, p.name, p.price_amount, \
-     p.currency_code, p.status, COALESCE(i.available, 0) AS available \
+     p.currency_code, p.status, COALESCE(i.available, 0) AS available, ci.added_price_amount \
      FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id \
      LEFT JOIN inventory i ON i.product_id = ci.product_id WHERE c.customer_id = $1 ORDER BY ci.product_id";
 
@@ -64,14 +68,21 @@ impl Store {
     }
 
     /// Adds `quantity` units of a product to the customer's cart (summing with a line already there).
-    pub async fn add_cart_item(&self, customer_id: i64, product_id: i64, quantity: i64) -> sqlx::Result<AddToCart> {
+    /// A product not yet in the cart is refused when it holds `max_lines` products already.
+    pub async fn add_cart_item(
+        &self,
+        customer_id: i64,
+        product_id: i64,
+        quantity: i64,
+        max_lines: usize,
+    ) -> sqlx::Result<AddToCart> {
         let now = Utc::now();
         self.count_statement();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
-            let product: Option<(String, String)> =
-                sqlx::query_as("SELECT status, currency_code FROM products WHERE id = $1").bind(product_id).fetch_optional(&mut *tx).await?;
-            let Some((status, currency)) = product else {
+            let product: Option<(String, String, i64)> =
+                sqlx::query_as("SELECT status, currency_code, price_amount FROM products WHERE id = $1").bind(product_id).fetch_optional(&mut *tx).await?;
+            let Some((status, currency, price)) = product else {
                 return Ok(AddToCart::ProductMissing);
             };
             if status != "ACTIVE" {
@@ -87,12 +98,19 @@ impl Store {
             if let Some(other) = other {
                 return Ok(AddToCart::CurrencyMismatch { cart: other, product: currency });
             }
+            let (lines, this): (i64, i64) = sqlx::query_as(
+                "SELECT COUNT(*), COUNT(CASE WHEN ci.product_id = $2 THEN 1 END) FROM cart_items ci \
+                 JOIN carts c ON c.id = ci.cart_id WHERE c.customer_id = $1")
+                .bind(customer_id).bind(product_id).fetch_one(&mut *tx).await?;
+            if this == 0 && lines >= max_lines as i64 {
+                return Ok(AddToCart::CartFull);
+            }
             // An atomic upsert: two devices adding at once both count, and the CHECK constraint
             // (1..999) refuses a sum that is too large.
-            let added = sqlx::query("INSERT INTO cart_items (cart_id, product_id, quantity, added_at) \
-                         SELECT id, $2, $3, $4 FROM carts WHERE customer_id = $1 \
+            let added = sqlx::query("INSERT INTO cart_items (cart_id, product_id, quantity, added_at, added_price_amount) \
+                         SELECT id, $2, $3, $4, $5 FROM carts WHERE customer_id = $1 \
                          ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity")
-                .bind(customer_id).bind(product_id).bind(quantity).bind(now).execute(&mut *tx).await;
+                .bind(customer_id).bind(product_id).bind(quantity).bind(now).bind(price).execute(&mut *tx).await;
             match added {
                 Err(e) if is_check_violation(&e) => return Ok(AddToCart::LineFull),
                 other => other?,

@@ -34,6 +34,18 @@ pub enum Checkout<E> {
         /// Units left (what the client may still buy).
         left: i64,
     },
+    /// The cart holds products priced in several currencies.
+    MixedCurrencies {
+        /// The currencies, sorted.
+        currencies: Vec<String>,
+    },
+    /// The total is not the one the client expected (prices changed since it looked).
+    TotalChanged {
+        /// What the cart comes to now, minor units.
+        amount: i64,
+        /// Its currency.
+        currency: String,
+    },
     /// The charge step refused; everything was rolled back.
     ChargeRefused(E),
 }
@@ -64,6 +76,7 @@ impl Store {
         idempotency_key: &str,
         request_hash: &str,
         shipping_address: &str,
+        expected_total: Option<(i64, &str)>,
         charge: impl ProviderStep<ChargeRequest, E>,
     ) -> sqlx::Result<Checkout<E>> {
         let now = Utc::now();
@@ -88,8 +101,20 @@ impl Store {
             if let Some(line) = lines.iter().find(|l| l.status != "ACTIVE") {
                 return Ok(Checkout::Archived { sku: line.sku.clone() });
             }
+            let mut currencies: Vec<String> = lines.iter().map(|l| l.currency_code.clone()).collect();
+            currencies.sort();
+            currencies.dedup();
+            if currencies.len() > 1 {
+                return Ok(Checkout::MixedCurrencies { currencies });
+            }
             let currency = lines[0].currency_code.clone();
             let subtotal: i64 = lines.iter().map(|l| l.price_amount * l.quantity).sum();
+            // Read under the cart's lock, so the price checked is the price charged.
+            if let Some((amount, code)) = expected_total
+                && (amount != subtotal || !code.eq_ignore_ascii_case(&currency))
+            {
+                return Ok(Checkout::TotalChanged { amount: subtotal, currency });
+            }
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO orders (customer_id, status, currency_code, subtotal_amount, total_amount, idempotency_key, \
                  request_hash, shipping_address, created_at, updated_at) VALUES ($1, 'PENDING', $2, $3, $3, $4, $5, $6, $7, $7) RETURNING id")

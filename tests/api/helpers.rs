@@ -65,6 +65,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub bus: securecart::bus::EventBus,
+    pub budgets: std::sync::Arc<securecart::budget::Budgets>,
     /// The database the server uses (other processes may share it).
     pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
@@ -206,6 +207,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let limits = &mut settings.rate_limit;
     (limits.anonymous, limits.customer, limits.vendor, limits.admin) = (roomy, roomy, roomy, roomy);
     (limits.anonymous_per_second, limits.anonymous_burst) = (1000, 100_000);
+    (limits.user_per_second, limits.user_burst) = (1000, 100_000);
     configure(&mut settings);
     let settings_tls = settings.server.tls_cert.is_some();
     let app = App::build(settings).await.expect("building the app");
@@ -214,12 +216,23 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let internal_address = format!("http://{}", app.internal_addr());
     let store = app.store().clone();
     let bus = app.bus().clone();
+    let budgets = app.budgets().clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    Some(TestApp { address, internal_address, client, store, bus, database_url: url, shutdown: Some(tx), _db: db })
+    Some(TestApp {
+        address,
+        internal_address,
+        client,
+        store,
+        bus,
+        budgets,
+        database_url: url,
+        shutdown: Some(tx),
+        _db: db,
+    })
 }
 
 fn with_database(url: &str, name: &str) -> String {

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod attacks;
 mod catalog;
 mod commerce;
 mod gateway;

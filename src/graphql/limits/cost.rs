@@ -6,6 +6,7 @@
 //! | a scalar or enum field (`name`, `available`, `totalCount`) | 0 |
 //! | an object or list field (`price`, `vendor`, `lines`, `pageInfo`) | 1 + its selection |
 //! | a connection (`products`, `vendors`, `orders`, `Vendor.products`) | 2 + n × (its `edges` and `nodes` selections, as for one item) + its `pageInfo` |
+//! | a bounded list (`Order.lines`, `Cart.lines`: at most 20, as a cart holds at most 20 products) | 1 + 20 × (its selection, as for one item) |
 //! | a mutation field | 10 + its selection |
 //!
 //! `n` is `first` or `last` (default page size 20) when requested, and the number of items
@@ -23,6 +24,15 @@ use crate::budget::ThrottleStatus;
 
 /// Fields that are Relay connections.
 pub const CONNECTIONS: &[&str] = &["products", "vendors", "orders"];
+/// Lists that are not connections, with the most items they can hold: costed as that many
+/// (requested) or as many as came back (actual), never as one.
+pub const BOUNDED_LISTS: &[(&str, u64)] = &[("lines", crate::service::cart::MAX_CART_LINES as u64)];
+
+/// The bound of a bounded list field, if `name` is one.
+pub fn list_bound(name: &str) -> Option<u64> {
+    BOUNDED_LISTS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
 /// Extra cost of a mutation field: writes are dearer than reads.
 pub const MUTATION_COST: u64 = 10;
 /// Steps the actual-cost walk may take before it settles for the requested cost.
@@ -110,7 +120,10 @@ impl<'a> Actual<'a> {
             return 2 + returned * per_item + rest;
         }
         match value {
-            // A list of objects counts once, as its largest item.
+            // A bounded list counts each item; any other list of objects once, as its largest.
+            Value::List(items) if list_bound(field.name.node.as_str()).is_some() => {
+                1 + items.iter().map(|i| self.set(set, i)).sum::<u64>()
+            }
             Value::List(items) => 1 + items.iter().map(|i| self.set(set, i)).max().unwrap_or(0),
             other => 1 + self.set(set, other),
         }

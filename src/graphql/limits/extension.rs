@@ -93,6 +93,22 @@ fn over(code: &str, what: &str, found: usize, max: usize) -> ServerResult<()> {
     Ok(())
 }
 
+/// Whether the query (raw, or as a `\u0000` escape in a string) or a variable holds a NUL
+/// character, which no text field takes (PostgreSQL cannot even store one).
+fn has_nul(query: &str, variables: &Variables) -> bool {
+    fn in_value(v: &async_graphql::Value) -> bool {
+        match v {
+            async_graphql::Value::String(s) => s.contains('\0'),
+            async_graphql::Value::List(items) => items.iter().any(in_value),
+            async_graphql::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || in_value(v)),
+            _ => false,
+        }
+    }
+    query.contains('\0')
+        || query.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+        || variables.iter().any(|(_, v)| in_value(v))
+}
+
 fn type_name(ty: OperationType) -> &'static str {
     match ty {
         OperationType::Query => "query",
@@ -117,6 +133,17 @@ impl LimitsExtension {
         let document = async_graphql::parser::parse_query(query).map_err(parse_error)?;
         let name = ctx.data_opt::<OperationName>().and_then(|n| n.0.clone());
         let m = measure(&document, name.as_deref(), variables, limits.default_page_size);
+        // The engine would refuse these after validation, without a code.
+        match &name {
+            Some(n) if m.operation_type.is_none() => {
+                return Err(refuse("OPERATION_RESOLUTION_FAILURE", format!("Unknown operation named \"{n}\"")));
+            }
+            None if document.operations.iter().nth(1).is_some() => {
+                let message = "the document has several operations: name one in `operationName`";
+                return Err(refuse("OPERATION_RESOLUTION_FAILURE", message.into()));
+            }
+            _ => {}
+        }
         if ctx.data_opt::<IntrospectionDenied>().is_some() && m.introspection {
             return Err(refuse("INTROSPECTION_DISABLED", "introspection is disabled for this caller".into()));
         }
@@ -165,6 +192,9 @@ impl Extension for LimitsExtension {
                 format!("the query is {} bytes; at most {} are allowed", request.query.len(), limits.max_query_bytes);
             return Err(refuse("QUERY_TOO_LARGE", message));
         }
+        if has_nul(&request.query, &request.variables) {
+            return Err(refuse("BAD_USER_INPUT", "text must not contain NUL (U+0000) characters".into()));
+        }
         let found = scan(&request.query, limits.max_tokens);
         if found.tokens > limits.max_tokens {
             return Err(refuse("MAX_TOKENS_EXCEEDED", format!("the query has more than {} tokens", limits.max_tokens)));
@@ -193,7 +223,7 @@ impl Extension for LimitsExtension {
                 Ok(status) => Some((key.clone(), status)),
                 Err((err, throttled)) => {
                     if let Some(cell) = ctx.data_opt::<CostCell>() {
-                        cell.update(|r| r.throttled = Some(throttled));
+                        cell.update(|r| r.throttled = throttled);
                     }
                     return Err(err);
                 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use async_graphql::parser::types::{ExecutableDocument, Field, OperationType, Selection, SelectionSet};
 use async_graphql::{Name, Variables};
 
-use super::cost::{CONNECTIONS, MUTATION_COST, page_argument};
+use super::cost::{CONNECTIONS, MUTATION_COST, list_bound, page_argument};
 use super::operation;
 
 /// Nesting of selection sets (fields with selections, inline fragments, spreads) beyond which a
@@ -130,6 +130,8 @@ impl<'a> Walker<'a> {
         } else if CONNECTIONS.contains(&name) {
             let n = page_argument(field, self.variables).unwrap_or(self.default_page);
             2 + n.saturating_mul(sub.per_item) + sub.rest
+        } else if let Some(bound) = list_bound(name) {
+            1 + bound.saturating_mul(sub.plain)
         } else {
             1 + sub.plain
         };

@@ -1,0 +1,120 @@
+//! The accept loop of the public listener, with what `axum::serve` leaves out: a deadline for a
+//! request's headers (slowloris), and caps on open connections, in all and per client address.
+//! Each connection is served by hyper with upgrades (WebSocket), and shut down gracefully when
+//! the server stops. The body deadline and the early 413 are a middleware (`app::routes`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// Connection limits of the public listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Open connections at most, in all.
+    pub max_connections: usize,
+    /// Open connections at most from one client address.
+    pub max_per_ip: usize,
+}
+
+/// Open connections, in all and per address; a `Ticket` gives its place back when dropped.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Ticket(Arc<Mutex<Open>>, IpAddr);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_ip.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_ip.remove(&self.1);
+            }
+        }
+        metrics::gauge!(crate::telemetry::metrics::HTTP_CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// A place for a connection from `ip`, or `None` when a cap is reached.
+fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Ticket> {
+    let mut guard = open.lock().unwrap_or_else(|e| e.into_inner());
+    let from_ip = guard.per_ip.get(&ip).copied().unwrap_or(0);
+    if guard.total >= limits.max_connections || from_ip >= limits.max_per_ip {
+        return None;
+    }
+    guard.total += 1;
+    *guard.per_ip.entry(ip).or_default() += 1;
+    metrics::gauge!(crate::telemetry::metrics::HTTP_CONNECTIONS).increment(1.0);
+    Some(Ticket(open.clone(), ip))
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true; then stops accepting, lets each
+/// connection finish its requests, and returns when every connection is closed (the caller
+/// bounds that wait by the shutdown deadline).
+pub async fn serve<L>(mut listener: L, router: Router, limits: ConnectionLimits, mut shutdown: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let open = Arc::new(Mutex::new(Open::default()));
+    let (closed_tx, closed_rx) = watch::channel(());
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|down| *down) => break,
+        };
+        let Some(ticket) = admit(&open, peer.ip(), &limits) else {
+            // Closed at once: a client over its share gets no slot to hold.
+            metrics::counter!(crate::telemetry::metrics::THROTTLED, "kind" => "connections").increment(1);
+            tracing::debug!(peer = %peer, "connection refused: connection cap reached");
+            continue;
+        };
+        let service = router.clone().map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.map(axum::body::Body::new)
+        });
+        let service = TowerToHyperService::new(service);
+        let (mut shutdown, closed_rx) = (shutdown.clone(), closed_rx.clone());
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+            builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    served = conn.as_mut() => {
+                        if let Err(e) = served {
+                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.wait_for(|down| *down), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(ticket);
+            drop(closed_rx);
+        });
+    }
+    drop(listener);
+    drop(closed_rx);
+    closed_tx.closed().await;
+}
