@@ -25,6 +25,12 @@ impl OrderStatus {
         Self::parse(text).unwrap_or(Self::Pending)
     }
 
+    /// Whether an order in this status holds its units for the customer (counted in
+    /// `Inventory.reserved`): placed or paid, not yet fulfilled, cancelled or refunded.
+    pub fn holds_stock(self) -> bool {
+        matches!(self, Self::Pending | Self::Paid)
+    }
+
     /// The stored value.
     pub fn as_str(self) -> &'static str {
         match self {

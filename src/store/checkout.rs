@@ -63,7 +63,8 @@ const ORDER_BY_KEY: &str =
     concat!("SELECT ", order_columns!(""), " FROM orders WHERE customer_id = $1 AND idempotency_key = $2");
 const ORDER_HASH: &str = "SELECT request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2";
 const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(""), " FROM orders WHERE id = $1");
-const TAKE_STOCK: &str = "UPDATE inventory SET available = available - $2, updated_at = $3 \
+/// Units move from `available` to `reserved`, where they stay until the order is fulfilled.
+const TAKE_STOCK: &str = "UPDATE inventory SET available = available - $2, reserved = reserved + $2, updated_at = $3 \
      WHERE product_id = $1 AND available >= $2 RETURNING available";
 
 impl Store {

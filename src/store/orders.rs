@@ -70,8 +70,11 @@ pub enum OrderScope {
 
 const ORDER_COLUMNS: &str = concat!("SELECT ", order_columns!("o."), " FROM orders o WHERE 1 = 1");
 const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(""), " FROM orders WHERE id = $1");
-const PUT_BACK_STOCK: &str =
-    "UPDATE inventory SET available = available + $2, updated_at = $3 WHERE product_id = $1 RETURNING available";
+const PUT_BACK_STOCK: &str = "UPDATE inventory SET available = available + $2, \
+     reserved = CASE WHEN reserved > $2 THEN reserved - $2 ELSE 0 END, updated_at = $3 WHERE product_id = $1 RETURNING available";
+/// Units leave `reserved` when their order stops holding them (fulfilled, refunded).
+const RELEASE_RESERVED: &str = "UPDATE inventory SET reserved = CASE WHEN reserved > $2 THEN reserved - $2 ELSE 0 END, \
+     updated_at = $3 WHERE product_id = $1";
 
 /// A status change, and the stock it put back.
 #[derive(Debug, Clone)]
@@ -260,6 +263,10 @@ impl Store {
                         .bind(item.product_id).bind(item.quantity).bind(now).fetch_one(&mut *tx).await?;
                     stock.push(StockChange { product_id: item.product_id, vendor_id: item.vendor_id, available, delta: item.quantity });
                 }
+            } else if from.holds_stock() && !next.holds_stock() {
+                for item in &items {
+                    sqlx::query(RELEASE_RESERVED).bind(item.product_id).bind(item.quantity).bind(now).execute(&mut *tx).await?;
+                }
             }
             // Compare-and-set on the status: a concurrent change makes this one fail cleanly.
             let moved = sqlx::query("UPDATE orders SET status = $2, updated_at = $3 WHERE id = $1 AND status = $4")
@@ -269,8 +276,9 @@ impl Store {
             }
             let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            for change in &stock {
-                self.cache.invalidate_inventory(change.product_id);
+            // Available or reserved units changed.
+            for item in &items {
+                self.cache.invalidate_inventory(item.product_id);
             }
             Ok(StatusMove::Moved(StatusChange { order, vendor_ids, stock }))
         }.await)

@@ -208,18 +208,22 @@ impl Store {
             })
             .collect();
 
+        // Units held by placed or paid orders, as checkout would have left them.
+        let mut reserved: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
         let mut orders = Vec::with_capacity(size.orders as usize);
         let mut items = Vec::with_capacity(size.orders as usize * 3);
         let mut item_id = 0_i64;
         for id in 1..=i64::from(size.orders) {
             let customer_id = rng.random_range(1..=i64::from(size.customers));
-            let lines = rng.random_range(1..=5);
+            let lines: i32 = rng.random_range(1..=5);
             let mut subtotal = 0_i64;
+            let mut bought = Vec::with_capacity(lines as usize);
             for _ in 0..lines {
                 let product = &products[rng.random_range(0..products.len())];
                 let quantity: i64 = rng.random_range(1..=3);
                 let line_total = product.price * quantity;
                 subtotal += line_total;
+                bought.push((product.id, quantity));
                 item_id += 1;
                 items.push(json!({
                     "id": item_id, "order_id": id, "product_id": product.id, "vendor_id": product.vendor_id,
@@ -228,6 +232,11 @@ impl Store {
                 }));
             }
             let status = pick_status(rng.random_range(0..100));
+            if matches!(status, "PENDING" | "PAID") {
+                for (product, quantity) in bought {
+                    *reserved.entry(product).or_default() += quantity;
+                }
+            }
             let created = ts(60 * 24 * 60 + id * 13);
             orders.push(json!({
                 "id": id, "customer_id": customer_id, "status": status, "currency_code": "USD",
@@ -235,6 +244,10 @@ impl Store {
                 "payment_reference": if status == "PENDING" { Value::Null } else { json!(format!("seed_ch_{id}")) },
                 "created_at": created, "updated_at": created,
             }));
+        }
+        for row in &mut inventory_rows {
+            let id = row["product_id"].as_i64().unwrap_or_default();
+            row["reserved"] = json!(reserved.get(&id).copied().unwrap_or(0));
         }
         let tables: [(&'static str, &[Value]); 6] = [
             ("vendors", &vendors),

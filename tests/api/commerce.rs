@@ -77,6 +77,12 @@ async fn available(app: &TestApp, product: &str) -> i64 {
     app.graphql(STOCK, json!({ "id": product })).await["data"]["product"]["inventory"]["available"].as_i64().unwrap()
 }
 
+/// `Inventory.reserved` as the product's vendor reads it.
+async fn reserved(app: &TestApp, vendor: &str, product: &str) -> i64 {
+    let body = app.graphql_as(vendor, "query($id: ID!) { product(id: $id) { inventory { reserved } } }", json!({ "id": product })).await;
+    body["data"]["product"]["inventory"]["reserved"].as_i64().unwrap_or_else(|| panic!("{body}"))
+}
+
 async fn order_count(app: &TestApp) -> i64 {
     let body = app.graphql_as(&admin(), "{ orders { totalCount } }", json!({})).await;
     body["data"]["orders"]["totalCount"].as_i64().unwrap()
@@ -108,6 +114,7 @@ async fn concurrent_checkouts_never_oversell(backend: Backend) {
     assert_eq!(available(&app, &product).await, 0);
     assert_eq!(order_count(&app).await, 10);
     assert_eq!(gateway.charges(), 10, "one charge per paid order");
+    assert_eq!(gateway.requests(), 10, "one charge request per paid order, none for the refused");
     for order in paid {
         assert_eq!(order["data"]["checkout"]["order"]["total"]["amount"], "25.00");
     }
@@ -143,12 +150,13 @@ async fn retried_checkouts_charge_once(backend: Backend) {
     let order = &results[0]["data"]["checkout"]["order"];
     assert_eq!(order["total"]["amount"], "30.75", "2 × 10.50 + 3 × 3.25 in integer cents");
     assert_eq!(gateway.charges(), 1);
+    assert_eq!(gateway.requests(), 1, "the 19 replays never reach the gateway, not even with the same key");
     assert_eq!(order_count(&app).await, 1);
     assert_eq!((available(&app, &a).await, available(&app, &b).await), (3, 2));
     // The same key with another body is refused, and nothing happens.
     let body = app.graphql_as(&alice, CHECKOUT, input("order-42", "tok_mastercard")).await;
     assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "IDEMPOTENCY_KEY_REUSED");
-    assert_eq!(gateway.charges(), 1);
+    assert_eq!((gateway.charges(), gateway.requests()), (1, 1));
     // The same key from another customer is another checkout (keys are per customer): an empty cart.
     let bob = token("bob", &[Role::Customer], None);
     let body = app.graphql_as(&bob, CHECKOUT, input("order-42", "tok_visa")).await;
@@ -210,6 +218,7 @@ async fn order_transitions_and_ownership(backend: Backend) {
 
     let first = place("flow-1").await;
     assert_eq!(available(&app, &p).await, 6);
+    assert_eq!(reserved(&app, &vendor1, &p).await, 4, "a paid order holds its units until fulfilled");
     // Not theirs: exactly like a missing order.
     let body = app.graphql_as(&bob, CANCEL, json!({ "id": first })).await;
     assert_eq!(first_error_code(&body), "NOT_FOUND");
@@ -222,6 +231,7 @@ async fn order_transitions_and_ownership(backend: Backend) {
     // PAID → FULFILLED, then no cancel.
     let body = app.graphql_as(&vendor1, FULFIL, json!({ "id": first })).await;
     assert_eq!(body["data"]["fulfillOrder"]["order"]["status"], "FULFILLED", "{body}");
+    assert_eq!(reserved(&app, &vendor1, &p).await, 0, "shipped: no longer held");
     let body = app.graphql_as(&alice, CANCEL, json!({ "id": first })).await;
     assert_eq!(body["data"]["cancelOrder"]["userErrors"][0]["code"], "INVALID_TRANSITION");
     assert_eq!(body["data"]["cancelOrder"]["order"]["status"], "FULFILLED");
@@ -232,14 +242,17 @@ async fn order_transitions_and_ownership(backend: Backend) {
     // A paid order cancelled by its customer: refunded, stock back.
     let second = place("flow-2").await;
     assert_eq!(available(&app, &p).await, 2);
+    assert_eq!(reserved(&app, &vendor1, &p).await, 4);
     let body = app.graphql_as(&alice, CANCEL, json!({ "id": second })).await;
     assert_eq!(body["data"]["cancelOrder"]["order"]["status"], "CANCELLED", "{body}");
     assert_eq!(available(&app, &p).await, 6, "stock restored");
+    assert_eq!(reserved(&app, &vendor1, &p).await, 0, "cancelled: released");
     assert_eq!(gateway.refunds(), 1);
     let body = app.graphql_as(&alice, CANCEL, json!({ "id": second })).await;
     assert_eq!(body["data"]["cancelOrder"]["userErrors"][0]["code"], "INVALID_TRANSITION");
     assert_eq!(available(&app, &p).await, 6, "a second cancel restores nothing");
     assert_eq!(gateway.refunds(), 1);
+    assert_eq!(gateway.requests(), 3, "two charges and one refund, nothing retried");
     let body = app.graphql_as(&vendor1, FULFIL, json!({ "id": second })).await;
     assert_eq!(body["data"]["fulfillOrder"]["userErrors"][0]["code"], "INVALID_TRANSITION");
 }

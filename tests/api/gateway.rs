@@ -47,6 +47,11 @@ impl FakeGateway {
     pub fn refunds(&self) -> usize {
         self.ledger.lock().unwrap().refunds.len()
     }
+
+    /// Every request received, retries with a known key included: what the server really sent.
+    pub fn requests(&self) -> usize {
+        self.ledger.lock().unwrap().requests
+    }
 }
 
 fn key(headers: &HeaderMap) -> String {
