@@ -79,7 +79,9 @@ async fn available(app: &TestApp, product: &str) -> i64 {
 
 /// `Inventory.reserved` as the product's vendor reads it.
 async fn reserved(app: &TestApp, vendor: &str, product: &str) -> i64 {
-    let body = app.graphql_as(vendor, "query($id: ID!) { product(id: $id) { inventory { reserved } } }", json!({ "id": product })).await;
+    let body = app
+        .graphql_as(vendor, "query($id: ID!) { product(id: $id) { inventory { reserved } } }", json!({ "id": product }))
+        .await;
     body["data"]["product"]["inventory"]["reserved"].as_i64().unwrap_or_else(|| panic!("{body}"))
 }
 

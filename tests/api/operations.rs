@@ -216,7 +216,12 @@ async fn tls_with_a_self_signed_certificate() {
     }
     let out = handshake("-tls1_1").await;
     let text = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
     assert!(!text.contains("BEGIN CERTIFICATE") || text.contains("Cipher is (NONE)"), "TLS 1.1 must fail: {text}");
+    // The refusal must be the server's (a protocol-version alert), not a client that could not
+    // offer TLS 1.1 at all.
+    assert!(!errors.contains("no protocols available"), "the client could not offer TLS 1.1: {errors}");
+    assert!(errors.contains("SSL alert number"), "the server refuses TLS 1.1 with an alert: {errors}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

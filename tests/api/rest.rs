@@ -61,6 +61,7 @@ async fn graphql_v1_and_v2_agree(app: TestApp) {
     let (_, _, v1_page) = get(&app, "/v1/orders?first=50", Some(&alice)).await;
     let (_, _, v2_page) = get(&app, "/v2/orders?first=50", Some(&alice)).await;
     assert_eq!(v1_page["items"].as_array().unwrap().len(), orders.len());
+    assert_eq!(v2_page["items"].as_array().unwrap().len(), orders.len());
     for (i, g) in orders.iter().enumerate() {
         let id = g["id"].as_str().unwrap();
         let (_, _, v1) = get(&app, &format!("/v1/orders/{id}"), Some(&alice)).await;
@@ -73,7 +74,10 @@ async fn graphql_v1_and_v2_agree(app: TestApp) {
         assert_eq!(v1["lineCount"], g["lines"].as_array().unwrap().len());
         assert_eq!(v2["total"], g["total"]);
         assert_eq!(v2["subtotal"]["amount"], g["subtotal"]["amount"]);
-        for (j, line) in g["lines"].as_array().unwrap().iter().enumerate() {
+        let graphql_lines = g["lines"].as_array().unwrap();
+        assert_eq!(lines["items"].as_array().unwrap().len(), graphql_lines.len(), "v1 lines of {id}");
+        assert_eq!(v2["lines"].as_array().unwrap().len(), graphql_lines.len(), "v2 lines of {id}");
+        for (j, line) in graphql_lines.iter().enumerate() {
             let (l1, l2) = (&lines["items"][j], &v2["lines"][j]);
             assert_eq!(
                 (&l1["sku"], &l1["quantity"], &l1["productId"]),
