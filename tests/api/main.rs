@@ -11,6 +11,7 @@ mod commerce;
 mod gateway;
 mod http;
 mod identity;
+mod limits;
 mod operations;
 mod ownership;
 mod performance;
