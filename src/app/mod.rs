@@ -122,6 +122,12 @@ impl App {
             header_timeout: std::time::Duration::from_secs(settings.server.header_timeout_secs),
             max_connections: settings.server.max_connections,
             max_per_ip: settings.server.max_connections_per_ip,
+            exempt: settings
+                .rate_limit
+                .trusted_proxies
+                .iter()
+                .map(|p| crate::client::Cidr::parse(p))
+                .collect::<anyhow::Result<_>>()?,
         };
         let state = AppState {
             settings,
@@ -195,11 +201,11 @@ impl App {
         let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|d| *d).await;
         };
-        let limits = self.connection_limits;
+        let limits = self.connection_limits.clone();
         let public = async {
             match self.tls {
                 Some(config) => {
-                    let listener = crate::http::tls::TlsListener::new(self.listener, config)?;
+                    let listener = crate::http::tls::TlsListener::new(self.listener, config, limits.max_per_ip)?;
                     serve::serve(listener, self.router, limits, down.clone()).await;
                 }
                 None => serve::serve(self.listener, self.router, limits, down.clone()).await,

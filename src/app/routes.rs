@@ -50,7 +50,11 @@ where
 /// is limited per subject (`SECURECART_USER_RATE`), everyone else per client IP
 /// (`SECURECART_ANON_RATE`), whatever headers they send. Cost budgets come on top of both.
 fn api(state: &AppState) -> Router {
-    let routes = crate::http::api_router(state.clone()).merge(crate::rest::router(state.clone()));
+    // Bodies are read behind the rate limits, so a throttled client gets no buffer.
+    let body = (state.settings.server.max_body_bytes, Duration::from_secs(state.settings.server.body_timeout_secs));
+    let routes = crate::http::api_router(state.clone())
+        .merge(crate::rest::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(body, read_body));
     let limits = &state.settings.rate_limit;
     let (rate, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
     let anonymous = limited(routes.clone(), rate, burst, state.clients.clone(), "anonymous_ip");
@@ -121,10 +125,6 @@ pub fn router(state: AppState) -> Router {
     crate::http::public_router(state.clone())
         .merge(api(&state))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(
-            (max_body, Duration::from_secs(state.settings.server.body_timeout_secs)),
-            read_body,
-        ))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::if_not_present(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::if_not_present(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))

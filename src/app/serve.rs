@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// Connection limits of the public listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// How long a client may take to send a request's headers.
     pub header_timeout: Duration,
@@ -25,6 +25,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections at most from one client address.
     pub max_per_ip: usize,
+    /// Addresses the per-address cap does not apply to (the trusted proxies).
+    pub exempt: Vec<crate::client::Cidr>,
 }
 
 /// Open connections, in all and per address; a `Ticket` gives its place back when dropped.
@@ -34,31 +36,51 @@ struct Open {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-struct Ticket(Arc<Mutex<Open>>, IpAddr);
+struct Ticket(Arc<Mutex<Open>>, Option<IpAddr>);
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_ip.get_mut(&self.1) {
+        if let Some(ip) = self.1
+            && let Some(n) = open.per_ip.get_mut(&ip)
+        {
             *n -= 1;
             if *n == 0 {
-                open.per_ip.remove(&self.1);
+                open.per_ip.remove(&ip);
             }
         }
         metrics::gauge!(crate::telemetry::metrics::HTTP_CONNECTIONS).decrement(1.0);
     }
 }
 
+/// The address a connection counts against: IPv6 by its /64 (one host has a whole /64), and a
+/// trusted proxy not at all (it carries many clients; only the total cap applies to it).
+fn share(ip: IpAddr, limits: &ConnectionLimits) -> Option<IpAddr> {
+    if limits.exempt.iter().any(|c| c.contains(ip)) {
+        return None;
+    }
+    Some(match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    })
+}
+
 /// A place for a connection from `ip`, or `None` when a cap is reached.
 fn admit(open: &Arc<Mutex<Open>>, ip: IpAddr, limits: &ConnectionLimits) -> Option<Ticket> {
     let mut guard = open.lock().unwrap_or_else(|e| e.into_inner());
-    let from_ip = guard.per_ip.get(&ip).copied().unwrap_or(0);
+    let ip = share(ip, limits);
+    let from_ip = ip.and_then(|ip| guard.per_ip.get(&ip).copied()).unwrap_or(0);
     if guard.total >= limits.max_connections || from_ip >= limits.max_per_ip {
         return None;
     }
     guard.total += 1;
-    *guard.per_ip.entry(ip).or_default() += 1;
+    if let Some(ip) = ip {
+        *guard.per_ip.entry(ip).or_default() += 1;
+    }
     metrics::gauge!(crate::telemetry::metrics::HTTP_CONNECTIONS).increment(1.0);
     Some(Ticket(open.clone(), ip))
 }
@@ -88,11 +110,12 @@ where
             req.map(axum::body::Body::new)
         });
         let service = TowerToHyperService::new(service);
-        let (mut shutdown, closed_rx) = (shutdown.clone(), closed_rx.clone());
+        let (mut shutdown, closed_rx, header_timeout) = (shutdown.clone(), closed_rx.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
+            // HTTP/1.1 only: hyper's HTTP/1 header deadline then runs from the first byte (the
+            // auto builder's version sniffing, and HTTP/2 connections, have no such deadline).
+            let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut stopping = false;

@@ -13,7 +13,7 @@
 //!   configured one (`access`), so an ID token is not taken for an access token.
 //! - Roles count only from our own namespaces (`securecart:admin`), or as plain names where
 //!   allowed; another application's `billing:admin` or `wiki:admins` never makes an admin. The
-//!   OAuth `scope` claim is read only when configured.
+//!   OAuth `scope` and Cognito's `cognito:groups` claims are read only when configured.
 //! - The JWKS is cached, fetched again every `jwks_refresh_secs`, and on an unknown `kid` at
 //!   most once per `jwks_min_refetch_secs`; a failed fetch keeps the last good keys.
 
@@ -79,6 +79,7 @@ struct Inner {
     role_namespaces: Vec<String>,
     plain_roles: bool,
     scope_roles: bool,
+    cognito_groups: bool,
     leeway: u64,
     roles_claim: String,
     vendor_claim: String,
@@ -148,6 +149,7 @@ impl Verifier {
             role_namespaces: auth.role_namespaces.clone(),
             plain_roles: auth.plain_roles,
             scope_roles: auth.scope_roles,
+            cognito_groups: auth.cognito_groups,
             leeway: auth.leeway_secs,
             roles_claim: auth.roles_claim.clone(),
             vendor_claim: auth.vendor_claim.clone(),
@@ -295,8 +297,10 @@ impl Verifier {
         self.identity(&data.claims)
     }
 
-    /// With an audience configured, `aud` must name it; with Cognito client ids configured, a
-    /// `client_id` among them passes instead. Without either, any audience passes.
+    /// With an audience configured, a token's `aud` must name it. A token without `aud` (a
+    /// Cognito access token) passes when its `client_id` is one of the configured client ids; a
+    /// token whose `aud` names another API never does, whatever its `client_id` (RFC 9068 access
+    /// tokens carry both). Without an audience or client ids, any audience passes.
     fn check_audience(&self, claims: &Map<String, Value>) -> Result<(), String> {
         let (audience, client_ids) = (&self.0.audience, &self.0.client_ids);
         if audience.is_none() && client_ids.is_empty() {
@@ -307,13 +311,14 @@ impl Verifier {
             Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want.as_str())),
             _ => false,
         });
-        let client_ok =
-            claims.get("client_id").and_then(Value::as_str).is_some_and(|c| client_ids.iter().any(|id| id == c));
-        match (aud_ok || client_ok, claims.contains_key("aud") || claims.contains_key("client_id")) {
-            (true, _) => Ok(()),
-            (false, true) => Err("token audience not accepted".into()),
-            (false, false) if audience.is_some() => Err("token has no `aud` claim".into()),
-            (false, false) => Err("token has no `client_id` claim".into()),
+        if claims.contains_key("aud") {
+            return if aud_ok { Ok(()) } else { Err("token audience not accepted".into()) };
+        }
+        match claims.get("client_id").and_then(Value::as_str) {
+            Some(c) if client_ids.iter().any(|id| id == c) => Ok(()),
+            Some(_) => Err("token audience not accepted".into()),
+            None if audience.is_some() => Err("token has no `aud` claim".into()),
+            None => Err("token has no `client_id` claim".into()),
         }
     }
 
@@ -332,7 +337,10 @@ impl Verifier {
             }
         };
         add(claims.get(&self.0.roles_claim), true, self.0.plain_roles);
-        add(claims.get("cognito:groups"), false, self.0.plain_roles);
+        if self.0.cognito_groups {
+            // A user pool's groups may serve several applications: read only when configured.
+            add(claims.get("cognito:groups"), false, self.0.plain_roles);
+        }
         if self.0.scope_roles {
             // OAuth scopes are permissions of any API (`email`, `openid`): namespaced ones only.
             add(claims.get("scope"), true, false);
@@ -396,14 +404,14 @@ mod tests {
 
     #[tokio::test]
     async fn roles_come_from_the_claim_cognito_groups_and_scope() {
-        let auth = AuthSettings { scope_roles: true, ..Default::default() };
+        let auth = AuthSettings { scope_roles: true, cognito_groups: true, ..Default::default() };
         let verifier = Verifier::new(&auth).await.unwrap();
         let claims = json!({ "sub": "x", "roles": "customer openid", "cognito:groups": ["Admins"], "scope": "securecart:vendor email admin" });
         let identity = verifier.identity(claims.as_object().unwrap()).unwrap();
         assert_eq!(identity.roles, vec![Role::Admin, Role::Customer, Role::Vendor]);
         let default = Verifier::new(&AuthSettings::default()).await.unwrap();
         let identity = default.identity(claims.as_object().unwrap()).unwrap();
-        assert_eq!(identity.roles, vec![Role::Admin, Role::Customer], "scope is not read by default");
+        assert_eq!(identity.roles, vec![Role::Customer], "neither scope nor cognito:groups is read by default");
     }
 
     #[tokio::test]

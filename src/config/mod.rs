@@ -252,6 +252,8 @@ pub struct AuthSettings {
     pub plain_roles: bool,
     /// Whether the space-separated `scope` claim is read for roles.
     pub scope_roles: bool,
+    /// Whether Cognito's `cognito:groups` claim is read for roles.
+    pub cognito_groups: bool,
     /// The claim holding roles (default `roles`); `cognito:groups`
     /// and a space-separated `scope` are read as well.
     pub roles_claim: String,
@@ -282,6 +284,7 @@ impl Default for AuthSettings {
             role_namespaces: vec!["securecart".into()],
             plain_roles: true,
             scope_roles: false,
+            cognito_groups: false,
             introspection: None,
         }
     }
@@ -582,6 +585,20 @@ impl Settings {
         }
         if self.rate_limit.anonymous_per_second == 0 || self.rate_limit.anonymous_burst == 0 {
             bail!("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive");
+        }
+        let server = &self.server;
+        for (name, value) in [
+            ("SECURECART_HEADER_TIMEOUT_SECS", server.header_timeout_secs as usize),
+            ("SECURECART_BODY_TIMEOUT_SECS", server.body_timeout_secs as usize),
+            ("SECURECART_MAX_CONNECTIONS", server.max_connections),
+            ("SECURECART_MAX_CONNECTIONS_PER_IP", server.max_connections_per_ip),
+            ("SECURECART_WS_MAX_PER_IP", self.websocket.max_per_ip),
+            ("SECURECART_WS_INIT_TIMEOUT_SECS", self.websocket.init_timeout_secs as usize),
+            ("SECURECART_APQ_MAX_BYTES", self.security.persisted_queries_max_bytes),
+        ] {
+            if value == 0 {
+                bail!("{name} must be positive (0 would refuse every request)");
+            }
         }
         if self.rate_limit.user_per_second == 0 || self.rate_limit.user_burst == 0 {
             bail!("SECURECART_USER_RATE and SECURECART_USER_BURST must be positive");

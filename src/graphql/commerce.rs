@@ -113,13 +113,15 @@ impl CartLine {
         line_available(&self.0)
     }
 
-    /// The unit price when the product was put in the cart (`null` when not known).
+    /// The unit price when the product was last put in the cart (`null` when not known).
     async fn added_unit_price(&self) -> Option<Money> {
         let amount = self.0.added_price_amount?;
-        Some(Money { amount: Decimal(amount), currency_code: self.0.currency_code.clone() })
+        let currency_code = self.0.added_currency_code.clone().unwrap_or_else(|| self.0.currency_code.clone());
+        Some(Money { amount: Decimal(amount), currency_code })
     }
 
-    /// Whether the unit price changed since the product was put in the cart: show it to the
+    /// Whether the unit price (or its currency) changed since the product was last put in the
+    /// cart (adding it again takes the new price as seen): show it to the
     /// customer, and pass the total they saw as `checkout(input: { expectedTotal })`.
     async fn price_changed(&self) -> bool {
         price_changed(&self.0)

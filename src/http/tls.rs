@@ -35,6 +35,24 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// Handshakes in progress at most.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+
+/// Gives a pending handshake's place in its address's share back when dropped.
+struct Release(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, std::net::IpAddr);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// A TCP listener that hands out TLS streams.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -42,11 +60,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: ServerConfig) -> std::io::Result<Self> {
+    /// Starts accepting on `tcp` with `config`. Handshakes in progress are bounded, in all and
+    /// per client address (`per_ip`), so a flood of connections that never finish their
+    /// handshake cannot exhaust tasks or file descriptors before the connection caps apply.
+    pub fn new(tcp: TcpListener, config: ServerConfig, per_ip: usize) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, rx) = mpsc::channel(256);
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let pending_per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -62,8 +84,20 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                // At capacity: close it at once rather than queue it.
+                let Ok(permit) = pending.clone().try_acquire_owned() else { continue };
+                {
+                    let mut counts = pending_per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = counts.entry(peer.ip()).or_default();
+                    if *n >= per_ip {
+                        continue;
+                    }
+                    *n += 1;
+                }
+                let (acceptor, tx, counts) = (acceptor.clone(), tx.clone(), pending_per_ip.clone());
                 tokio::spawn(async move {
+                    let _permit = permit;
+                    let _release = Release(counts, peer.ip());
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

@@ -81,9 +81,11 @@ impl<T: DeserializeOwned + Blanks + Send, S: Send + Sync> FromRequestParts<S> fo
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let Query(mut params) = Query::<T>::from_request_parts(parts, state)
-            .await
-            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+        let Query(mut params) = Query::<T>::from_request_parts(parts, state).await.map_err(|e| {
+            // Our words and serde's reason, not the framework's text.
+            let reason = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default();
+            Problem::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("the query string is invalid: {reason}"))
+        })?;
         params.blanks_are_absent();
         Ok(Self(params))
     }

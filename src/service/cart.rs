@@ -54,9 +54,12 @@ impl CartView {
     }
 }
 
-/// Whether a line's unit price is not what it was when the product was added.
+/// Whether a line's unit price (amount or currency) is not what it was when the product was
+/// last added.
 pub fn price_changed(line: &CartLineRecord) -> bool {
-    line.added_price_amount.is_some_and(|added| added != line.price_amount)
+    let amount_changed = line.added_price_amount.is_some_and(|added| added != line.price_amount);
+    let currency_changed = line.added_currency_code.as_ref().is_some_and(|added| *added != line.currency_code);
+    amount_changed || currency_changed
 }
 
 /// Whether a line can be bought now: its product is on sale with the wanted units in stock.

@@ -26,8 +26,10 @@ pub struct CartLineRecord {
     pub status: String,
     /// Units available now.
     pub available: i64,
-    /// The unit price when the line was first added (unknown for older lines).
+    /// The unit price when the product was last added (unknown for older lines).
     pub added_price_amount: Option<i64>,
+    /// Its currency.
+    pub added_currency_code: Option<String>,
 }
 
 /// What adding to a cart came to.
@@ -53,7 +55,7 @@ pub enum AddToCart {
 }
 
 pub(crate) const CART_LINES: &str = "SELECT ci.product_id, ci.quantity, p.vendor_id, p.sku, p.name, p.price_amount, \
-     p.currency_code, p.status, COALESCE(i.available, 0) AS available, ci.added_price_amount \
+     p.currency_code, p.status, COALESCE(i.available, 0) AS available, ci.added_price_amount, ci.added_currency_code \
      FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id \
      LEFT JOIN inventory i ON i.product_id = ci.product_id WHERE c.customer_id = $1 ORDER BY ci.product_id";
 
@@ -107,10 +109,12 @@ impl Store {
             }
             // An atomic upsert: two devices adding at once both count, and the CHECK constraint
             // (1..999) refuses a sum that is too large.
-            let added = sqlx::query("INSERT INTO cart_items (cart_id, product_id, quantity, added_at, added_price_amount) \
-                         SELECT id, $2, $3, $4, $5 FROM carts WHERE customer_id = $1 \
-                         ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity")
-                .bind(customer_id).bind(product_id).bind(quantity).bind(now).bind(price).execute(&mut *tx).await;
+            // Adding again is seeing the price again: the line remembers the latest one.
+            let added = sqlx::query("INSERT INTO cart_items (cart_id, product_id, quantity, added_at, added_price_amount, \
+                         added_currency_code) SELECT id, $2, $3, $4, $5, $6 FROM carts WHERE customer_id = $1 \
+                         ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity, \
+                         added_price_amount = excluded.added_price_amount, added_currency_code = excluded.added_currency_code")
+                .bind(customer_id).bind(product_id).bind(quantity).bind(now).bind(price).bind(&currency).execute(&mut *tx).await;
             match added {
                 Err(e) if is_check_violation(&e) => return Ok(AddToCart::LineFull),
                 other => other?,

@@ -82,6 +82,8 @@ struct Walker<'a> {
     variables: &'a Variables,
     default_page: u64,
     fragments: HashMap<&'a Name, Memo>,
+    /// Mutation-root cost of each fragment spread at a mutation's root (`None`: in progress).
+    mutation_fragments: HashMap<&'a Name, Option<u64>>,
     cycle: Option<String>,
 }
 
@@ -162,9 +164,21 @@ impl<'a> Walker<'a> {
                     self.mutation_cost(&f.node.selection_set.node, level + 1)
                 }
                 Selection::FragmentSpread(s) if level < MAX_NESTING => {
-                    match self.document.fragments.get(&s.node.fragment_name.node) {
-                        Some(f) => self.mutation_cost(&f.node.selection_set.node, level + 1),
-                        None => 0,
+                    let name = &s.node.fragment_name.node;
+                    // Measured once per fragment, like every other measure (a fragment spread
+                    // many times would otherwise be walked exponentially often); a cycle adds
+                    // nothing here and is refused as `FRAGMENT_CYCLE`.
+                    match self.mutation_fragments.get(name) {
+                        Some(cost) => cost.unwrap_or(0),
+                        None => match self.document.fragments.get(name) {
+                            Some(f) => {
+                                self.mutation_fragments.insert(name, None);
+                                let cost = self.mutation_cost(&f.node.selection_set.node, level + 1);
+                                self.mutation_fragments.insert(name, Some(cost));
+                                cost
+                            }
+                            None => 0,
+                        },
                     }
                 }
                 _ => 0,
@@ -186,8 +200,14 @@ pub fn measure(
     variables: &Variables,
     default_page: u32,
 ) -> Measure {
-    let mut walker =
-        Walker { document, variables, default_page: u64::from(default_page), fragments: HashMap::new(), cycle: None };
+    let mut walker = Walker {
+        document,
+        variables,
+        default_page: u64::from(default_page),
+        fragments: HashMap::new(),
+        mutation_fragments: HashMap::new(),
+        cycle: None,
+    };
     let mut out = Measure::default();
     for (_, op) in document.operations.iter() {
         let summary = walker.set(&op.node.selection_set.node, 0);
@@ -271,6 +291,21 @@ mod tests {
         q.push_str(" fragment F40 on Q { x }");
         let m = of(&q);
         assert!(m.aliases > 1_000_000, "counted as expanded: {}", m.aliases);
+    }
+
+    #[test]
+    fn mutation_fragments_are_measured_once_too() {
+        // 3^32 walks if each spread were followed again.
+        let m = of("mutation { ...A } fragment A on MutationRoot { ...A ...A ...A }");
+        assert_eq!(m.cost, 0);
+        // 2^20 paths to one field (within the nesting cap): each fragment is measured once, and
+        // the cost is what the document asks for, path by path.
+        let mut q = String::from("mutation { ...F0 }");
+        for i in 0..20 {
+            q.push_str(&format!(" fragment F{i} on MutationRoot {{ ...F{} ...F{} }}", i + 1, i + 1));
+        }
+        q.push_str(" fragment F20 on MutationRoot { clearCart { cart { id } } }");
+        assert_eq!(of(&q).cost, 11 << 20);
     }
 
     #[test]
