@@ -372,11 +372,18 @@ try {
     }
   });
   page.on('requestfailed', (req) => {
+    // Every failed local request fails the check (non-local ones are the ones this check blocks).
     const url = req.url();
-    if (isLocal(url) && ['document', 'script', 'stylesheet'].includes(req.resourceType())) {
-      problems.push(`local ${req.resourceType()} ${url} failed: ${req.failure()?.errorText}`);
-    }
+    if (isLocal(url)) problems.push(`local ${req.resourceType()} ${url} failed: ${req.failure()?.errorText}`);
   });
+  // The schema must load: GraphiQL posts its introspection query when it starts.
+  const introspection = page
+    .waitForResponse(
+      (res) => res.request().method() === 'POST' && isLocal(res.url()) && (res.request().postData() || '').includes('__schema'),
+      { timeout: remaining(15_000) },
+    )
+    .then(async (res) => ({ status: res.status(), body: await res.json().catch(() => null) }))
+    .catch(() => null);
 
   const nav = await page.goto(pageUrl.href, { waitUntil: 'load', timeout: remaining(10_000) });
   if (!nav) await fail('navigation returned no response');
@@ -407,6 +414,31 @@ try {
     await fail(`GraphiQL did not render an execute button (screenshot: ${screenshotPath})`);
   }
   if (problems.length) await fail(problems[0]);
+
+  // The introspection answered with a schema, and the docs explorer lists the query root's fields.
+  const schema = await introspection;
+  if (!schema) await fail('GraphiQL never sent its introspection query (or it got no answer)');
+  if (!schema.body?.data?.__schema) {
+    await fail(`the introspection query failed (HTTP ${schema.status}): ${JSON.stringify(schema.body?.errors ?? schema.body).slice(0, 300)}`);
+  }
+  await page.click('button[aria-label="Show Documentation Explorer"]', { timeout: remaining(5_000) });
+  const docsListed = await page
+    .waitForFunction(
+      () => {
+        const docs = document.querySelector('.graphiql-doc-explorer');
+        return !!docs && docs.innerText.includes('QueryRoot');
+      },
+      null,
+      { timeout: remaining(5_000) },
+    )
+    .then(() => true, () => false);
+  if (!docsListed) await fail('the docs explorer does not show QueryRoot: the schema did not load');
+  await page.click('.graphiql-doc-explorer a.graphiql-doc-explorer-type-name:has-text("QueryRoot")', { timeout: remaining(5_000) }).catch(() => {});
+  const rootFields = await page
+    .waitForFunction(() => /\bproducts\b/.test(document.querySelector('.graphiql-doc-explorer')?.innerText || ''), null, { timeout: remaining(5_000) })
+    .then(() => true, () => false);
+  if (!rootFields) await fail('the docs explorer does not list QueryRoot.products');
+  console.log('graphiql-check: the schema loaded; the docs explorer lists QueryRoot and products');
 
   // The ?query= must have reached the query editor.
   const editorText = () =>
@@ -454,6 +486,10 @@ try {
     await fail(`result pane never showed "edges" with a product name; it shows: ${JSON.stringify(text)} (screenshot: ${screenshotPath})`);
   }
   if (problems.length) await fail(problems[0]);
+  // Any console error fails the check, except the ones this check causes by blocking non-local
+  // requests.
+  const ours = consoleErrors.filter((c) => !blocked.some((u) => c.includes(u)) && !c.includes('ERR_BLOCKED_BY_CLIENT'));
+  if (ours.length) await fail(`console error: ${ours[0]}`);
 
   for (const u of blocked.slice(blockedReported)) console.error(`graphiql-check: blocked ${u}`);
   blockedReported = blocked.length;

@@ -108,3 +108,41 @@ fn the_edges_are_where_they_say() {
     let over = edges().into_iter().find(|e| e.0 == "variables 64 KiB").unwrap().2;
     assert_eq!(serde_json::to_vec(&over["variables"]).unwrap().len(), 64 * 1024 + 1);
 }
+
+/// graphql-js 16's `getIntrospectionQuery()`, as GraphiQL, GraphQL Code Generator and
+/// `buildClientSchema` users send it: 15 levels deep through `ofType`.
+const STANDARD_INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}"#;
+
+/// Introspection counts toward neither depth nor cost: the standard query runs with the
+/// defaults; an `ofType` tower past its own cap does not.
+#[tokio::test]
+async fn the_standard_introspection_query_runs_with_the_defaults() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    let (_, body) = app.post_json(&json!({ "query": STANDARD_INTROSPECTION })).await;
+    assert!(body.get("errors").is_none(), "{}", &body.to_string()[..body.to_string().len().min(400)]);
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "QueryRoot");
+    assert_eq!(body["extensions"]["cost"]["requestedQueryCost"], 0);
+    let tower = format!("{{ __type(name: \"Product\") {{ {} name {} }} }}", "ofType { ".repeat(25), "}".repeat(25));
+    let (_, body) = app.post_json(&json!({ "query": tower })).await;
+    assert_eq!(refused(&body), Some("MAX_DEPTH_EXCEEDED"), "{body}");
+}

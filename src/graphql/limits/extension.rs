@@ -12,7 +12,7 @@ use async_graphql::{Request, Response, ServerError, ServerResult, Variables};
 
 use super::billing::{bill, refund};
 use super::cost::{actual_cost, cost_value};
-use super::measure::{MAX_NESTING, measure};
+use super::measure::{MAX_INTROSPECTION_DEPTH, MAX_NESTING, measure};
 use super::scan::scan;
 use crate::budget::{BillingKey, Budgets, ThrottleStatus, Throttled};
 use crate::config::Settings;
@@ -149,6 +149,13 @@ impl LimitsExtension {
         }
         if let Some(fragment) = &m.fragment_cycle {
             return Err(refuse("FRAGMENT_CYCLE", format!("fragment `{fragment}` spreads itself")));
+        }
+        if m.introspection_depth > MAX_INTROSPECTION_DEPTH {
+            let message = format!(
+                "the introspection nests {} levels; at most {MAX_INTROSPECTION_DEPTH} are allowed",
+                m.introspection_depth
+            );
+            return Err(refuse("MAX_DEPTH_EXCEEDED", message));
         }
         if m.depth > limits.max_depth || m.nesting > MAX_NESTING {
             let message = format!("the query nests {} fields deep; at most {} are allowed", m.depth, limits.max_depth);

@@ -18,11 +18,19 @@ use super::operation;
 /// document is refused whatever its field depth; it also bounds this pass's recursion.
 pub const MAX_NESTING: usize = 32;
 
+/// Deepest nesting under `__schema`/`__type`. Introspection counts toward neither the depth
+/// limit nor the cost (graphql-js's standard introspection query nests 15 levels, and tools
+/// send it as is); this cap alone stops an `ofType { ofType { ... } }` tower.
+pub const MAX_INTROSPECTION_DEPTH: usize = 20;
+
 /// What one pass over a document finds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Measure {
-    /// The deepest field nesting of any operation (`{ a }` is 1; fragments add nothing).
+    /// The deepest field nesting of any operation (`{ a }` is 1; fragments add nothing), outside
+    /// introspection.
     pub depth: usize,
+    /// The deepest nesting under `__schema`/`__type` (the field itself is 1).
+    pub introspection_depth: usize,
     /// The deepest selection-set nesting of any operation, fragments included.
     pub nesting: usize,
     /// Aliases as the operations expand them (a fragment counts each time it is spread).
@@ -45,6 +53,7 @@ pub struct Measure {
 #[derive(Debug, Clone, Copy, Default)]
 struct Summary {
     depth: usize,
+    introspection_depth: usize,
     nesting: usize,
     aliases: usize,
     /// Fields directly in the set (through fragments).
@@ -62,6 +71,7 @@ struct Summary {
 impl Summary {
     fn absorb(&mut self, other: Summary) {
         self.depth = self.depth.max(other.depth);
+        self.introspection_depth = self.introspection_depth.max(other.introspection_depth);
         self.nesting = self.nesting.max(other.nesting);
         self.aliases += other.aliases;
         self.fields += other.fields;
@@ -137,13 +147,25 @@ impl<'a> Walker<'a> {
         } else {
             1 + sub.plain
         };
+        if matches!(name, "__schema" | "__type") {
+            // Free, and measured on its own scale (see `MAX_INTROSPECTION_DEPTH`).
+            return Summary {
+                introspection_depth: 1 + sub.depth.max(sub.introspection_depth),
+                nesting: if leaf { 0 } else { 1 + sub.nesting },
+                aliases: usize::from(field.alias.is_some()) + sub.aliases,
+                fields: 1,
+                introspection: true,
+                ..Summary::default()
+            };
+        }
         let items = matches!(name, "edges" | "nodes");
         Summary {
             depth: 1 + sub.depth,
+            introspection_depth: sub.introspection_depth,
             nesting: if leaf { 0 } else { 1 + sub.nesting },
             aliases: usize::from(field.alias.is_some()) + sub.aliases,
             fields: 1,
-            introspection: matches!(name, "__schema" | "__type"),
+            introspection: false,
             plain: cost,
             per_item: if items { sub.plain } else { 0 },
             rest: if items { 0 } else { cost },
@@ -212,6 +234,7 @@ pub fn measure(
     for (_, op) in document.operations.iter() {
         let summary = walker.set(&op.node.selection_set.node, 0);
         out.depth = out.depth.max(summary.depth);
+        out.introspection_depth = out.introspection_depth.max(summary.introspection_depth);
         out.nesting = out.nesting.max(summary.nesting);
         out.aliases += summary.aliases;
         out.root_fields = out.root_fields.max(summary.fields);
@@ -270,6 +293,24 @@ mod tests {
         assert!(of("query { ...I } fragment I on QueryRoot { __type(name: \"X\") { name } }").introspection);
         assert!(!of("{ products { nodes { __typename } } }").introspection, "only at the root");
         assert_eq!(of("{ a { b { c } } }").depth, 3);
+    }
+
+    #[test]
+    fn introspection_is_free_and_capped_on_its_own() {
+        // graphql-js 16's getIntrospectionQuery(): 15 levels through `ofType`.
+        let type_ref = "kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name \
+            ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+        let q = format!("{{ __schema {{ types {{ fields {{ type {{ {type_ref} }} }} }} }} }}");
+        let m = of(&q);
+        assert_eq!((m.depth, m.cost), (0, 0), "introspection costs nothing and adds no depth");
+        assert!(
+            m.introspection_depth >= 13 && m.introspection_depth <= MAX_INTROSPECTION_DEPTH,
+            "{}",
+            m.introspection_depth
+        );
+        let tower = format!("{{ __type(name: \"X\") {{ {} name {} }} }}", "ofType { ".repeat(25), "}".repeat(25));
+        assert!(of(&tower).introspection_depth > MAX_INTROSPECTION_DEPTH);
+        assert_eq!(of("{ a { b } __schema { queryType { name } } }").depth, 2, "the rest still counts");
     }
 
     #[test]
