@@ -43,6 +43,16 @@ serve_and_check() { # $1: label; the environment carries DATABASE_URL when neede
 serve_and_check sqlite
 [ -f "$work/securecart.db" ] || { echo "sqlite: no securecart.db in the working directory"; exit 1; }
 
+# Without local assets the page falls back to the CDN, with the pinned SRI hashes.
+port=$(free_port)
+empty=$(mktemp -d)
+(cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 SECURECART_PLAYGROUND_DIR="$empty" "$bin" serve >"$work/server-cdn.log" 2>&1) &
+pid=$!
+for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+python3 "$root/scripts/check-cdn-fallback.py" "http://127.0.0.1:$port/graphql"
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+rmdir "$empty"
+
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   db="securecart_smoke_$$"
   admin="$TEST_DATABASE_URL"
