@@ -453,9 +453,11 @@ async fn run(
         Caller::Anonymous => "anonymous".into(),
         Caller::Rejected(_) => "rejected".into(),
     };
+    // The operation's name is recorded by the limits once the document is parsed (a document
+    // names its operation even when the request's `operationName` does not).
     let span = tracing::info_span!(
         "graphql",
-        operation = %operation,
+        operation = tracing::field::Empty,
         operation_type = tracing::field::Empty,
         caller_role = %role,
         cost = tracing::field::Empty,

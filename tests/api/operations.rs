@@ -234,15 +234,18 @@ async fn spans_are_exported_over_otlp() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let received = Arc::new(AtomicUsize::new(0));
     let counter = received.clone();
+    let exported: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let strings = exported.clone();
     let collector = axum::Router::new().route(
         "/v1/traces",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let counter = counter.clone();
+            let (counter, strings) = (counter.clone(), strings.clone());
             async move {
                 let protobuf =
                     headers.get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("protobuf"));
                 if protobuf && !body.is_empty() {
                     counter.fetch_add(1, Ordering::SeqCst);
+                    strings.lock().unwrap().extend(protobuf_strings(&body));
                 }
                 axum::http::StatusCode::OK
             }
@@ -272,5 +275,65 @@ async fn spans_are_exported_over_otlp() {
     let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits").unwrap();
     assert!(exit.success());
     assert!(received.load(Ordering::SeqCst) >= 1, "the collector received the spans");
+    // Decoded: the export carries the service's name and a `graphql` span for the operation.
+    let strings = exported.lock().unwrap().clone();
+    let after = |key: &str| strings.iter().position(|s| s == key).map(|i| strings.get(i + 1).cloned());
+    assert_eq!(after("service.name"), Some(Some("securecart".to_string())), "{strings:?}");
+    assert!(strings.iter().any(|s| s == "graphql"), "a span named graphql: {strings:?}");
+    assert_eq!(after("operation"), Some(Some("Traced".to_string())), "{strings:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every string field of a protobuf message, depth first, in order (a length-delimited field is
+/// read as a nested message when it parses as one, else as UTF-8 text): enough to read an OTLP
+/// export without the generated types.
+#[cfg(feature = "otlp")]
+fn protobuf_strings(buf: &[u8]) -> Vec<String> {
+    fn varint(buf: &[u8], i: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *buf.get(*i)?;
+            *i += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn message(buf: &[u8], out: &mut Vec<String>) -> bool {
+        let mut i = 0;
+        let mut found = Vec::new();
+        while i < buf.len() {
+            let Some(key) = varint(buf, &mut i) else { return false };
+            match key & 7 {
+                0 => {
+                    if varint(buf, &mut i).is_none() {
+                        return false;
+                    }
+                }
+                1 => i += 8,
+                5 => i += 4,
+                2 => {
+                    let Some(len) = varint(buf, &mut i) else { return false };
+                    let Some(field) = buf.get(i..i + len as usize) else { return false };
+                    i += len as usize;
+                    let mut nested = Vec::new();
+                    if !field.is_empty() && message(field, &mut nested) && !nested.is_empty() {
+                        found.extend(nested);
+                    } else if let Ok(text) = std::str::from_utf8(field) {
+                        found.push(text.to_string());
+                    }
+                }
+                _ => return false,
+            }
+        }
+        i == buf.len() && {
+            out.extend(found);
+            true
+        }
+    }
+    let mut out = Vec::new();
+    message(buf, &mut out);
+    out
 }

@@ -166,6 +166,9 @@ impl LimitsExtension {
         let operation_type = m.operation_type.map(type_name);
         let span = tracing::Span::current();
         span.record("operation_type", operation_type.unwrap_or("unknown"));
+        if let Some(name) = &m.operation_name {
+            span.record("operation", name.as_str());
+        }
         span.record("cost", m.cost);
         if let Some(cell) = ctx.data_opt::<CostCell>() {
             cell.update(|r| {
