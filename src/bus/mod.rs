@@ -145,6 +145,13 @@ impl EventBus {
     }
 
     /// A new subscription to every event from now on.
+    /// How many receivers this process's channel has (subscriptions, the cache's invalidation):
+    /// tests wait on it instead of sleeping.
+    pub fn receivers(&self) -> usize {
+        self.local.receiver_count()
+    }
+
+    /// A receiver of this process's events.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.local.subscribe()
     }

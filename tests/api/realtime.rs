@@ -34,11 +34,25 @@ async fn subscribe_at(address: &str, protocol: &str, tok: Option<&str>, query: &
     ws
 }
 
+/// Starts a subscription the caller may run, and waits until it listens on the bus (no sleep:
+/// the bus counts its receivers).
 async fn subscribe(app: &TestApp, protocol: &str, tok: Option<&str>, query: &str) -> Ws {
+    let before = app.bus.receivers();
     let ws = subscribe_at(&app.address, protocol, tok, query).await;
-    // The subscription is registered once the server has read the message; give it a moment.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.bus.receivers() <= before {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the subscription listens within 10 s");
     ws
+}
+
+/// Starts a subscription the server is expected to refuse (it never listens).
+async fn subscribe_refused(app: &TestApp, protocol: &str, tok: Option<&str>, query: &str) -> Ws {
+    subscribe_at(&app.address, protocol, tok, query).await
 }
 
 /// The next result payload (`data` or `errors`), within `within`.
@@ -122,14 +136,24 @@ async fn subscriptions_check_ownership_on_every_event(app: TestApp) {
     assert!(event["data"]["orderStatusChanged"]["order"]["total"]["amount"].is_string());
     assert!(result(&mut bobs, Duration::from_millis(300)).await.is_none(), "bob hears nothing of alice's order");
     assert!(result(&mut bobs_cart, Duration::from_millis(100)).await.is_none(), "nor of her cart");
+    // ...and both of bob's subscriptions are alive: his own cart and order reach them.
+    app.graphql_as(&bob, add, json!({ "p": product(1) })).await;
+    let event = result(&mut bobs_cart, Duration::from_secs(5)).await.expect("bob's cart event: the socket is alive");
+    assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 2);
+    let bobs_checkout = checkout.replace("rt-1", "rt-bob");
+    let body = app.graphql_as(&bob, &bobs_checkout, json!({})).await;
+    assert!(body["data"]["checkout"]["order"]["id"].is_string(), "{body}");
+    let event = result(&mut bobs, Duration::from_secs(5)).await.expect("bob's order event: the socket is alive");
+    assert_eq!(event["data"]["orderStatusChanged"]["status"], "PAID");
     // Someone else's order cannot be watched, and roles are enforced at subscribe time.
     let watch = format!("subscription {{ orderStatusChanged(orderId: \"{order_id}\") {{ status }} }}");
-    let mut ws = subscribe(&app, "graphql-transport-ws", Some(&bob), &watch).await;
+    let mut ws = subscribe_refused(&app, "graphql-transport-ws", Some(&bob), &watch).await;
     let refused = result(&mut ws, Duration::from_secs(5)).await.expect("an error");
     assert_eq!(first_error_code(&refused), "NOT_FOUND", "{refused}");
-    let mut ws = subscribe(&app, "graphql-transport-ws", Some(&alice), "subscription { lowStock { productId } }").await;
+    let mut ws =
+        subscribe_refused(&app, "graphql-transport-ws", Some(&alice), "subscription { lowStock { productId } }").await;
     assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "FORBIDDEN");
-    let mut ws = subscribe(&app, "graphql-transport-ws", None, "subscription { cartChanged { at } }").await;
+    let mut ws = subscribe_refused(&app, "graphql-transport-ws", None, "subscription { cartChanged { at } }").await;
     assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "UNAUTHENTICATED");
 }
 
