@@ -206,9 +206,28 @@ async fn anonymous_bursts_are_throttled_and_recover() {
         let (status, _, _) = post(&app, json!({ "query": NORMAL }), Some(&tok)).await;
         assert_eq!(status, 200, "a caller with a token is billed by cost instead");
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, _, _) = post(&app, json!({ "query": NORMAL }), None).await;
-    assert_eq!(status, 200, "recovered");
+    // It recovers: wait for it (no fixed sleep; the rate itself is the limiter's, unit-tested).
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        while post(&app, json!({ "query": NORMAL }), None).await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(recovered.await.is_ok(), "recovered");
+}
+
+/// Polls the caller's bucket with a free query until `ready` holds (at most 10 s); its level.
+async fn bucket_until(app: &TestApp, tok: &str, ready: impl Fn(u64) -> bool) -> u64 {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (_, _, body) = post(app, json!({ "query": "{ __typename }" }), Some(tok)).await;
+            let now = body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"].as_u64().unwrap();
+            if ready(now) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited.await.expect("the bucket refills")
 }
 
 fn tight_budget(s: &mut securecart::config::Settings) {
@@ -226,23 +245,20 @@ async fn budgets_drain_by_cost_and_refill() {
     let (status, headers, body) = post(&app, big.clone(), Some(&tok)).await;
     assert_eq!(status, 200);
     let left = body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"].as_u64().unwrap();
-    assert!((38..=45).contains(&left), "200 - 162 (+ a few ms of refill): {body}");
+    assert!((38..162).contains(&left), "200 - 162, plus what refilled meanwhile: {body}");
     assert_eq!(body["extensions"]["cost"]["throttleStatus"]["restoreRate"], 100);
     assert!(headers["ratelimit"].to_str().unwrap().starts_with("limit=200, remaining="));
     let (status, headers, body) = post(&app, big.clone(), Some(&tok)).await;
     assert_eq!((status, first_error_code(&body)), (429, "THROTTLED"), "{body}");
-    assert_eq!(headers["retry-after"], "2", "(162 - ~40) / 100 per second, rounded up");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "(162 - what is left) / 100 per second, rounded up: {retry}");
     assert_eq!(body["errors"][0]["extensions"]["cost"]["requestedQueryCost"], 162);
-    // Refill at 100 per second: a free query reads the bucket.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, _, body) = post(&app, json!({ "query": "{ __typename }" }), Some(&tok)).await;
-    let now = body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"].as_u64().unwrap();
-    assert!((left + 40..=left + 70).contains(&now), "about 50 more after 0.5 s: {left} → {now}");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // It refills (at the rate `budget::tests` checks): wait until the big query fits again.
+    bucket_until(&app, &tok, |now| now >= 162).await;
     let (status, _, _) = post(&app, big, Some(&tok)).await;
     assert_eq!(status, 200, "refilled");
     // Unused cost comes back: 102 requested, 22 used (the vendor has 10 products).
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    bucket_until(&app, &tok, |now| now >= 200).await;
     let vendor = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Vendor, 1).encode();
     let q = format!(
         "{{ products(first: 50, filter: {{ vendorId: \"{vendor}\" }}) {{ edges {{ node {{ vendor {{ name }} }} }} }} }}"
