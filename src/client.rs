@@ -24,6 +24,46 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+/// Counts what each client holds (connections, handshakes, sockets) against a per-client cap;
+/// cheap to clone. A `Share` gives its place back when dropped, and a client at zero leaves
+/// the map, so it only holds clients with something open.
+#[derive(Clone)]
+pub struct Shares<K: std::hash::Hash + Eq + Clone>(Arc<std::sync::Mutex<std::collections::HashMap<K, usize>>>);
+
+impl<K: std::hash::Hash + Eq + Clone> Default for Shares<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+/// One place in a client's share.
+pub struct Share<K: std::hash::Hash + Eq + Clone>(Shares<K>, K);
+
+impl<K: std::hash::Hash + Eq + Clone> Shares<K> {
+    /// A place for `key`, or `None` when it already holds `max`.
+    pub fn take(&self, key: K, max: usize) -> Option<Share<K>> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key.clone()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Share(self.clone(), key))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Share<K> {
+    fn drop(&mut self) {
+        let mut counts = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// A trusted proxy: an address, or a network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {

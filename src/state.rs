@@ -28,7 +28,7 @@ pub struct AppState {
     /// Open WebSocket connections.
     pub websockets: Arc<std::sync::atomic::AtomicUsize>,
     /// Open WebSocket connections per client address.
-    pub websockets_per_ip: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    pub websockets_per_ip: crate::client::Shares<String>,
     /// Becomes `true` when the server starts shutting down (WebSockets close with 1001).
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Tells client addresses (trusting configured proxies).

@@ -115,8 +115,8 @@ impl CartLine {
 
     /// The unit price when the product was last put in the cart (`null` when not known).
     async fn added_unit_price(&self) -> Option<Money> {
-        let amount = self.0.added_price_amount?;
-        let currency_code = self.0.added_currency_code.clone().unwrap_or_else(|| self.0.currency_code.clone());
+        let amount = self.0.added.amount?;
+        let currency_code = self.0.added.currency.clone().unwrap_or_else(|| self.0.currency_code.clone());
         Some(Money { amount: Decimal(amount), currency_code })
     }
 

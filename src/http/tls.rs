@@ -38,21 +38,6 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
 /// Handshakes in progress at most.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 
-/// Gives a pending handshake's place in its address's share back when dropped.
-struct Release(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>, std::net::IpAddr);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// A TCP listener that hands out TLS streams.
 pub struct TlsListener {
     rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -68,7 +53,7 @@ impl TlsListener {
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (tx, rx) = mpsc::channel(256);
         let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
-        let pending_per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
+        let pending_per_ip = crate::client::Shares::<std::net::IpAddr>::default();
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -86,18 +71,11 @@ impl TlsListener {
                 };
                 // At capacity: close it at once rather than queue it.
                 let Ok(permit) = pending.clone().try_acquire_owned() else { continue };
-                {
-                    let mut counts = pending_per_ip.lock().unwrap_or_else(|e| e.into_inner());
-                    let n = counts.entry(peer.ip()).or_default();
-                    if *n >= per_ip {
-                        continue;
-                    }
-                    *n += 1;
-                }
-                let (acceptor, tx, counts) = (acceptor.clone(), tx.clone(), pending_per_ip.clone());
+                let Some(share) = pending_per_ip.take(peer.ip(), per_ip) else { continue };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _release = Release(counts, peer.ip());
+                    let _share = share;
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;

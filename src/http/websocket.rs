@@ -20,7 +20,7 @@
 //! - 4408 when no `connection_init` arrives within `SECURECART_WS_INIT_TIMEOUT_SECS`.
 //! - 4409 when a client starts an operation under an id that is still running.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,7 +69,7 @@ pub async fn upgrade(
     // Take a connection slot before upgrading; it is given back when the connection ends.
     let open = state.websockets.fetch_add(1, Ordering::SeqCst);
     let slot = Slot::new(state.websockets.clone(), crate::telemetry::metrics::WS_CONNECTIONS);
-    let ip_slot = IpSlot::take(&state.websockets_per_ip, &client_ip, state.settings.websocket.max_per_ip);
+    let ip_slot = state.websockets_per_ip.take(client_ip.clone(), state.settings.websocket.max_per_ip);
     let Some(ip_slot) = ip_slot.filter(|_| open < state.settings.websocket.max_connections) else {
         let message = "too many WebSocket connections; retry later";
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
@@ -102,34 +102,6 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
         metrics::gauge!(self.1).decrement(1.0);
-    }
-}
-
-/// A connection's place in its client address's share; given back when dropped.
-struct IpSlot(Arc<Mutex<HashMap<String, usize>>>, String);
-
-impl IpSlot {
-    /// A place for `ip`, or `None` when it already holds `max`.
-    fn take(map: &Arc<Mutex<HashMap<String, usize>>>, ip: &str, max: usize) -> Option<Self> {
-        let mut counts = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(ip.to_string()).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Self(map.clone(), ip.to_string()))
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.1);
-            }
-        }
     }
 }
 

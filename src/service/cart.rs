@@ -57,8 +57,8 @@ impl CartView {
 /// Whether a line's unit price (amount or currency) is not what it was when the product was
 /// last added.
 pub fn price_changed(line: &CartLineRecord) -> bool {
-    let amount_changed = line.added_price_amount.is_some_and(|added| added != line.price_amount);
-    let currency_changed = line.added_currency_code.as_ref().is_some_and(|added| *added != line.currency_code);
+    let amount_changed = line.added.amount.is_some_and(|added| added != line.price_amount);
+    let currency_changed = line.added.currency.as_ref().is_some_and(|added| *added != line.currency_code);
     amount_changed || currency_changed
 }
 

@@ -27,9 +27,19 @@ pub struct CartLineRecord {
     /// Units available now.
     pub available: i64,
     /// The unit price when the product was last added (unknown for older lines).
-    pub added_price_amount: Option<i64>,
-    /// Its currency.
-    pub added_currency_code: Option<String>,
+    #[sqlx(flatten)]
+    pub added: AddedPrice,
+}
+
+/// A cart line's unit price when its product was last added.
+#[derive(Debug, Clone, FromRow)]
+pub struct AddedPrice {
+    /// Minor units.
+    #[sqlx(rename = "added_price_amount")]
+    pub amount: Option<i64>,
+    /// Currency.
+    #[sqlx(rename = "added_currency_code")]
+    pub currency: Option<String>,
 }
 
 /// What adding to a cart came to.
