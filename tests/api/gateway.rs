@@ -65,11 +65,12 @@ async fn charge(
 ) -> (StatusCode, Json<Value>) {
     let key = key(&headers);
     let token = body["token"].as_str().unwrap_or_default().to_string();
+    // Counted on arrival, so a test can wait for "the request reached the provider".
+    ledger.lock().unwrap().requests += 1;
     if token == "tok_slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let mut ledger = ledger.lock().unwrap();
-    ledger.requests += 1;
     if token == "tok_declined" {
         return (StatusCode::PAYMENT_REQUIRED, Json(json!({ "status": "declined", "reason": "card declined" })));
     }

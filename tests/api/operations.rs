@@ -207,7 +207,12 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     // A checkout whose payment takes 3 s is in flight when SIGTERM arrives.
     let checkout = "mutation { checkout(input: { idempotencyKey: \"slow-1\", paymentToken: \"tok_slow\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
     let in_flight = tokio::spawn(gql(checkout));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM once the charge has reached the provider (no fixed sleep).
+    let sent = Instant::now();
+    while gateway.requests() == 0 {
+        assert!(sent.elapsed() < Duration::from_secs(10), "the charge never reached the provider");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     send_signal(child.id().unwrap(), "TERM");
 
     // The WebSocket is told the server is going away.

