@@ -57,6 +57,11 @@ pub fn execution_errors(response: &mut Response) {
     response.errors = std::mem::take(&mut response.errors)
         .into_iter()
         .map(|e| {
+            // The one place keyed on message text: async-graphql reports a bad argument or
+            // variable value (`InputValueError`) as a bare `ServerError` with no code, kind or
+            // source to match on, and these prefixes are the fixed wording of its
+            // `InputValueError::into_server_error` and input-type checks. Our own refusals carry
+            // a `code` extension and are matched on that instead.
             let client_fault = ["Invalid value for argument", "Expected input type", "Failed to parse"]
                 .iter()
                 .any(|p| e.message.starts_with(p));
