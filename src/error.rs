@@ -175,12 +175,16 @@ impl ClientError {
 }
 
 impl IntoResponse for ClientError {
-    /// The GraphQL-shaped body with the status (and `Retry-After` when set).
+    /// The GraphQL-shaped body with the status (and `Retry-After` when set). The error rides
+    /// along in the response's extensions, so a REST route can answer the same error as a
+    /// problem instead (`rest::problems`): layers in front of both transports (rate limits, body
+    /// limits) write one error, and each transport gives it its own shape.
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.graphql_body())).into_response();
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
         }
+        response.extensions_mut().insert(self);
         response
     }
 }

@@ -60,7 +60,7 @@ fn api(state: &AppState) -> Router {
     let anonymous = limited(routes.clone(), rate, burst, state.clients.clone(), "anonymous_ip");
     let authenticated = limited(routes, limits.user_per_second, limits.user_burst, SubjectKey, "subject");
     let state = state.clone();
-    Router::new().fallback_service(tower::service_fn(move |mut req: Request<axum::body::Body>| {
+    let routed = Router::new().fallback_service(tower::service_fn(move |mut req: Request<axum::body::Body>| {
         let (state, anonymous, authenticated) = (state.clone(), anonymous.clone(), authenticated.clone());
         async move {
             let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -69,7 +69,8 @@ fn api(state: &AppState) -> Router {
             req.extensions_mut().insert(caller);
             target.oneshot(req).await
         }
-    }))
+    }));
+    routed.layer(axum::middleware::from_fn(crate::rest::problem::problems))
 }
 
 /// The rate-limit key of a caller with a verified token: its subject.

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::AppError;
+use crate::error::{AppError, ClientError};
 
 /// An error, as `application/problem+json` (RFC 9457).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -48,16 +48,39 @@ impl Problem {
     }
 }
 
-impl From<AppError> for Problem {
-    fn from(e: AppError) -> Self {
-        // Masking happens in the client view: internal errors get the generic message.
-        let view = e.client_view();
+impl From<ClientError> for Problem {
+    fn from(view: ClientError) -> Self {
         Self {
             retry_after: view.retry_after,
             correlation_id: view.correlation_id,
             ..Self::new(view.status, view.code, view.message)
         }
     }
+}
+
+impl From<AppError> for Problem {
+    fn from(e: AppError) -> Self {
+        // Masking happens in the client view: internal errors get the generic message.
+        e.client_view().into()
+    }
+}
+
+/// Gives the errors of the layers in front of both transports (rate limits, body limits), which
+/// answer in GraphQL's shape, the REST shape on REST paths: the same code, status and
+/// `Retry-After` as `application/problem+json`, the `RateLimit` headers kept.
+pub async fn problems(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let rest = ["/v1/", "/v2/", "/api/"].iter().any(|prefix| request.uri().path().starts_with(prefix));
+    let mut response = next.run(request).await;
+    let Some(error) = rest.then(|| response.extensions_mut().remove::<ClientError>()).flatten() else {
+        return response;
+    };
+    let mut problem = Problem::from(error).into_response();
+    for name in ["ratelimit", "ratelimit-policy"] {
+        if let Some(value) = response.headers().get(name) {
+            problem.headers_mut().insert(name, value.clone());
+        }
+    }
+    problem
 }
 
 impl IntoResponse for Problem {

@@ -228,3 +228,38 @@ async fn openapi_documents_are_generated_from_the_code() {
         assert!(doc["components"]["schemas"]["Problem"].is_object());
     }
 }
+
+/// The layers in front of both transports (rate limits, body limits) answer REST in REST's
+/// shape: a 429 or 413 on `/v1` is `application/problem+json` with the same code as GraphQL's.
+#[tokio::test]
+async fn throttled_and_oversized_rest_requests_get_problems() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.rate_limit.anonymous_per_second = 1;
+        s.rate_limit.anonymous_burst = 1;
+        s.rate_limit.user_per_second = 1;
+        s.rate_limit.user_burst = 1;
+        s.server.max_body_bytes = 1024;
+    })
+    .await
+    .unwrap();
+    let alice = token("alice", &[Role::Customer], None);
+    for tok in [None, Some(alice.as_str())] {
+        assert_eq!(get(&app, "/v1/products", tok).await.0, 200);
+        let (status, headers, body) = get(&app, "/v2/products", tok).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+        assert_eq!((body["code"].as_str(), body["status"].as_u64()), (Some("THROTTLED"), Some(429)), "{body}");
+        assert!(headers.contains_key("retry-after") && headers.contains_key("ratelimit"), "{headers:?}");
+    }
+    // GraphQL keeps its own shape for the same refusal.
+    let (status, body) = app.post_json(&json!({ "query": "{ __typename }" })).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "THROTTLED", "{body}");
+    // A declared body over the limit: 413 at once, as a problem.
+    let app = spawn_app_with(Backend::Sqlite, |s| s.server.max_body_bytes = 1024).await.unwrap();
+    let r = app.client.get(format!("{}/v1/products", app.address)).body(vec![b'x'; 4096]).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "PAYLOAD_TOO_LARGE", "{body}");
+}
