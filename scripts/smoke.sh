@@ -22,7 +22,7 @@ QUERY='{"query":"{ products(first: 5) { edges { node { id name price { amount cu
 
 serve_and_check() { # $1: label; the environment carries DATABASE_URL when needed
   local port; port=$(free_port)
-  (cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 SECURECART_PLAYGROUND_DIR="$root/playground" "$bin" serve >"$work/server.log" 2>&1) &
+  (cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 SECURECART_PLAYGROUND_DIR="$root/playground" exec "$bin" serve >"$work/server.log" 2>&1) &
   pid=$!
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   local body
@@ -46,7 +46,7 @@ serve_and_check sqlite
 # Without local assets the page falls back to the CDN, with the pinned SRI hashes.
 port=$(free_port)
 empty=$(mktemp -d)
-(cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 SECURECART_PLAYGROUND_DIR="$empty" "$bin" serve >"$work/server-cdn.log" 2>&1) &
+(cd "$work" && SECURECART_LISTEN="127.0.0.1:$port" SECURECART_INTERNAL_LISTEN=127.0.0.1:0 SECURECART_PLAYGROUND_DIR="$empty" exec "$bin" serve >"$work/server-cdn.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 python3 "$root/scripts/check-cdn-fallback.py" "http://127.0.0.1:$port/graphql"
