@@ -56,7 +56,8 @@ where
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(settings: &Settings) -> TelemetryGuard {
-    let filter = EnvFilter::try_new(&settings.telemetry.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = || EnvFilter::try_new(&settings.telemetry.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter();
     let json = match settings.telemetry.log_format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -66,19 +67,88 @@ pub fn init(settings: &Settings) -> TelemetryGuard {
     let (export, provider) = otlp(settings);
     #[cfg(not(feature = "otlp"))]
     let export: Option<tracing_subscriber::layer::Identity> = None;
-    let registry = tracing_subscriber::registry().with(filter).with(export);
+    // Filters are per layer: the statement counter sees sqlx's DEBUG statement events whatever
+    // the log filter lets through.
+    let export = export.with_filter(log_filter());
+    let registry =
+        tracing_subscriber::registry().with(statements::Statements.with_filter(statements::filter())).with(export);
     let result = if json {
-        registry
-            .with(fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr))
-            .try_init()
+        let lines = fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr);
+        registry.with(lines.with_filter(filter)).try_init()
     } else {
-        registry.with(fmt::layer().compact().with_writer(std::io::stderr)).try_init()
+        registry.with(fmt::layer().compact().with_writer(std::io::stderr).with_filter(filter)).try_init()
     };
     // Already installed (tests build several apps in one process): keep the first.
     let _ = result;
     TelemetryGuard {
         #[cfg(feature = "otlp")]
         provider,
+    }
+}
+
+/// SQL statements counted at the driver: sqlx reports every statement it runs as a `sqlx::query`
+/// event, from the caller's span (SQLite's worker thread enters it too). A layer counts them for
+/// the process (`securecart_db_statements_total`) and for the HTTP request they ran in, so the
+/// count cannot drift from what reached the database, whichever store function ran them.
+pub mod statements {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use tracing::span::{Attributes, Id};
+    use tracing::{Event, Subscriber};
+    use tracing_subscriber::Registry;
+    use tracing_subscriber::layer::{Context, Layer};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// The span every HTTP request runs in (see `app::routes`); statements are counted per span
+    /// of this name.
+    pub const REQUEST_SPAN: &str = "request";
+    const TARGET: &str = "sqlx::query";
+
+    struct Count(AtomicU32);
+
+    /// The counting layer (installed by `telemetry::init`).
+    pub struct Statements;
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Statements {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            if attrs.metadata().name() == REQUEST_SPAN
+                && let Some(span) = ctx.span(id)
+            {
+                span.extensions_mut().insert(Count(AtomicU32::new(0)));
+            }
+        }
+
+        fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+            if event.metadata().target() != TARGET {
+                return;
+            }
+            metrics::counter!(super::metrics::DB_STATEMENTS).increment(1);
+            let Some(scope) = ctx.event_scope(event) else { return };
+            for span in scope {
+                if let Some(count) = span.extensions().get::<Count>() {
+                    count.0.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The filter the layer needs: sqlx's statement events (DEBUG) and this crate's spans.
+    pub fn filter() -> tracing_subscriber::filter::Targets {
+        tracing_subscriber::filter::Targets::new()
+            .with_target(TARGET, tracing::Level::DEBUG)
+            .with_target("securecart", tracing::Level::INFO)
+    }
+
+    /// Statements run so far by the request whose span is `span` (or one of its ancestors);
+    /// `None` outside a request or when the layer is not installed.
+    pub fn in_request(span: &tracing::Span) -> Option<u32> {
+        span.with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            span.scope().find_map(|s| s.extensions().get::<Count>().map(|c| c.0.load(Ordering::Relaxed)))
+        })
+        .flatten()
     }
 }
 
@@ -113,8 +183,8 @@ pub mod metrics {
     pub const EVENTS_DELIVERED: &str = "securecart_events_delivered_total";
     /// Database pool connections, by `state` (`idle`, `in_use`), and the pool's maximum (gauges).
     pub const DB_POOL: &str = "securecart_db_pool_connections";
-    /// Database operations run: a read statement, or a write transaction (counter).
-    pub const DB_OPERATIONS: &str = "securecart_db_operations_total";
+    /// SQL statements run, counted at the driver (counter).
+    pub const DB_STATEMENTS: &str = "securecart_db_statements_total";
     /// Whether the database answered a ping at the last scrape (1) or not (0).
     pub const DATABASE_UP: &str = "securecart_database_up";
     /// Whether the event bus reaches Redis (1) or not (0); absent for the in-process bus.

@@ -119,9 +119,22 @@ async fn read_body(
     }
 }
 
+/// Adds `Server-Timing: db;desc="N statements"`: the SQL statements the request ran, counted at
+/// the driver (see `telemetry::statements`). Runs inside the request's span.
+async fn server_timing(request: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if let Some(n) = crate::telemetry::statements::in_request(&tracing::Span::current())
+        && let Ok(value) = HeaderValue::from_str(&format!("db;desc=\"{n} statements\""))
+    {
+        response.headers_mut().append(HeaderName::from_static("server-timing"), value);
+    }
+    response
+}
+
 /// Builds the public router.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings.server.max_body_bytes;
+    let timing = state.settings.server_timing();
     let cors = cors(&state.settings.security.cors_origins);
     crate::http::public_router(state.clone())
         .merge(api(&state))
@@ -137,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
         .layer(cors)
+        .layer(tower::util::option_layer(timing.then(|| axum::middleware::from_fn(server_timing))))
         // Outermost: every log line of a request carries its id, and the client gets it back.
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(
@@ -146,10 +160,12 @@ pub fn router(state: AppState) -> Router {
                         req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("");
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %request_id)
                 })
-                .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                .on_response(|res: &axum::http::Response<_>, latency: Duration, span: &tracing::Span| {
                     metrics::counter!(crate::telemetry::metrics::HTTP_RESPONSES, "status" => res.status().as_u16().to_string())
                         .increment(1);
-                    tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
+                    let statements = crate::telemetry::statements::in_request(span);
+                    let latency_ms = latency.as_secs_f64() * 1000.0;
+                    tracing::info!(status = res.status().as_u16(), latency_ms, statements, "response");
                 }),
         )
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))

@@ -507,11 +507,15 @@ pub struct TelemetrySettings {
     /// Export spans over OTLP/HTTP to this base URL (builds with
     /// the `otlp` feature only; `/v1/traces` is appended).
     pub otlp_endpoint: Option<String>,
+    /// Answer every request with a `Server-Timing` header counting its SQL statements
+    /// (default on in development, off in production, where it would describe the server's
+    /// work to anyone).
+    pub server_timing: Option<bool>,
 }
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_filter: "info".into(), log_format: LogFormat::Auto, otlp_endpoint: None }
+        Self { log_filter: "info".into(), log_format: LogFormat::Auto, otlp_endpoint: None, server_timing: None }
     }
 }
 
@@ -610,6 +614,11 @@ impl Settings {
         Ok(())
     }
 
+    /// Whether responses carry a `Server-Timing` header with their statement count.
+    pub fn server_timing(&self) -> bool {
+        self.telemetry.server_timing.unwrap_or(!self.environment.is_production())
+    }
+
     /// Whether migrations run at start-up.
     pub fn auto_migrate(&self) -> bool {
         self.database.auto_migrate.unwrap_or(!self.environment.is_production())
@@ -651,7 +660,7 @@ mod tests {
         assert_eq!(s.environment, Environment::Development);
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.database.url(), DEFAULT_DATABASE_URL);
-        assert!(s.auto_migrate() && s.demo_seed() && s.playground_enabled());
+        assert!(s.auto_migrate() && s.demo_seed() && s.playground_enabled() && s.server_timing());
     }
 
     #[test]
@@ -659,7 +668,7 @@ mod tests {
         let secret = ("SECURECART_JWT_SECRET", "0123456789abcdef0123456789abcdef");
         let pay = ("SECURECART_PAYMENT_URL", "https://payments.example");
         let s = load(&[("SECURECART_ENV", "production"), ("DATABASE_URL", "postgres://x/y"), secret, pay]).unwrap();
-        assert!(!s.auto_migrate() && !s.demo_seed() && !s.playground_enabled());
+        assert!(!s.auto_migrate() && !s.demo_seed() && !s.playground_enabled() && !s.server_timing());
         assert_eq!(s.introspection(), IntrospectionPolicy::Admins);
     }
 

@@ -16,7 +16,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!(m::DB_POOL, "state" => "idle").set(idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "in_use").set(f64::from(open) - idle as f64);
     metrics::gauge!(m::DB_POOL, "state" => "max").set(f64::from(max));
-    metrics::counter!(m::DB_OPERATIONS).absolute(state.services.store().operations());
     let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.services.store().ping()).await;
     metrics::gauge!(m::DATABASE_UP).set(if matches!(database, Ok(Ok(()))) { 1.0 } else { 0.0 });
     match state.services.bus().health() {

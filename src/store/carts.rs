@@ -75,7 +75,6 @@ pub(crate) const EMPTY_CART: &str =
 impl Store {
     /// The customer's cart, line by line with product and stock (empty when there is none).
     pub async fn cart_lines(&self, customer_id: i64) -> sqlx::Result<Vec<CartLineRecord>> {
-        self.count_statement();
         on_pool!(self, pool => sqlx::query_as::<_, CartLineRecord>(CART_LINES).bind(customer_id).fetch_all(pool).await)
     }
 
@@ -89,7 +88,6 @@ impl Store {
         max_lines: usize,
     ) -> sqlx::Result<AddToCart> {
         let now = Utc::now();
-        self.count_statement();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
             let product: Option<(String, String, i64)> =
@@ -136,7 +134,6 @@ impl Store {
 
     /// Sets a line's quantity (0 removes it). `false` when the product is not in the cart.
     pub async fn set_cart_item(&self, customer_id: i64, product_id: i64, quantity: i64) -> sqlx::Result<bool> {
-        self.count_statement();
         let changed = on_pool!(self, pool => if quantity == 0 {
             sqlx::query("DELETE FROM cart_items WHERE product_id = $2 AND cart_id = (SELECT id FROM carts WHERE customer_id = $1)")
                 .bind(customer_id).bind(product_id).execute(pool).await.map(|r| r.rows_affected())
@@ -149,7 +146,6 @@ impl Store {
 
     /// Empties the customer's cart.
     pub async fn clear_cart(&self, customer_id: i64) -> sqlx::Result<()> {
-        self.count_statement();
         on_pool!(self, pool => sqlx::query(EMPTY_CART).bind(customer_id).execute(pool).await.map(|_| ()))
     }
 }

@@ -81,7 +81,6 @@ impl Store {
         charge: impl ProviderStep<ChargeRequest, E>,
     ) -> sqlx::Result<Checkout<E>> {
         let now = Utc::now();
-        self.count_statement();
         let attempt: Result<Checkout<E>, Abort> = on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
             // Lock the customer's cart row first: concurrent checkouts of one customer queue here
@@ -177,13 +176,11 @@ impl Store {
         idempotency_key: &str,
         request_hash: &str,
     ) -> sqlx::Result<Checkout<E>> {
-        self.count_statement();
         let hash: Option<String> = on_pool!(self, pool => sqlx::query_scalar(ORDER_HASH)
             .bind(customer_id).bind(idempotency_key).fetch_optional(pool).await)?;
         if hash.as_deref() != Some(request_hash) {
             return Ok(Checkout::KeyReused);
         }
-        self.count_statement();
         let order: OrderRecord = on_pool!(self, pool => sqlx::query_as(ORDER_BY_KEY)
             .bind(customer_id).bind(idempotency_key).fetch_one(pool).await)?;
         Ok(Checkout::Replayed(order))

@@ -24,7 +24,6 @@ pub struct CustomerRecord {
 impl Store {
     /// The customer with this subject, if they have been seen.
     pub async fn customer_by_subject(&self, subject: &str) -> sqlx::Result<Option<CustomerRecord>> {
-        self.count_statement();
         let row = on_pool!(self, pool => sqlx::query_as::<_, CustomerRecord>(
             concat!("SELECT ", customer_columns!(), " FROM customers WHERE subject = $1"),
         ).bind(subject).fetch_optional(pool).await)?;
@@ -37,7 +36,6 @@ impl Store {
         if let Some(c) = self.customer_by_subject(subject).await? {
             return Ok(c);
         }
-        self.count_statement();
         on_pool!(self, pool => sqlx::query("INSERT INTO customers (subject) VALUES ($1) ON CONFLICT (subject) DO NOTHING")
             .bind(subject).execute(pool).await.map(|_| ()))?;
         // Never deleted, so the row is there now (a missing one is a real error, not a signal).

@@ -75,7 +75,6 @@ impl Store {
     /// Sets the available stock to `quantity` only if it is `compare` now (compare-and-set).
     pub async fn set_inventory(&self, product: &ProductRecord, quantity: i64, compare: i64) -> sqlx::Result<SetStock> {
         let now = Utc::now();
-        self.count_statement();
         let updated: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
             "UPDATE inventory SET available = $2, updated_at = $4 WHERE product_id = $1 AND available = $3 RETURNING available")
             .bind(product.id).bind(quantity).bind(compare).bind(now).fetch_optional(pool).await)?;
@@ -104,7 +103,6 @@ impl Store {
     ) -> sqlx::Result<Adjustment> {
         let now = Utc::now();
         const EARLIER: &str = "SELECT delta, resulting_available FROM inventory_adjustments WHERE product_id = $1 AND idempotency_key = $2";
-        self.count_statement();
         let change = |available| StockChange { product_id: product.id, vendor_id: product.vendor_id, available, delta };
         let result: Result<Adjustment, Abort> = on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
@@ -133,7 +131,6 @@ impl Store {
         match result {
             Ok(outcome) => Ok(outcome),
             Err(Abort::KeyTaken) => {
-                self.count_statement();
                 let (earlier_delta, resulting): (i64, i64) = on_pool!(self, pool => sqlx::query_as(EARLIER)
                     .bind(product.id).bind(idempotency_key).fetch_one(pool).await)?;
                 if earlier_delta != delta {

@@ -7,7 +7,6 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -49,11 +48,11 @@ pub(crate) enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// The store: a connection pool, a count of the operations it has run, and the catalog cache.
+/// The store: a connection pool and the catalog cache. Statements are counted at the driver
+/// (`telemetry::statements`), not here.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
-    operations: Arc<AtomicU64>,
     /// Product details and stock levels (see `cache`).
     pub cache: Arc<cache::CatalogCache>,
 }
@@ -93,11 +92,7 @@ impl Store {
             let pool = pool_options(max_connections, 10).connect_with(options);
             Backend::Sqlite(pool.await.context("opening SQLite database")?)
         };
-        Ok(Self {
-            backend,
-            operations: Arc::new(AtomicU64::new(0)),
-            cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)),
-        })
+        Ok(Self { backend, cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)) })
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.
@@ -125,7 +120,6 @@ impl Store {
 
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.count_statement();
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
         Ok(())
     }
@@ -135,20 +129,9 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 
-    /// How many database operations this store has run since it was opened: one per read
-    /// statement, one per write transaction (whatever it holds). Every store function counts
-    /// its own, so tests can bound the round trips a request makes; reads are one statement each.
-    pub fn operations(&self) -> u64 {
-        self.operations.load(Ordering::Relaxed)
-    }
-
     /// Connections in the pool: (open, idle, maximum).
     pub fn pool_stats(&self) -> (u32, usize, u32) {
         on_pool!(self, pool => (pool.size(), pool.num_idle(), pool.options().get_max_connections()))
-    }
-
-    pub(crate) fn count_statement(&self) {
-        self.operations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// How a transaction that writes begins: SQLite takes the write lock at once (`IMMEDIATE`),
@@ -228,7 +211,6 @@ pub(crate) use bind_all;
 /// array (`= ANY($1)`), SQLite as a JSON array read by `json_each`.
 macro_rules! select_by_ids {
     ($store:expr, $record:ty, $select:expr, $column:literal, $ids:expr) => {{
-        $store.count_statement();
         match &$store.backend {
             $crate::store::Backend::Postgres(pool) => {
                 sqlx::query_as::<_, $record>(concat!($select, " WHERE ", $column, " = ANY($1)"))

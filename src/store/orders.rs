@@ -157,7 +157,6 @@ impl Store {
         }
         sql.push(" ORDER BY o.id DESC LIMIT ").bind(Bind::Int(i64::from(limit) + 1));
         let (sql, binds) = sql.finish();
-        self.count_statement();
         let rows =
             on_pool!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(sql), binds).fetch_all(pool).await)?;
         Ok(rows)
@@ -172,7 +171,6 @@ impl Store {
             sql.push(" AND o.status = ").bind(Bind::Text(status.to_string()));
         }
         let (sql, binds) = sql.finish();
-        self.count_statement();
         let n = on_pool!(self, pool => bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await)?;
         Ok(n)
     }
@@ -184,7 +182,6 @@ impl Store {
         push_scope(&mut sql, scope);
         sql.push(" AND o.id = ").bind(Bind::Int(id));
         let (sql, binds) = sql.finish();
-        self.count_statement();
         let row =
             on_pool!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(sql), binds).fetch_optional(pool).await)?;
         Ok(row)
@@ -192,7 +189,6 @@ impl Store {
 
     /// The lines of these orders (only `vendor`'s lines when given), in line order. One statement.
     pub async fn order_items(&self, order_ids: &[i64], vendor: Option<i64>) -> sqlx::Result<Vec<OrderItemRecord>> {
-        self.count_statement();
         // `$2 IS NULL` keeps one statement for both the full and the vendor's view.
         let rows = match &self.backend {
             Backend::Postgres(pool) => {
@@ -223,7 +219,6 @@ impl Store {
             return Ok(StatusMove::NotFound);
         };
         let now = chrono::Utc::now();
-        self.count_statement();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
             let current: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;

@@ -237,7 +237,6 @@ impl Store {
         }
         sql.push(sort.order_by(page.backward)).push(" LIMIT ").bind(Bind::Int(i64::from(page.limit) + 1));
         let (sql, binds) = sql.finish();
-        self.count_statement();
         let mut rows = on_pool!(self, pool => {
             bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
         })?;
@@ -255,7 +254,6 @@ impl Store {
         sql.push("SELECT COUNT(*) FROM products p");
         push_filter(&mut sql, filter);
         let (sql, binds) = sql.finish();
-        self.count_statement();
         let count: i64 = on_pool!(self, pool => {
             bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await
         })?;
@@ -285,7 +283,6 @@ impl Store {
         currency: &str,
     ) -> sqlx::Result<NewProduct> {
         let now = Utc::now();
-        self.count_statement();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
             let vendor: Option<i64> = sqlx::query_scalar("SELECT id FROM vendors WHERE id = $1").bind(vendor_id).fetch_optional(&mut *tx).await?;
@@ -321,7 +318,6 @@ impl Store {
         price: Option<(i64, &str)>,
     ) -> sqlx::Result<Option<ProductRecord>> {
         let now = Utc::now();
-        self.count_statement();
         let (amount, currency) = price.map(|(a, c)| (Some(a), Some(c))).unwrap_or((None, None));
         let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(concat!(
             "UPDATE products SET name = COALESCE($2, name), description = COALESCE($3, description), \
@@ -335,7 +331,6 @@ impl Store {
     /// Archives a product: no longer listed or sold; past orders keep pointing at it.
     pub async fn archive_product(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
         let now = Utc::now();
-        self.count_statement();
         let row = on_pool!(self, pool => sqlx::query_as::<_, ProductRecord>(concat!(
             "UPDATE products SET status = 'ARCHIVED', updated_at = $2 WHERE id = $1 \
              RETURNING ", product_columns!("")))
@@ -346,7 +341,6 @@ impl Store {
 
     /// Whether the catalog has no products at all (start-up demo seeding asks this).
     pub async fn catalog_is_empty(&self) -> sqlx::Result<bool> {
-        self.count_statement();
         let any: Option<i64> = on_pool!(self, pool => {
             sqlx::query_scalar::<_, i64>("SELECT id FROM products LIMIT 1").fetch_optional(pool).await
         })?;

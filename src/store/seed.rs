@@ -274,7 +274,6 @@ impl Store {
             let mut tx = pool.begin().await?;
             if reset {
                 for sql in RESET {
-                    self.count_statement();
                     sqlx::query(*sql).execute(&mut *tx).await.context("resetting the database")?;
                 }
             }
@@ -282,7 +281,6 @@ impl Store {
                 let (pg, lite) = bulk_sql(table);
                 let mut inserted = 0;
                 for chunk in rows.chunks(BATCH) {
-                    self.count_statement();
                     let done = sqlx::query(if postgres { pg } else { lite })
                         .bind(serde_json::to_string(chunk)?)
                         .execute(&mut *tx)
@@ -295,7 +293,6 @@ impl Store {
             if postgres {
                 // Explicit ids were inserted: move the identity sequences past them.
                 for sql in PG_SEQUENCES {
-                    self.count_statement();
                     sqlx::query(*sql).execute(&mut *tx).await.context("resetting sequences")?;
                 }
             }

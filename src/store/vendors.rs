@@ -36,7 +36,6 @@ impl Store {
 
     /// Vendors by name, a page at a time (`after` is the last id seen; names tie-break by id).
     pub async fn list_vendors(&self, after: Option<(String, i64)>, limit: u32) -> sqlx::Result<Vec<VendorRecord>> {
-        self.count_statement();
         let limit = i64::from(limit) + 1;
         let rows = on_pool!(self, pool => match &after {
             Some((name, id)) => sqlx::query_as::<_, VendorRecord>(
@@ -53,7 +52,6 @@ impl Store {
 
     /// How many vendors exist.
     pub async fn count_vendors(&self) -> sqlx::Result<i64> {
-        self.count_statement();
         let n =
             on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
         Ok(n)
@@ -61,7 +59,6 @@ impl Store {
 
     /// The vendor whose account is linked to this subject.
     pub async fn vendor_id_for_owner(&self, subject: &str) -> sqlx::Result<Option<i64>> {
-        self.count_statement();
         let id = on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT id FROM vendors WHERE owner_subject = $1")
             .bind(subject).fetch_optional(pool).await)?;
         Ok(id)
@@ -70,7 +67,6 @@ impl Store {
     /// Creates a vendor; the slug and the owner's subject are unique.
     pub async fn create_vendor(&self, name: &str, slug: &str, owner_subject: Option<&str>) -> sqlx::Result<NewVendor> {
         let now = Utc::now();
-        self.count_statement();
         let row = on_pool!(self, pool => sqlx::query_as::<_, VendorRecord>(
             concat!("INSERT INTO vendors (name, slug, owner_subject, created_at) VALUES ($1, $2, $3, $4) RETURNING ", vendor_columns!()))
             .bind(name).bind(slug).bind(owner_subject).bind(now).fetch_one(pool).await);

@@ -94,6 +94,29 @@ impl TestApp {
         response.json().await.expect("JSON body")
     }
 
+    /// POSTs a GraphQL request (with a token when given); returns the SQL statements the server
+    /// ran for it, counted at the driver, and the body.
+    pub async fn graphql_counted(&self, token: Option<&str>, query: &str, variables: Value) -> (u32, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), 200);
+        let count = statements(&response);
+        (count, response.json().await.expect("JSON body"))
+    }
+
+    /// `post_json`, with the statements the server ran for it.
+    pub async fn post_json_counted(&self, body: &Value) -> (u32, Value) {
+        let response = self.client.post(format!("{}/graphql", self.address)).json(body).send().await.expect("request");
+        let count = statements(&response);
+        (count, response.json().await.expect("JSON body"))
+    }
+
     /// POSTs any JSON body to /graphql.
     pub async fn post_json(&self, body: &Value) -> (u16, Value) {
         let response = self.client.post(format!("{}/graphql", self.address)).json(body).send().await.expect("request");
@@ -114,6 +137,14 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// The SQL statements the server ran for `response`, from its `Server-Timing: db;desc="N
+/// statements"` header (counted at the driver; on by default outside production).
+pub fn statements(response: &reqwest::Response) -> u32 {
+    let header = response.headers().get("server-timing").expect("a Server-Timing header").to_str().unwrap();
+    let count = header.strip_prefix("db;desc=\"").and_then(|rest| rest.strip_suffix(" statements\""));
+    count.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected Server-Timing: {header}"))
 }
 
 /// Returns the code of the first error in a GraphQL response body.
@@ -155,12 +186,12 @@ impl Drop for TestDb {
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            let mut settings = Settings::default();
-            settings.telemetry.log_filter = "info,sqlx=warn".into();
-            // Leaked on purpose: the subscriber lives as long as the test process.
-            std::mem::forget(securecart::telemetry::init(&settings));
-        }
+        // Always installed: it counts the statements behind `Server-Timing`; it prints only
+        // with TEST_LOG set.
+        let mut settings = Settings::default();
+        settings.telemetry.log_filter = if std::env::var("TEST_LOG").is_ok() { "info,sqlx=warn" } else { "off" }.into();
+        // Leaked on purpose: the subscriber lives as long as the test process.
+        std::mem::forget(securecart::telemetry::init(&settings));
     });
 }
 

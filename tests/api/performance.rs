@@ -14,14 +14,10 @@ const Q1: &str = "query($n: Int) { products(first: $n) { edges { node { name pri
 const Q2: &str = "query($id: ID!) { product(id: $id) { sku name description price { amount currencyCode } inventory { available } } }";
 const Q3: &str = "query($n: Int) { orders(first: $n) { edges { node { id status createdAt total { amount } lines { quantity unitPrice { amount } product { name } } } } } }";
 
-async fn statements(app: &TestApp, tok: Option<&str>, query: &str, vars: Value) -> (u64, Value) {
-    let before = app.store.operations();
-    let body = match tok {
-        Some(t) => app.graphql_as(t, query, vars).await,
-        None => app.graphql(query, vars).await,
-    };
+async fn statements(app: &TestApp, tok: Option<&str>, query: &str, vars: Value) -> (u32, Value) {
+    let (count, body) = app.graphql_counted(tok, query, vars).await;
     assert!(body.get("errors").is_none(), "{body}");
-    (app.store.operations() - before, body)
+    (count, body)
 }
 
 fn product(n: i64) -> String {

@@ -165,11 +165,10 @@ async fn fragments_cost_what_the_bare_selection_costs() {
     assert_eq!(costs, vec![(Some(2 + 20 * 3), Some(2 + 20 * 3)); 3], "bare, inline, named");
     let attack = "{ products(first: 100) { ... on ProductConnection { nodes { vendor { products(first: 100) { \
                   ... on ProductConnection { nodes { name price { amount } } } } } } } } }";
-    let before = app.store.operations();
-    let (_, _, body) = post(&app, json!({ "query": attack }), None).await;
+    let (statements, body) = app.post_json_counted(&json!({ "query": attack })).await;
     assert_eq!(first_error_code(&body), "MAX_COMPLEXITY_EXCEEDED", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("costs 10302"), "{body}");
-    assert_eq!(app.store.operations(), before, "refused before any statement");
+    assert_eq!(statements, 0, "refused before any statement");
 }
 
 /// Anonymous bursts get 429 with Retry-After and recover; callers with a token
