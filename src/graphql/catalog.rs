@@ -90,7 +90,7 @@ impl Product {
 
     /// Stock levels (batched across the page: one database round trip for all products).
     async fn inventory(&self, ctx: &Context<'_>) -> async_graphql::Result<Inventory> {
-        let record = ctx.data::<Loaders>()?.inventory.load_one(self.0.id).await?;
+        let record = ctx.data::<Loaders>()?.inventory(self.0.id).await?;
         // A product always has an inventory row; a missing one reads as no stock.
         let record = record.unwrap_or(InventoryRecord {
             product_id: self.0.id,
@@ -105,13 +105,13 @@ impl Product {
     #[graphql(deprecation = "Use `inventory { inStock }`. Removed after 2027-05-24 (see CHANGELOG.md).")]
     async fn in_stock(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         crate::graphql::deprecations::used(ctx, "Product.inStock");
-        let record = ctx.data::<Loaders>()?.inventory.load_one(self.0.id).await?;
+        let record = ctx.data::<Loaders>()?.inventory(self.0.id).await?;
         Ok(record.is_some_and(|r| r.available > 0))
     }
 
     /// The vendor selling this product (batched across the page).
     async fn vendor(&self, ctx: &Context<'_>) -> async_graphql::Result<Vendor> {
-        let vendor = ctx.data::<Loaders>()?.vendors.load_one(self.0.vendor_id).await?;
+        let vendor = ctx.data::<Loaders>()?.vendor(self.0.vendor_id).await?;
         vendor
             .map(Vendor)
             .ok_or_else(|| AppError::Internal(anyhow::anyhow!("product {} has no vendor", self.0.id)).extend())
@@ -197,8 +197,21 @@ impl Vendor {
         let filter = ProductFilter { vendor_id: Some(self.0.id), ..Default::default() };
         let page = PageArgs { first, after, last, before };
         let sort = sort_by.unwrap_or_default().into();
-        Ok(services(ctx)?.product_page(filter, sort, page).await.gql()?.into())
+        primed(ctx, services(ctx)?.product_page(filter, sort, page).await.gql()?.into()).await
     }
+}
+
+/// A page of products with the vendors and stock its selection asks for already loaded, one
+/// statement each (see `Loaders::prime`).
+async fn primed(ctx: &Context<'_>, connection: ProductConnection) -> async_graphql::Result<ProductConnection> {
+    let look = ctx.look_ahead();
+    let wants = |field: &str| {
+        look.field("edges").field("node").field(field).exists() || look.field("nodes").field(field).exists()
+    };
+    let inventory = wants("inventory") || wants("inStock");
+    let records = connection.edges.iter().map(|e| &e.record);
+    ctx.data::<Loaders>()?.prime(records, wants("vendor"), inventory).await?;
+    Ok(connection)
 }
 
 /// An object with a global id.
@@ -380,7 +393,7 @@ impl CatalogQuery {
         let filter = FilterArgs::from(filter.unwrap_or_default()).validate("filter.").gql()?;
         let page = PageArgs { first, after, last, before };
         let sort = sort_by.unwrap_or_default().into();
-        Ok(services(ctx)?.product_page(filter, sort, page).await.gql()?.into())
+        primed(ctx, services(ctx)?.product_page(filter, sort, page).await.gql()?.into()).await
     }
 
     /// A vendor by id. Unknown ids answer `null` with `NOT_FOUND`.
