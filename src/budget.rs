@@ -89,6 +89,28 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(max / rate * 1000) + 60000)
 return {ok, tostring(a)}
 "#;
 
+/// Debits a local bucket as of `now`: whether the points were there, and what is left.
+fn take_local(
+    buckets: &Mutex<HashMap<String, Bucket>>,
+    key: &str,
+    cost: f64,
+    policy: BudgetPolicy,
+    now: Instant,
+) -> (bool, f64) {
+    let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
+    let bucket = buckets.entry(key.to_string()).or_insert(Bucket { available: policy.maximum, at: now, policy });
+    bucket.policy = policy;
+    let refilled = bucket.available + now.saturating_duration_since(bucket.at).as_secs_f64() * policy.restore_rate;
+    bucket.available = refilled.min(policy.maximum);
+    bucket.at = bucket.at.max(now);
+    if cost > bucket.available {
+        (false, bucket.available)
+    } else {
+        bucket.available = (bucket.available - cost).min(policy.maximum);
+        (true, bucket.available)
+    }
+}
+
 /// Where buckets live.
 pub enum Budgets {
     /// In this process.
@@ -116,9 +138,13 @@ impl Budgets {
     /// Forgets local buckets that have refilled (a full bucket is the same as none), so the
     /// map holds only callers seen recently; Redis expires its buckets by itself.
     pub fn evict_full(&self) -> usize {
+        self.evict_full_at(Instant::now())
+    }
+
+    /// `evict_full` as of `now` (tests move the clock instead of sleeping).
+    fn evict_full_at(&self, now: Instant) -> usize {
         let Self::Local(buckets) = self else { return 0 };
         let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         let before = buckets.len();
         buckets.retain(|_, b| {
             b.available + now.duration_since(b.at).as_secs_f64() * b.policy.restore_rate < b.policy.maximum
@@ -137,22 +163,7 @@ impl Budgets {
     /// Debits `cost` points from `key`'s bucket if they are there; a negative cost credits.
     pub async fn take(&self, key: &str, cost: f64, policy: BudgetPolicy) -> Result<ThrottleStatus, Throttled> {
         let (ok, available) = match self {
-            Self::Local(buckets) => {
-                let mut buckets = buckets.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                let bucket =
-                    buckets.entry(key.to_string()).or_insert(Bucket { available: policy.maximum, at: now, policy });
-                bucket.policy = policy;
-                let refilled = bucket.available + now.duration_since(bucket.at).as_secs_f64() * policy.restore_rate;
-                bucket.available = refilled.min(policy.maximum);
-                bucket.at = now;
-                if cost > bucket.available {
-                    (false, bucket.available)
-                } else {
-                    bucket.available = (bucket.available - cost).min(policy.maximum);
-                    (true, bucket.available)
-                }
-            }
+            Self::Local(buckets) => take_local(buckets, key, cost, policy, Instant::now()),
             Self::Redis { manager, script, prefix } => {
                 let mut manager = manager.clone();
                 let result: redis::RedisResult<(i64, String)> = script
@@ -193,17 +204,22 @@ mod tests {
     #[tokio::test]
     async fn a_local_bucket_drains_and_refills() {
         let budgets = Budgets::local();
+        let Budgets::Local(buckets) = &budgets else { unreachable!() };
         let policy = BudgetPolicy { maximum: 100.0, restore_rate: 1000.0 };
-        let status = budgets.take("u", 60.0, policy).await.unwrap();
-        assert!((status.currently_available - 40.0).abs() < 1.0);
-        let refused = budgets.take("u", 60.0, policy).await.unwrap_err();
-        assert_eq!(budgets.local_len(), 1);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(budgets.evict_full(), 1, "a refilled bucket is forgotten");
-        assert_eq!(budgets.local_len(), 0);
+        // The clock is moved by hand: no sleeps, no timing windows.
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(take_local(buckets, "u", 60.0, policy, t0), (true, 40.0));
+        assert_eq!(take_local(buckets, "u", 60.0, policy, t0), (false, 40.0));
+        let refused = budgets.take("u", 1000.0, policy).await.unwrap_err();
         assert_eq!(refused.retry_after_secs, 1);
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(budgets.take("u", 60.0, policy).await.is_ok(), "30 ms at 1000/s refilled it");
+        assert_eq!(budgets.local_len(), 1);
+        assert_eq!(budgets.evict_full_at(at(50)), 0, "not refilled yet");
+        assert_eq!(budgets.evict_full_at(at(150)), 1, "a refilled bucket is forgotten");
+        assert_eq!(budgets.local_len(), 0);
+        assert_eq!(take_local(buckets, "u", 60.0, policy, at(150)), (true, 40.0));
+        assert_eq!(take_local(buckets, "u", 60.0, policy, at(160)), (false, 50.0), "10 ms refills 10 points");
+        assert_eq!(take_local(buckets, "u", 60.0, policy, at(170)), (true, 0.0), "20 ms at 1000/s refilled it");
         assert!(budgets.take("other", 100.0, policy).await.is_ok(), "buckets are per key");
         let credited = budgets.take("other", -500.0, policy).await.unwrap();
         assert_eq!(credited.currently_available, 100.0, "never above the maximum");

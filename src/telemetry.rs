@@ -189,6 +189,9 @@ pub mod metrics {
     pub const DATABASE_UP: &str = "securecart_database_up";
     /// Whether the event bus reaches Redis (1) or not (0); absent for the in-process bus.
     pub const BUS_CONNECTED: &str = "securecart_bus_connected";
+    /// Receivers listening on the event bus: one per running subscription, plus the catalog
+    /// cache's invalidator (gauge, sampled at scrape time).
+    pub const BUS_LISTENERS: &str = "securecart_bus_listeners";
     /// Uses of deprecated schema fields, by `field` and `client` (counter).
     pub const DEPRECATED_FIELDS: &str = "securecart_deprecated_field_usage_total";
 

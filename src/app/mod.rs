@@ -41,6 +41,9 @@ pub struct App {
     bus: EventBus,
     budgets: Arc<Budgets>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// What the start-up banner offers: the playground, and the token command (development).
+    playground: bool,
+    development: bool,
 }
 
 impl App {
@@ -143,6 +146,7 @@ impl App {
             budgets,
         };
         let state_budgets = state.budgets.clone();
+        let (playground, development) = (state.playground.is_some(), !state.settings.environment.is_production());
         let internal_router = internal_router(state.clone());
         Ok(Self {
             listener,
@@ -156,6 +160,8 @@ impl App {
             bus,
             budgets: state_budgets,
             shutdown_tx,
+            playground,
+            development,
         })
     }
 
@@ -230,8 +236,19 @@ impl App {
         Ok(())
     }
 
-    /// Serves until SIGINT or SIGTERM.
+    /// Serves until SIGINT or SIGTERM, after printing where on stdout: the first line,
+    /// `SecureCart API listening on <url> (internal <url>)`, is stable for scripts and tests,
+    /// whatever the log filter.
     pub async fn run(self) -> anyhow::Result<()> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let (public, internal) = (self.local_addr(), self.internal_addr());
+        println!("SecureCart API listening on {scheme}://{public} (internal http://{internal})");
+        if self.playground {
+            println!("  GraphQL and its playground: {scheme}://{public}/graphql");
+        }
+        if self.development {
+            println!("  a demo customer's token:    cargo run -q -- token --sub alice --role customer");
+        }
         tracing::info!(
             addr = %self.local_addr(),
             internal = %self.internal_addr(),

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// `GET /metrics` (internal listener only): Prometheus text, with the database pool, statement
-/// count and bus state sampled at scrape time.
+/// `GET /metrics` (internal listener only): Prometheus text, with the database pool and the
+/// bus's state and listeners sampled at scrape time.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     use crate::telemetry::metrics as m;
     let (open, idle, max) = state.services.store().pool_stats();
@@ -18,6 +18,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!(m::DB_POOL, "state" => "max").set(f64::from(max));
     let database = tokio::time::timeout(std::time::Duration::from_secs(1), state.services.store().ping()).await;
     metrics::gauge!(m::DATABASE_UP).set(if matches!(database, Ok(Ok(()))) { 1.0 } else { 0.0 });
+    metrics::gauge!(m::BUS_LISTENERS).set(state.services.bus().receivers() as f64);
     match state.services.bus().health() {
         crate::bus::BusHealth::InProcess => {}
         crate::bus::BusHealth::Connected => metrics::gauge!(m::BUS_CONNECTED).set(1.0),

@@ -37,9 +37,10 @@ impl<K: Hash + Eq + Copy, V: Clone> Map<K, V> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &K, ttl: Duration) -> Option<V> {
+    /// The entry of `key` if it is younger than `ttl` at `now`.
+    fn get(&self, key: &K, ttl: Duration, now: Instant) -> Option<V> {
         match self.lock().get(key) {
-            Some(Slot::Fresh(v, at)) if at.elapsed() < ttl => Some(v.clone()),
+            Some(Slot::Fresh(v, at)) if now.saturating_duration_since(*at) < ttl => Some(v.clone()),
             _ => None,
         }
     }
@@ -94,7 +95,7 @@ impl CatalogCache {
     }
 
     pub(crate) fn product(&self, id: i64) -> Option<ProductRecord> {
-        self.on().then(|| self.products.get(&id, self.ttl)).flatten()
+        self.on().then(|| self.products.get(&id, self.ttl, Instant::now())).flatten()
     }
 
     pub(crate) fn fill_product(&self, record: &ProductRecord, started: Instant) {
@@ -104,7 +105,7 @@ impl CatalogCache {
     }
 
     pub(crate) fn inventory(&self, id: i64) -> Option<InventoryRecord> {
-        self.on().then(|| self.inventory.get(&id, self.ttl)).flatten()
+        self.on().then(|| self.inventory.get(&id, self.ttl, Instant::now())).flatten()
     }
 
     pub(crate) fn fill_inventory(&self, record: &InventoryRecord, started: Instant) {
@@ -149,10 +150,13 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = CatalogCache::new(Duration::from_millis(20));
-        cache.fill_inventory(&record(1), Instant::now());
+        let cache = CatalogCache::new(Duration::from_secs(30));
+        let filled = Instant::now();
+        cache.fill_inventory(&record(1), filled);
         assert!(cache.inventory(1).is_some());
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(cache.inventory(1).is_none());
+        // The clock is moved by hand rather than slept through.
+        let at = |secs: u64| cache.inventory.get(&1, cache.ttl, filled + Duration::from_secs(secs));
+        assert!(at(29).is_some(), "fresh within its lifetime");
+        assert!(at(31).is_none(), "gone after it");
     }
 }

@@ -317,3 +317,62 @@ fn migrations_hash() -> u64 {
     }
     hasher.finish()
 }
+
+/// The real `securecart` binary started by a test; killed when dropped.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>` of the public listener.
+    pub address: String,
+    /// `http://127.0.0.1:<port>` of the internal listener (`/metrics`, `/readyz`).
+    pub internal: String,
+    /// The public port.
+    pub port: u16,
+}
+
+/// Starts the binary in `dir` with a clean environment plus `env` (later pairs win). It binds
+/// port 0 for both listeners itself, so no port is picked, released and hoped for: the
+/// addresses come from its stdout banner, which it prints once it listens.
+pub async fn start_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> Binary {
+    use tokio::io::AsyncBufReadExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"));
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECURECART_LISTEN", "127.0.0.1:0")
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
+        .env("SECURECART_LOG", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" });
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let stderr =
+        if std::env::var("TEST_LOG").is_ok() { std::process::Stdio::inherit() } else { std::process::Stdio::null() };
+    let mut child =
+        command.stdout(std::process::Stdio::piped()).stderr(stderr).kill_on_drop(true).spawn().expect("the binary");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("SecureCart API listening on ") {
+                return rest.to_string();
+            }
+        }
+        panic!("the binary exited before listening")
+    })
+    .await
+    .expect("the binary listens within 30 s");
+    // Keep reading, so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (address, internal) = banner
+        .strip_suffix(')')
+        .and_then(|b| b.split_once(" (internal "))
+        .unwrap_or_else(|| panic!("unexpected banner: {banner}"));
+    let port = address.rsplit(':').next().unwrap().parse().unwrap();
+    Binary { child, address: address.to_string(), internal: internal.to_string(), port }
+}
+
+/// The value of an unlabelled metric in a Prometheus scrape of `internal`.
+pub async fn metric(client: &reqwest::Client, internal: &str, name: &str) -> Option<f64> {
+    let text = client.get(format!("{internal}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

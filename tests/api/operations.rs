@@ -7,7 +7,7 @@ use securecart::auth::Role;
 use serde_json::{Value, json};
 
 use crate::gateway::FakeGateway;
-use crate::helpers::{Backend, spawn_app_with, token};
+use crate::helpers::{Backend, Binary, spawn_app_with, start_binary, token};
 
 /// The value of one sample line of a Prometheus exposition (0 when absent).
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
@@ -58,14 +58,10 @@ async fn metrics_count_exactly_what_happened() {
     };
     let dir = std::env::temp_dir().join(format!("securecart-metrics-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (port, internal) = (free(), free());
     let channel = format!("securecart:test:{}", uuid::Uuid::new_v4().simple());
-    let (_child, base) = start_binary(
+    let server = start_binary(
         &dir,
-        port,
         &[
-            ("SECURECART_INTERNAL_LISTEN", &format!("127.0.0.1:{internal}")),
             ("REDIS_URL", &redis),
             ("SECURECART_REDIS_CHANNEL", &channel),
             ("SECURECART_BUDGET_CUSTOMER", "10/0.001"),
@@ -74,10 +70,10 @@ async fn metrics_count_exactly_what_happened() {
         ],
     )
     .await;
+    let base = server.address.clone();
     let client = reqwest::Client::new();
-    let scrape = || async {
-        client.get(format!("http://127.0.0.1:{internal}/metrics")).send().await.unwrap().text().await.unwrap()
-    };
+    let scrape =
+        || async { client.get(format!("{}/metrics", server.internal)).send().await.unwrap().text().await.unwrap() };
     let post = |body: Value, tok: Option<String>| {
         let mut r = client.post(format!("{base}/graphql")).json(&body);
         if let Some(t) = tok {
@@ -111,7 +107,17 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(crate::websocket::next(&mut listening).await.unwrap()["type"], "connection_ack");
     let sub = json!({ "query": "subscription { inventoryChanged { productId available } }" });
     crate::websocket::send(&mut listening, json!({ "id": "1", "type": "subscribe", "payload": sub })).await;
-    let m = scrape().await;
+    // Wait (on the condition) until the subscription listens on the bus: beside the cache's
+    // invalidator, one listener.
+    let started = Instant::now();
+    let m = loop {
+        let m = scrape().await;
+        if sample(&m, "securecart_bus_listeners", &[]) == 2.0 {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the subscription never listened: {m}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(sample(&m, "securecart_websocket_connections", &[]), 2.0, "{m}");
     assert_eq!(sample(&m, "securecart_subscriptions_active", &[]), 1.0);
     let product = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, 1).encode();
@@ -148,30 +154,6 @@ fn send_signal(pid: u32, signal: &str) {
     assert!(status.success());
 }
 
-/// Starts the real binary in `dir` on `port` (clean environment plus `env`) and waits until it
-/// answers `/healthz`; returns the child (killed when dropped) and its base URL.
-async fn start_binary(dir: &std::path::Path, port: u16, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "the server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, base)
-}
-
 /// Requests in flight when SIGTERM arrives complete; new connections are refused;
 /// WebSockets are closed with 1001; the process exits cleanly.
 #[tokio::test]
@@ -179,10 +161,8 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let gateway = FakeGateway::start().await;
     let dir = std::env::temp_dir().join(format!("securecart-shutdown-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (mut child, base) = start_binary(
+    let Binary { mut child, address: base, port, .. } = start_binary(
         &dir,
-        port,
         &[
             ("SECURECART_PAYMENT_URL", &gateway.url),
             ("SECURECART_PAYMENT_TIMEOUT_MS", "10000"),
@@ -344,9 +324,8 @@ async fn spans_are_exported_over_otlp() {
 
     let dir = std::env::temp_dir().join(format!("securecart-otlp-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (mut child, base) =
-        start_binary(&dir, port, &[("SECURECART_LOG", "info"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+    let Binary { mut child, address: base, .. } =
+        start_binary(&dir, &[("SECURECART_LOG", "info"), ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
     let client = reqwest::Client::new();
     let body: Value = client
         .post(format!("{base}/graphql"))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use securecart::auth::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, first_error_code, on_both_backends, spawn_app_with, token};
+use crate::helpers::{Backend, Binary, TestApp, first_error_code, on_both_backends, spawn_app_with, token};
 use crate::websocket::{Ws, connect, connect_to, next, send};
 
 on_both_backends!(inventory_events_reach_both_protocols, subscriptions_check_ownership_on_every_event);
@@ -197,33 +197,26 @@ async fn websocket_limits_are_enforced() {
     }
 }
 
-/// A server process of the real binary, killed when dropped.
-struct Server {
-    address: String,
-    _child: tokio::process::Child,
+async fn start_binary(database_url: &str, redis_url: &str, channel: &str) -> Binary {
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", redis_url),
+        ("SECURECART_REDIS_CHANNEL", channel),
+        ("SECURECART_DEMO_SEED", "false"),
+    ];
+    let server = crate::helpers::start_binary(&std::env::temp_dir(), &env).await;
+    wait_ready(&server.address, Duration::from_secs(30)).await;
+    server
 }
 
-async fn start_binary(database_url: &str, redis_url: &str, channel: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
-        .arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_URL", redis_url)
-        .env("SECURECART_REDIS_CHANNEL", channel)
-        .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
-        .env("SECURECART_DEMO_SEED", "false")
-        .env("SECURECART_LOG", if std::env::var("TEST_LOG").is_ok() { "info" } else { "error" })
-        .stdout(Stdio::null())
-        .stderr(if std::env::var("TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting the securecart binary");
-    let address = format!("http://127.0.0.1:{port}");
-    wait_ready(&address, Duration::from_secs(30)).await;
-    Server { address, _child: child }
+/// Waits until `server`'s bus has more than `before` listeners (its `/metrics`).
+async fn wait_listening(server: &Binary, before: f64) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while crate::helpers::metric(&client, &server.internal, "securecart_bus_listeners").await.unwrap_or(0.0) <= before {
+        assert!(started.elapsed() < Duration::from_secs(10), "the subscription never listened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits until `/readyz` answers with the bus connected.
@@ -273,8 +266,10 @@ async fn two_processes_share_events_through_redis() {
             .json(&json!({ "query": query, "variables": vars }))
             .send()
     };
+    let scraper = reqwest::Client::new();
+    let before = crate::helpers::metric(&scraper, &b.internal, "securecart_bus_listeners").await.unwrap();
     let mut ws = subscribe_at(&b.address, "graphql-transport-ws", None, INVENTORY).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_listening(&b, before).await;
     let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }";
     post(&a.address, add, json!({ "p": product(1) })).await.unwrap();
     let checkout = "mutation { checkout(input: { idempotencyKey: \"two-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
