@@ -113,6 +113,7 @@ impl App {
         )?);
         let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
         let services = Services::new(store.clone(), bus.clone(), payments, settings.clone());
+        spawn_reconciler(&services, &settings, shutdown_rx.clone());
         let schema = build_schema(services.clone(), settings.clone(), budgets.clone());
         let listener = TcpListener::bind(settings.server.listen)
             .await
@@ -257,6 +258,32 @@ impl App {
         );
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Settles pending payments (see `Services::reconcile_payments`): at start-up, then every
+/// `SECURECART_RECONCILE_INTERVAL_SECS`, until the server stops.
+fn spawn_reconciler(services: &Services, settings: &Settings, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let services = services.clone();
+    let every = std::time::Duration::from_secs(settings.payment.reconcile_interval_secs.max(1));
+    tokio::spawn(async move {
+        loop {
+            // Drained a batch at a time; a batch that settled nothing waits for the next round.
+            loop {
+                match services.reconcile_payments(100).await {
+                    Ok(100..) => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reconciling pending payments failed; trying again later");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+        }
+    });
 }
 
 /// Keeps the catalog cache honest: drops entries named by bus events (from every replica), and

@@ -190,14 +190,17 @@ pub struct PaymentSettings {
     /// The gateway's base URL; unset means the built-in development
     /// fake (refused in production).
     pub url: Option<String>,
-    /// How long a charge may take before the checkout is
-    /// abandoned (default 5000).
+    /// How long the checkout waits for a charge's answer (default 5000);
+    /// then the order stays pending until its outcome is confirmed.
     pub timeout_ms: u64,
+    /// How often charges left pending longer than the timeout are
+    /// settled by asking the provider again (default 30; also at start-up).
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for PaymentSettings {
     fn default() -> Self {
-        Self { url: None, timeout_ms: 5000 }
+        Self { url: None, timeout_ms: 5000, reconcile_interval_secs: 30 }
     }
 }
 

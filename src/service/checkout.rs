@@ -9,7 +9,7 @@ use crate::bus::Event;
 use crate::domain::order::{AddressFields, ShippingAddress};
 use crate::error::{AppError, AppResult};
 use crate::payments::PaymentOutcome;
-use crate::store::{Checkout, OrderRecord, OrderScope};
+use crate::store::{Checkout, OrderRecord, OrderScope, Reservation, SettledPaid, StockChange};
 
 /// What a checkout needs.
 #[derive(Debug, Clone)]
@@ -63,33 +63,42 @@ fn request_hash(payment_token: &str, address_json: &str) -> String {
     format!("{:x}", h.finalize())
 }
 
+/// How a payment that did not go through is told to the client: only what is known to be true.
 fn payment_refusal(outcome: PaymentOutcome) -> Refusal {
     let field = "input.paymentToken";
+    let pending = "the order is held while its outcome is confirmed; retry with the same idempotency key to see \
+                   it (nothing is ever charged twice for one key)";
     match outcome {
-        PaymentOutcome::Declined(reason) => {
-            Refusal::new("PAYMENT_DECLINED", field, format!("payment declined: {reason}"))
-        }
-        PaymentOutcome::Timeout => Refusal::new(
-            "PAYMENT_TIMEOUT",
+        PaymentOutcome::Declined(reason) => Refusal::new(
+            "PAYMENT_DECLINED",
             field,
-            "the payment provider did not answer in time; nothing was charged or ordered, retry with the same idempotency key",
+            format!("payment declined: {reason}; nothing was charged or ordered"),
         ),
+        PaymentOutcome::Timeout => {
+            Refusal::new("PAYMENT_TIMEOUT", field, format!("the payment provider did not answer in time; {pending}"))
+        }
+        PaymentOutcome::Unconfirmed(why) => {
+            tracing::warn!(reason = %why, "payment outcome unknown; the order stays pending");
+            Refusal::new("PAYMENT_UNCONFIRMED", field, format!("the payment provider's answer was unclear; {pending}"))
+        }
         PaymentOutcome::Failed(why) | PaymentOutcome::Approved(why) => {
             tracing::warn!(reason = %why, "payment gateway failure during checkout");
             Refusal::new(
                 "PAYMENT_FAILED",
                 field,
-                "the payment provider failed; nothing was charged or ordered, retry with the same idempotency key",
+                "the payment provider could not be reached; nothing was charged or ordered, and the cart is as it was",
             )
         }
     }
 }
 
 impl Services {
-    /// Places the caller's cart as a paid order, in one transaction: stock is taken (never below
-    /// zero), prices are snapshotted, the payment is charged, the cart is emptied. A decline or a
-    /// payment timeout changes nothing. A retry with the same key and body returns the same order
-    /// (`replayed`) and never charges twice; another body with a used key is refused.
+    /// Places the caller's cart as a paid order, as a saga (see `store::checkout`): the stock is
+    /// held and the order recorded `PENDING` first, then the provider is charged with no
+    /// transaction open, then the order is settled. A decline changes nothing; a timeout leaves
+    /// the order pending until a retry with the same key or the reconciler settles it. A retry
+    /// with the same key and body returns the same order (`replayed`) and never charges twice;
+    /// another body with a used key is refused.
     pub async fn checkout(&self, caller: &Caller, input: CheckoutRequest) -> AppResult<Outcome<Placed>> {
         let customer = self.as_customer(require_role(caller, &[Role::Customer])?).await?;
         let address = match validate(&input) {
@@ -98,39 +107,31 @@ impl Services {
         };
         let address_json = serde_json::to_string(&address).map_err(|e| AppError::Internal(e.into()))?;
         let hash = request_hash(&input.payment_token, &address_json);
-        let gateway = self.payments.clone();
-        let token = input.payment_token.clone();
-        let gateway_key = format!("checkout:{}:{}", customer.id, input.idempotency_key);
-        let charge = move |req: crate::store::ChargeRequest| async move {
-            match gateway.charge(req.amount, &req.currency, &token, &gateway_key).await {
-                PaymentOutcome::Approved(reference) => Ok(reference),
-                other => Err(other),
-            }
-        };
         let expected = input.expected_total.as_ref().map(|(amount, code)| (*amount, code.as_str()));
-        let outcome =
-            self.store.checkout(customer.id, &input.idempotency_key, &hash, &address_json, expected, charge).await?;
+        let outcome = self
+            .store
+            .reserve_checkout(customer.id, &input.idempotency_key, &hash, &address_json, expected, &input.payment_token)
+            .await?;
         let scope = OrderScope::Customer(customer.id);
+        let placed = |order, replayed| Placed { order, replayed, scope: scope.clone() };
         let refusal = match outcome {
-            Checkout::Replayed(order) => return Ok(Ok(Placed { order, replayed: true, scope })),
-            Checkout::Placed(order, stock) => {
-                self.publish_stock(&stock).await;
-                let mut vendor_ids: Vec<i64> = stock.iter().map(|s| s.vendor_id).collect();
-                vendor_ids.sort_unstable();
-                vendor_ids.dedup();
-                let at = chrono::Utc::now();
-                let status = order.status.clone();
-                self.bus
-                    .publish(Event::OrderStatus {
-                        order_id: order.id,
-                        customer_id: customer.id,
-                        vendor_ids,
-                        status,
-                        at,
-                    })
-                    .await;
-                self.bus.publish(Event::Cart { customer_id: customer.id, at }).await;
-                return Ok(Ok(Placed { order, replayed: false, scope }));
+            Checkout::Replayed(order) => return Ok(Ok(placed(order, true))),
+            Checkout::Reserved(reservation) => {
+                self.publish_stock(&reservation.stock).await;
+                self.bus.publish(Event::Cart { customer_id: customer.id, at: chrono::Utc::now() }).await;
+                return Ok(self.charge(reservation).await?.map(|order| placed(order, false)));
+            }
+            Checkout::Unsettled(reservation) => {
+                // A twin request may be asking the provider right now: wait for its answer, up to
+                // the payment timeout, before asking again ourselves (with the same key).
+                match self.await_settlement(&reservation).await? {
+                    Some(order) if order.status != "PENDING" => return Ok(Ok(placed(order, true))),
+                    Some(_) => return Ok(self.charge(reservation).await?.map(|o| placed(o, false))),
+                    // Released by its twin (declined): the key is free and the cart is back.
+                    None => {
+                        return Box::pin(self.checkout(caller, input)).await;
+                    }
+                }
             }
             Checkout::KeyReused => Refusal::new(
                 "IDEMPOTENCY_KEY_REUSED",
@@ -158,8 +159,120 @@ impl Services {
                     crate::domain::money::format_minor(amount)
                 ),
             ),
-            Checkout::ChargeRefused(outcome) => payment_refusal(outcome),
         };
         Ok(Err(refusal))
+    }
+
+    /// The pending order of `pending` once it is settled, or as it is when the payment timeout
+    /// has passed since it was placed; `None` if it was released meanwhile.
+    async fn await_settlement(&self, pending: &Reservation) -> AppResult<Option<OrderRecord>> {
+        let timeout = chrono::Duration::milliseconds(self.settings.payment.timeout_ms as i64 + 200);
+        loop {
+            let Some(order) = self.store.order(&OrderScope::All, pending.order_id).await? else { return Ok(None) };
+            if order.status != "PENDING" || chrono::Utc::now() - order.created_at > timeout {
+                return Ok(Some(order));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Charges a pending order (the first time, on a retry, or for the reconciler: the same
+    /// provider key each time) and settles it by the answer.
+    async fn charge(&self, pending: Reservation) -> AppResult<Outcome<OrderRecord>> {
+        let outcome =
+            self.payments.charge(pending.amount, &pending.currency, &pending.token, &pending.gateway_key).await;
+        let released = |status| async move {
+            let back = self.store.settle_released(pending.payment_id, status).await?;
+            self.publish_released(pending.customer_id, back.as_deref().unwrap_or_default()).await;
+            Ok::<_, AppError>(())
+        };
+        match outcome {
+            PaymentOutcome::Approved(reference) => self.settle_approved(&pending, &reference).await,
+            PaymentOutcome::Declined(reason) => {
+                released("DECLINED").await?;
+                Ok(Err(payment_refusal(PaymentOutcome::Declined(reason))))
+            }
+            PaymentOutcome::Failed(why) => {
+                released("FAILED").await?;
+                Ok(Err(payment_refusal(PaymentOutcome::Failed(why))))
+            }
+            unknown @ (PaymentOutcome::Timeout | PaymentOutcome::Unconfirmed(_)) => Ok(Err(payment_refusal(unknown))),
+        }
+    }
+
+    /// The provider approved: the order becomes `PAID`; a charge that went through for an order
+    /// cancelled (or gone) meanwhile is refunded, so no money is kept without its order.
+    async fn settle_approved(&self, pending: &Reservation, reference: &str) -> AppResult<Outcome<OrderRecord>> {
+        let refund_key = format!("refund:{}", pending.gateway_key);
+        match self.store.settle_paid(pending.payment_id, reference).await? {
+            SettledPaid::Paid(order, vendor_ids) => {
+                let event = Event::OrderStatus {
+                    order_id: order.id,
+                    customer_id: pending.customer_id,
+                    vendor_ids,
+                    status: order.status.clone(),
+                    at: chrono::Utc::now(),
+                };
+                self.bus.publish(event).await;
+                Ok(Ok(order))
+            }
+            SettledPaid::AlreadySettled(Some(order)) => Ok(Ok(order)),
+            SettledPaid::AlreadySettled(None) => {
+                tracing::error!(
+                    order_id = pending.order_id,
+                    reference,
+                    "a charge approved for an order that is gone; refunding it"
+                );
+                let refunded = self.payments.refund(reference, pending.amount, &pending.currency, &refund_key).await;
+                tracing::warn!(order_id = pending.order_id, ?refunded, "refund of an orphaned charge");
+                Err(AppError::Internal(anyhow::anyhow!(
+                    "order {} disappeared while its charge was pending",
+                    pending.order_id
+                )))
+            }
+            SettledPaid::CancelledMeanwhile(order) => {
+                match self.payments.refund(reference, pending.amount, &pending.currency, &refund_key).await {
+                    PaymentOutcome::Approved(refund) => {
+                        self.store.record_late_refund(order.id, pending.amount, &pending.currency, &refund).await?;
+                    }
+                    // The reconciler cannot see this one again (the charge is settled): say so loudly.
+                    other => {
+                        tracing::error!(order_id = order.id, ?other, "refund of a charge for a cancelled order failed")
+                    }
+                }
+                Ok(Ok(self.store.order(&OrderScope::All, order.id).await?.unwrap_or(order)))
+            }
+        }
+    }
+
+    /// Events for a released checkout: the stock put back, and the cart refilled.
+    async fn publish_released(&self, customer_id: i64, stock: &[StockChange]) {
+        if stock.is_empty() {
+            return;
+        }
+        self.publish_stock(stock).await;
+        self.bus.publish(Event::Cart { customer_id, at: chrono::Utc::now() }).await;
+    }
+
+    /// Settles every charge left pending longer than the payment timeout (a crash, a timeout, a
+    /// lost answer) by asking the provider again with its key; at most `batch` per call. Returns
+    /// how many it settled.
+    pub async fn reconcile_payments(&self, batch: i64) -> AppResult<usize> {
+        let grace = chrono::Duration::milliseconds(self.settings.payment.timeout_ms as i64 + 1000);
+        let pending = self.store.pending_charges(chrono::Utc::now() - grace, batch).await?;
+        let mut settled = 0;
+        for charge in pending {
+            let order_id = charge.order_id;
+            match self.charge(charge).await? {
+                Err(refusal) if matches!(refusal.code, "PAYMENT_TIMEOUT" | "PAYMENT_UNCONFIRMED") => {
+                    tracing::warn!(order_id, "a pending payment is still unconfirmed; asking again later");
+                }
+                outcome => {
+                    tracing::info!(order_id, paid = outcome.is_ok(), "settled a pending payment");
+                    settled += 1;
+                }
+            }
+        }
+        Ok(settled)
     }
 }

@@ -1,22 +1,33 @@
-//! Checkout: a cart becomes an order in one transaction (stock taken, prices snapshotted, the
-//! charge made through a caller-supplied step, the cart emptied), replayed by idempotency key.
+//! Checkout, as a saga of three short steps, so money never moves without a record:
 //!
-//! The store does not know the payment provider: the service hands it a `charge` step that
-//! answers with the provider's reference or the service's own refusal value `E`.
+//! 1. `reserve_checkout`: one transaction takes the stock (never below zero), snapshots prices
+//!    into a `PENDING` order, moves the cart's lines into it and records a `PENDING` charge with
+//!    its idempotency key and the card token. It commits before any money moves.
+//! 2. The service calls the payment provider with no transaction or lock held.
+//! 3. `settle_paid` marks the charge `APPROVED` and the order `PAID`; `settle_released` (a
+//!    decline, or a failure that certainly charged nothing) deletes the pending order and puts
+//!    the stock and the cart lines back. A timeout settles nothing: the order stays `PENDING`
+//!    until a retry with the same key or the reconciler (`pending_charges`) asks the provider
+//!    again with the same key.
+//!
+//! A crash between the steps leaves a `PENDING` order and charge: visible, holding its stock,
+//! and settled by the reconciler when the process (or another replica) runs again.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::carts::{CART_LINES, CartLineRecord, EMPTY_CART};
 use super::columns::order_columns;
 use super::inventory::StockChange;
-use super::{Abort, OrderRecord, ProviderStep, Store, is_unique_violation, on_pool};
+use super::{Abort, OrderRecord, Store, is_unique_violation, on_pool};
 
-/// What a checkout came to.
+/// What the first step of a checkout came to.
 #[derive(Debug, Clone)]
-pub enum Checkout<E> {
-    /// A new paid order, and the stock it took.
-    Placed(OrderRecord, Vec<StockChange>),
-    /// The same request was already placed under this idempotency key: its order.
+pub enum Checkout {
+    /// The order is `PENDING` with its stock held: charge it (see `Reservation`).
+    Reserved(Reservation),
+    /// The key names an order still waiting for its payment's outcome: ask the provider again.
+    Unsettled(Reservation),
+    /// The same request was already placed and settled under this key: its order.
     Replayed(OrderRecord),
     /// The key was used for a different request; nothing changed.
     KeyReused,
@@ -46,49 +57,87 @@ pub enum Checkout<E> {
         /// Its currency.
         currency: String,
     },
-    /// The charge step refused; everything was rolled back.
-    ChargeRefused(E),
 }
 
-/// What the charge step of a checkout is asked to do.
+/// A pending order's charge: what the provider must be asked, under which key.
 #[derive(Debug, Clone)]
-pub struct ChargeRequest {
+pub struct Reservation {
+    /// The `PENDING` order.
+    pub order_id: i64,
+    /// Its customer.
+    pub customer_id: i64,
+    /// The pending charge's row.
+    pub payment_id: i64,
     /// Minor units.
     pub amount: i64,
     /// ISO 4217.
     pub currency: String,
+    /// The provider's idempotency key: the same for every attempt at this charge.
+    pub gateway_key: String,
+    /// The provider's card token.
+    pub token: String,
+    /// The stock taken (for events).
+    pub stock: Vec<StockChange>,
+}
+
+/// What settling a charge as approved came to.
+#[derive(Debug, Clone)]
+pub enum SettledPaid {
+    /// The order is now `PAID`; the vendors with lines in it.
+    Paid(OrderRecord, Vec<i64>),
+    /// Someone settled it first (a retry, the reconciler, another replica): the order now.
+    AlreadySettled(Option<OrderRecord>),
+    /// The order was cancelled while its charge was pending, and the charge went through: it
+    /// must be refunded (the charge is recorded `APPROVED` first, so the refund has a record).
+    CancelledMeanwhile(OrderRecord),
 }
 
 const ORDER_BY_KEY: &str =
     concat!("SELECT ", order_columns!(""), " FROM orders WHERE customer_id = $1 AND idempotency_key = $2");
-const ORDER_HASH: &str = "SELECT request_hash FROM orders WHERE customer_id = $1 AND idempotency_key = $2";
+const ORDER_HASH: &str = "SELECT request_hash, status FROM orders WHERE customer_id = $1 AND idempotency_key = $2";
 const ORDER_BY_ID: &str = concat!("SELECT ", order_columns!(""), " FROM orders WHERE id = $1");
 /// Units move from `available` to `reserved`, where they stay until the order is fulfilled.
 const TAKE_STOCK: &str = "UPDATE inventory SET available = available - $2, reserved = reserved + $2, updated_at = $3 \
      WHERE product_id = $1 AND available >= $2 RETURNING available";
+const PUT_BACK_STOCK: &str = "UPDATE inventory SET available = available + $2, \
+     reserved = CASE WHEN reserved > $2 THEN reserved - $2 ELSE 0 END, updated_at = $3 WHERE product_id = $1 RETURNING available";
+/// Pending charges with their orders' customers (a `PendingRow` each); conditions follow.
+macro_rules! pending_charges {
+    () => {
+        "SELECT p.id, p.order_id, o.customer_id, p.amount, p.currency_code, p.idempotency_key, \
+         COALESCE(p.payment_token, '') FROM payments p JOIN orders o ON o.id = p.order_id \
+         WHERE p.kind = 'CHARGE' AND p.status = 'PENDING'"
+    };
+}
+
+type PendingRow = (i64, i64, i64, i64, String, String, String);
+
+fn reservation((payment_id, order_id, customer_id, amount, currency, gateway_key, token): PendingRow) -> Reservation {
+    Reservation { order_id, customer_id, payment_id, amount, currency, gateway_key, token, stock: Vec::new() }
+}
 
 impl Store {
-    /// Places the customer's cart as an order in one transaction: replays an earlier request
-    /// with the same key, takes the stock (never below zero), snapshots prices, charges through
-    /// `charge`, empties the cart. A refused charge rolls everything back.
-    pub async fn checkout<E: Send>(
+    /// Step 1: replays an earlier request with the same key, or holds the stock, snapshots the
+    /// prices into a `PENDING` order, empties the cart into it and records the pending charge,
+    /// in one transaction that commits before any money moves.
+    pub async fn reserve_checkout(
         &self,
         customer_id: i64,
         idempotency_key: &str,
         request_hash: &str,
         shipping_address: &str,
         expected_total: Option<(i64, &str)>,
-        charge: impl ProviderStep<ChargeRequest, E>,
-    ) -> sqlx::Result<Checkout<E>> {
+        token: &str,
+    ) -> sqlx::Result<Checkout> {
         let now = Utc::now();
-        let attempt: Result<Checkout<E>, Abort> = on_pool!(self, pool => async {
+        let attempt: Result<Checkout, Abort> = on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
             // Lock the customer's cart row first: concurrent checkouts of one customer queue here
             // (PostgreSQL; SQLite's IMMEDIATE transaction already serialises), so a retry sees the
             // order its twin committed instead of the cart it emptied.
             sqlx::query("UPDATE carts SET updated_at = $2 WHERE customer_id = $1")
                 .bind(customer_id).bind(now).execute(&mut *tx).await?;
-            let earlier: Option<String> = sqlx::query_scalar(ORDER_HASH)
+            let earlier: Option<(Option<String>, String)> = sqlx::query_as(ORDER_HASH)
                 .bind(customer_id).bind(idempotency_key).fetch_optional(&mut *tx).await?;
             if earlier.is_some() {
                 // Decided below, outside the transaction, exactly as for a concurrent duplicate.
@@ -141,26 +190,22 @@ impl Store {
                     .bind(line.price_amount).bind(&currency).bind(line.quantity).bind(line.price_amount * line.quantity)
                     .execute(&mut *tx).await?;
             }
-            // The charge runs while this transaction holds the stock: a refusal rolls back the
-            // order and the stock with it.
-            let reference = match charge.run(ChargeRequest { amount: subtotal, currency: currency.clone() }).await {
-                Ok(reference) => reference,
-                Err(refused) => return Ok(Checkout::ChargeRefused(refused)),
-            };
-            sqlx::query("INSERT INTO payments (order_id, kind, status, amount, currency_code, provider_reference, idempotency_key, created_at) \
-                         VALUES ($1, 'CHARGE', 'APPROVED', $2, $3, $4, $5, $6)")
-                .bind(order_id).bind(subtotal).bind(&currency).bind(&reference)
-                .bind(format!("checkout:{customer_id}:{idempotency_key}")).bind(now)
-                .execute(&mut *tx).await?;
-            sqlx::query("UPDATE orders SET status = 'PAID', payment_reference = $2, updated_at = $3 WHERE id = $1")
-                .bind(order_id).bind(&reference).bind(now).execute(&mut *tx).await?;
+            // One key per attempt at a charge: a released order frees the client's key, and the
+            // next attempt is another order, so another charge at the provider.
+            let gateway_key = format!("checkout:{customer_id}:{idempotency_key}:{order_id}");
+            let payment_id: i64 = sqlx::query_scalar(
+                "INSERT INTO payments (order_id, kind, status, amount, currency_code, idempotency_key, payment_token, created_at) \
+                 VALUES ($1, 'CHARGE', 'PENDING', $2, $3, $4, $5, $6) RETURNING id")
+                .bind(order_id).bind(subtotal).bind(&currency).bind(&gateway_key).bind(token).bind(now)
+                .fetch_one(&mut *tx).await?;
             sqlx::query(EMPTY_CART).bind(customer_id).execute(&mut *tx).await?;
-            let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order_id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             for change in &stock {
                 self.cache.invalidate_inventory(change.product_id);
             }
-            Ok(Checkout::Placed(order, stock))
+            Ok(Checkout::Reserved(Reservation {
+                order_id, customer_id, payment_id, amount: subtotal, currency, gateway_key, token: token.to_string(), stock,
+            }))
         }.await);
         match attempt {
             Ok(outcome) => Ok(outcome),
@@ -170,19 +215,148 @@ impl Store {
         }
     }
 
-    async fn replay_checkout<E>(
+    async fn replay_checkout(
         &self,
         customer_id: i64,
         idempotency_key: &str,
         request_hash: &str,
-    ) -> sqlx::Result<Checkout<E>> {
-        let hash: Option<String> = on_pool!(self, pool => sqlx::query_scalar(ORDER_HASH)
+    ) -> sqlx::Result<Checkout> {
+        let earlier: Option<(Option<String>, String)> = on_pool!(self, pool => sqlx::query_as(ORDER_HASH)
             .bind(customer_id).bind(idempotency_key).fetch_optional(pool).await)?;
+        let Some((hash, status)) = earlier else {
+            // Released between the two reads: the key is free again.
+            return Ok(Checkout::KeyReused);
+        };
         if hash.as_deref() != Some(request_hash) {
             return Ok(Checkout::KeyReused);
         }
         let order: OrderRecord = on_pool!(self, pool => sqlx::query_as(ORDER_BY_KEY)
             .bind(customer_id).bind(idempotency_key).fetch_one(pool).await)?;
+        if status == "PENDING" {
+            let sql = concat!(pending_charges!(), " AND p.order_id = $1");
+            let pending: Option<PendingRow> =
+                on_pool!(self, pool => sqlx::query_as(sql).bind(order.id).fetch_optional(pool).await)?;
+            if let Some(row) = pending {
+                return Ok(Checkout::Unsettled(reservation(row)));
+            }
+        }
         Ok(Checkout::Replayed(order))
+    }
+
+    /// Step 3, approved: the charge becomes `APPROVED` with the provider's reference, and its
+    /// order `PAID`, if both are still pending.
+    pub async fn settle_paid(&self, payment_id: i64, reference: &str) -> sqlx::Result<SettledPaid> {
+        let now = Utc::now();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let order_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE payments SET status = 'APPROVED', provider_reference = $2, payment_token = NULL \
+                 WHERE id = $1 AND status = 'PENDING' RETURNING order_id")
+                .bind(payment_id).bind(reference).fetch_optional(&mut *tx).await?;
+            let Some(order_id) = order_id else {
+                let order_id: Option<i64> = sqlx::query_scalar("SELECT order_id FROM payments WHERE id = $1")
+                    .bind(payment_id).fetch_optional(&mut *tx).await?;
+                let order = match order_id {
+                    Some(id) => sqlx::query_as(ORDER_BY_ID).bind(id).fetch_optional(&mut *tx).await?,
+                    None => None,
+                };
+                return Ok(SettledPaid::AlreadySettled(order));
+            };
+            let paid = sqlx::query("UPDATE orders SET status = 'PAID', payment_reference = $2, updated_at = $3 \
+                                    WHERE id = $1 AND status = 'PENDING'")
+                .bind(order_id).bind(reference).bind(now).execute(&mut *tx).await?;
+            let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order_id).fetch_one(&mut *tx).await?;
+            let vendor_ids: Vec<i64> =
+                sqlx::query_scalar("SELECT DISTINCT vendor_id FROM order_items WHERE order_id = $1 ORDER BY vendor_id")
+                    .bind(order_id).fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(if paid.rows_affected() == 1 {
+                SettledPaid::Paid(order, vendor_ids)
+            } else {
+                SettledPaid::CancelledMeanwhile(order)
+            })
+        }.await)
+    }
+
+    /// Step 3, nothing charged (declined, or certainly never sent): the pending order is
+    /// deleted, its stock and cart lines put back, and the client's key freed. `None` when the
+    /// charge is no longer pending. An order cancelled meanwhile already put its stock back: only
+    /// the charge is closed then.
+    pub async fn settle_released(&self, payment_id: i64, status: &str) -> sqlx::Result<Option<Vec<StockChange>>> {
+        let now = Utc::now();
+        let released: Option<Vec<(i64, i64, StockChange)>> = on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let order_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE payments SET status = $2, payment_token = NULL WHERE id = $1 AND status = 'PENDING' RETURNING order_id")
+                .bind(payment_id).bind(status).fetch_optional(&mut *tx).await?;
+            let Some(order_id) = order_id else { return Ok::<_, sqlx::Error>(None) };
+            let (customer_id, order_status): (i64, String) =
+                sqlx::query_as("SELECT customer_id, status FROM orders WHERE id = $1").bind(order_id).fetch_one(&mut *tx).await?;
+            if order_status != "PENDING" {
+                tx.commit().await?;
+                return Ok(Some(Vec::new()));
+            }
+            let items: Vec<(i64, i64, i64, i64)> =
+                sqlx::query_as("SELECT product_id, vendor_id, quantity, unit_price_amount FROM order_items WHERE order_id = $1")
+                    .bind(order_id).fetch_all(&mut *tx).await?;
+            let currency: String = sqlx::query_scalar("SELECT currency_code FROM orders WHERE id = $1")
+                .bind(order_id).fetch_one(&mut *tx).await?;
+            let mut back = Vec::with_capacity(items.len());
+            for (product_id, vendor_id, quantity, unit_price) in items {
+                let available: i64 = sqlx::query_scalar(PUT_BACK_STOCK)
+                    .bind(product_id).bind(quantity).bind(now).fetch_one(&mut *tx).await?;
+                // The lines go back into the cart, beside anything added since.
+                sqlx::query("INSERT INTO cart_items (cart_id, product_id, quantity, added_at, added_price_amount, \
+                             added_currency_code) SELECT id, $2, $3, $4, $5, $6 FROM carts WHERE customer_id = $1 \
+                             ON CONFLICT (cart_id, product_id) DO UPDATE SET \
+                             quantity = CASE WHEN cart_items.quantity + excluded.quantity > 999 THEN 999 \
+                             ELSE cart_items.quantity + excluded.quantity END")
+                    .bind(customer_id).bind(product_id).bind(quantity).bind(now).bind(unit_price).bind(&currency)
+                    .execute(&mut *tx).await?;
+                back.push((customer_id, order_id, StockChange { product_id, vendor_id, available, delta: quantity }));
+            }
+            // The charge row goes with its order (nothing was charged: the provider keeps its own
+            // record of the refusal, and the log has it).
+            sqlx::query("DELETE FROM order_items WHERE order_id = $1").bind(order_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM payments WHERE order_id = $1").bind(order_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM orders WHERE id = $1").bind(order_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(back))
+        }.await)?;
+        let Some(released) = released else { return Ok(None) };
+        for (_, _, change) in &released {
+            self.cache.invalidate_inventory(change.product_id);
+        }
+        Ok(Some(released.into_iter().map(|(_, _, change)| change).collect()))
+    }
+
+    /// Pending charges recorded before `before`, oldest first (the reconciler's work list).
+    pub async fn pending_charges(&self, before: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<Reservation>> {
+        let sql = concat!(pending_charges!(), " AND p.created_at < $1 ORDER BY p.created_at LIMIT $2");
+        let rows: Vec<PendingRow> =
+            on_pool!(self, pool => sqlx::query_as(sql).bind(before).bind(limit).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(reservation).collect())
+    }
+
+    /// Records a refund of a charge made after its order was cancelled, and marks it `REFUNDED`.
+    pub async fn record_late_refund(
+        &self,
+        order_id: i64,
+        amount: i64,
+        currency: &str,
+        reference: &str,
+    ) -> sqlx::Result<()> {
+        let now = Utc::now();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            sqlx::query("INSERT INTO payments (order_id, kind, status, amount, currency_code, provider_reference, \
+                         idempotency_key, created_at) VALUES ($1, 'REFUND', 'APPROVED', $2, $3, $4, $5, $6) \
+                         ON CONFLICT (kind, idempotency_key) DO NOTHING")
+                .bind(order_id).bind(amount).bind(currency).bind(reference).bind(format!("refund:{order_id}")).bind(now)
+                .execute(&mut *tx).await?;
+            sqlx::query("UPDATE orders SET status = 'REFUNDED', updated_at = $2 WHERE id = $1 AND status = 'CANCELLED'")
+                .bind(order_id).bind(now).execute(&mut *tx).await?;
+            tx.commit().await
+        }.await)
     }
 }

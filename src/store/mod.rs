@@ -26,7 +26,7 @@ pub mod seed;
 pub mod vendors;
 
 pub use carts::{AddToCart, CartLineRecord};
-pub use checkout::{ChargeRequest, Checkout};
+pub use checkout::{Checkout, Reservation, SettledPaid};
 pub use customers::CustomerRecord;
 pub use inventory::{Adjustment, InventoryRecord, SetStock, StockChange};
 pub use orders::{OrderItemRecord, OrderRecord, OrderScope, RefundRequest, StatusChange, StatusMove};

@@ -14,7 +14,7 @@ use crate::helpers::{Backend, TestApp, first_error_code, for_each_backend, spawn
 for_each_backend!(
     concurrent_checkouts_never_oversell,
     retried_checkouts_charge_once,
-    declines_and_timeouts_change_nothing,
+    declines_change_nothing_and_timeouts_settle,
     order_transitions_and_ownership,
     cart_rules,
     vendor_operations,
@@ -165,22 +165,47 @@ async fn retried_checkouts_charge_once(backend: Backend) {
     assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "CART_EMPTY");
 }
 
-/// A decline or a timeout leaves stock, orders and the cart as they were.
-async fn declines_and_timeouts_change_nothing(backend: Backend) {
+/// A decline leaves stock, orders and the cart as they were. A timeout tells the truth: the
+/// order is held `PENDING` with its stock (the provider may still charge), and a retry with the
+/// same key settles it once the provider has the answer, without a second charge.
+async fn declines_change_nothing_and_timeouts_settle(backend: Backend) {
     let Some((app, gateway)) = app_with_gateway(backend).await else { return };
-    let p = product_with_stock(&app, "PAY-1", "99.99", 3).await;
+    let p = product_with_stock(&app, "PAY-1", "99.99", 5).await;
     let alice = token("alice", &[Role::Customer], None);
     app.graphql_as(&alice, ADD, json!({ "p": p, "q": 2 })).await;
-    for (tok, code) in [("tok_declined", "PAYMENT_DECLINED"), ("tok_slow", "PAYMENT_TIMEOUT")] {
-        let body = app.graphql_as(&alice, CHECKOUT, input(&format!("k-{tok}"), tok)).await;
-        assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], code, "{body}");
-        assert_eq!(body["data"]["checkout"]["order"], Value::Null);
-        assert_eq!(available(&app, &p).await, 3, "{tok}: no stock taken");
-        assert_eq!(order_count(&app).await, 0, "{tok}: no order");
-        let cart = app.graphql_as(&alice, "{ cart { totalQuantity } }", json!({})).await;
-        assert_eq!(cart["data"]["cart"]["totalQuantity"], 2, "{tok}: the cart is kept");
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-declined", "tok_declined")).await;
+    assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "PAYMENT_DECLINED", "{body}");
+    assert_eq!(body["data"]["checkout"]["order"], Value::Null);
+    assert_eq!(available(&app, &p).await, 5, "declined: no stock taken");
+    assert_eq!(order_count(&app).await, 0, "declined: no order");
+    let cart = app.graphql_as(&alice, "{ cart { totalQuantity } }", json!({})).await;
+    assert_eq!(cart["data"]["cart"]["totalQuantity"], 2, "declined: the cart is kept");
+
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-slow", "tok_slow")).await;
+    let error = &body["data"]["checkout"]["userErrors"][0];
+    assert_eq!(error["code"], "PAYMENT_TIMEOUT", "{body}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("retry with the same idempotency key") && !message.contains("nothing was charged"),
+        "{message}"
+    );
+    assert_eq!(available(&app, &p).await, 3, "timed out: the stock is held for the pending order");
+    let orders = app.graphql_as(&alice, "{ orders { edges { node { status } } } }", json!({})).await;
+    assert_eq!(orders["data"]["orders"]["edges"], json!([{ "node": { "status": "PENDING" } }]), "{orders}");
+    // A retry before the provider has finished is still pending; after, it is paid, once.
+    let started = std::time::Instant::now();
+    while gateway.charges() == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the slow charge never completed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(gateway.charges(), 0);
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-slow", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    assert_eq!(gateway.charges(), 1, "asked again under its key: no second charge");
+    assert_eq!(available(&app, &p).await, 3);
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-slow", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["replayed"], true, "{body}");
+    assert_eq!(gateway.charges(), 1);
+    app.graphql_as(&alice, ADD, json!({ "p": p, "q": 2 })).await;
     // Bad input is refused before anything is written.
     let mut bad = input("k-bad", "tok_visa");
     bad["input"]["shippingAddress"]["country"] = json!("XX");
@@ -195,6 +220,7 @@ async fn declines_and_timeouts_change_nothing(backend: Backend) {
     let body = app.graphql_as(&alice, CHECKOUT, input("k-ok", "tok_visa")).await;
     assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
     assert_eq!(available(&app, &p).await, 1);
+    assert_eq!(gateway.charges(), 2);
     let cart = app.graphql_as(&alice, "{ cart { totalQuantity lines { quantity } } }", json!({})).await;
     assert_eq!(cart["data"]["cart"]["totalQuantity"], 0, "the cart is emptied");
 }

@@ -27,7 +27,8 @@ pub struct FakeGateway {
 }
 
 impl FakeGateway {
-    /// Starts the fake: `tok_visa` approves, `tok_declined` declines, `tok_slow` answers after 3 s.
+    /// Starts the fake: `tok_visa` approves, `tok_declined` declines, `tok_slow` answers after 3 s
+    /// (and charges even if the caller has gone), `tok_lagging` approves after 40 ms.
     pub async fn start() -> Self {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
         let router = axum::Router::new()
@@ -66,24 +67,41 @@ async fn charge(
     let key = key(&headers);
     let token = body["token"].as_str().unwrap_or_default().to_string();
     // Counted on arrival, so a test can wait for "the request reached the provider".
-    ledger.lock().unwrap().requests += 1;
-    if token == "tok_slow" {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+    let known = {
+        let mut ledger = ledger.lock().unwrap();
+        ledger.requests += 1;
+        ledger.charges.get(&key).cloned()
+    };
+    // A key seen before answers what it answered then, at once (the idempotency contract).
+    if let Some((id, _)) = known {
+        return (StatusCode::OK, Json(json!({ "id": id, "status": "approved" })));
     }
-    let mut ledger = ledger.lock().unwrap();
-    if token == "tok_declined" {
-        return (StatusCode::PAYMENT_REQUIRED, Json(json!({ "status": "declined", "reason": "card declined" })));
-    }
-    if key.is_empty() {
-        return (StatusCode::BAD_REQUEST, Json(json!({ "status": "error" })));
-    }
-    let next = ledger.charges.len() + 1;
-    let (id, _) = ledger
-        .charges
-        .entry(key)
-        .or_insert_with(|| (format!("ch_{next}"), body["amount"].as_i64().unwrap_or(0)))
-        .clone();
-    (StatusCode::OK, Json(json!({ "id": id, "status": "approved" })))
+    // Processed apart from the connection, like a real provider: a caller that gives up (a
+    // timeout, a crash) does not stop the charge.
+    let work = tokio::spawn(async move {
+        match token.as_str() {
+            "tok_slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+            // A little latency, so a crash test finds charges in flight.
+            "tok_lagging" => tokio::time::sleep(Duration::from_millis(40)).await,
+            _ => {}
+        }
+        let mut ledger = ledger.lock().unwrap();
+        if token == "tok_declined" {
+            return (StatusCode::PAYMENT_REQUIRED, json!({ "status": "declined", "reason": "card declined" }));
+        }
+        if key.is_empty() {
+            return (StatusCode::BAD_REQUEST, json!({ "status": "error" }));
+        }
+        let next = ledger.charges.len() + 1;
+        let (id, _) = ledger
+            .charges
+            .entry(key)
+            .or_insert_with(|| (format!("ch_{next}"), body["amount"].as_i64().unwrap_or(0)))
+            .clone();
+        (StatusCode::OK, json!({ "id": id, "status": "approved" }))
+    });
+    let (status, answer) = work.await.unwrap();
+    (status, Json(answer))
 }
 
 async fn refund(
