@@ -37,12 +37,30 @@ pub enum AppError {
         /// Seconds until a retry can succeed.
         retry_after_secs: u64,
     },
-    /// `INTERNAL_SERVER_ERROR` (masked): the database failed.
+    /// `INTERNAL_SERVER_ERROR` (masked): the database failed; `SERVICE_UNAVAILABLE` (503 with
+    /// `Retry-After`, not masked) when it could not be reached at all (see `unreachable`).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// `INTERNAL_SERVER_ERROR` (masked): anything else unexpected.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// Seconds a client is told to wait when the database is unreachable.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 1;
+
+/// Whether a database error means the database could not be used at all (no connection free
+/// within the acquire timeout, the server unreachable or gone mid-request), as opposed to a
+/// statement failing: the first is the operator's outage, not a bug, and the client may retry.
+pub fn unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }
 
 /// The message clients see instead of an internal error.
@@ -67,6 +85,7 @@ impl AppError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Invalid { code, .. } => code,
             Self::Throttled { .. } => "THROTTLED",
+            Self::Database(e) if unreachable(e) => "SERVICE_UNAVAILABLE",
             Self::Database(_) | Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -79,6 +98,7 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Database(e) if unreachable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +107,11 @@ impl AppError {
     /// errors are masked here, logged once with the correlation id the client gets.
     pub fn client_view(&self) -> ClientError {
         let view = match self {
+            Self::Database(e) if unreachable(e) => {
+                tracing::warn!(error = %e, "the database is unreachable; answering 503");
+                let message = "the database is unavailable right now; retry shortly";
+                return ClientError::new(self.status(), self.code(), message).retry_after(UNAVAILABLE_RETRY_SECS);
+            }
             Self::Database(_) | Self::Internal(_) => return ClientError::masked("internal error", &anyhow_chain(self)),
             _ => ClientError::new(self.status(), self.code(), self.to_string()),
         };

@@ -57,11 +57,27 @@ impl App {
             (Some(cert), Some(key)) => Some(crate::http::tls::server_config(cert, key)?),
             _ => None,
         };
-        let store = Store::connect(settings.database.url(), settings.database.max_connections)
+        let acquire = std::time::Duration::from_millis(settings.database.acquire_timeout_ms);
+        let store = Store::connect_with(settings.database.url(), settings.database.max_connections, acquire)
             .await?
             .with_cache(std::time::Duration::from_secs(settings.database.cache_ttl_secs));
         if settings.auto_migrate() {
             store.migrate().await?;
+        } else {
+            let pending = store.pending_migrations().await?;
+            if !pending.is_empty() {
+                let message = format!(
+                    "the database schema is behind this build: {} migration(s) pending ({}). Apply them first \
+                     with `securecart migrate` (from a checkout: `cargo run --release -- migrate`), or set \
+                     SECURECART_AUTO_MIGRATE=true to apply them at start-up.",
+                    pending.len(),
+                    pending.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                );
+                if settings.environment.is_production() {
+                    anyhow::bail!(message);
+                }
+                tracing::warn!("{message} /readyz fails until then.");
+            }
         }
         if settings.demo_seed() && store.catalog_is_empty().await? {
             let report = store.seed(SeedSize::DEMO, false).await?;
@@ -223,16 +239,25 @@ impl App {
         let serving = async { tokio::try_join!(public, internal) };
         let deadline = self.deadline;
         let mut watch = down.clone();
+        let (stop_tx, mut stop_at) = tokio::sync::oneshot::channel();
         let expired = async move {
             let _ = watch.wait_for(|d| *d).await;
+            let _ = stop_tx.send(tokio::time::Instant::now());
             tokio::time::sleep(deadline).await;
         };
+        tokio::pin!(expired);
         tokio::select! {
             served = serving => { served.context("serving")?; }
-            _ = expired => tracing::warn!(deadline_secs = deadline.as_secs(), "shutdown deadline passed; dropping unfinished requests"),
+            _ = &mut expired => tracing::warn!(deadline_secs = deadline.as_secs(), "shutdown deadline passed; abandoning unfinished requests"),
         }
-        // Logs are written synchronously as they happen, so nothing is left to flush.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.store.close()).await;
+        // What is left of the deadline (at least half a second) bounds closing the pool, so exit
+        // comes within the deadline plus that half second, whatever is in flight. Abandoned
+        // checkouts are safe: their orders are PENDING and the reconciler settles them.
+        let left = match stop_at.try_recv() {
+            Ok(at) => deadline.saturating_sub(at.elapsed()),
+            Err(_) => std::time::Duration::ZERO,
+        };
+        let _ = tokio::time::timeout(left.max(std::time::Duration::from_millis(500)), self.store.close()).await;
         tracing::info!("stopped");
         Ok(())
     }

@@ -137,7 +137,41 @@ where
             drop(closed_rx);
         });
     }
+    answer_queued(&mut listener).await;
     drop(listener);
     drop(closed_rx);
     closed_tx.closed().await;
+}
+
+/// Connections the kernel already accepted but the loop had not taken when shutdown began would
+/// be reset when the listener closes; each gets a 503 with `Retry-After` instead, so its client
+/// knows to go elsewhere (another replica) rather than seeing a broken connection.
+async fn answer_queued<L>(listener: &mut L)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str =
+        r#"{"errors":[{"message":"the server is shutting down; retry","extensions":{"code":"SERVICE_UNAVAILABLE"}}]}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let mut answered = 0;
+    // Only what is queued now: an accept that is not ready at once ends the drain.
+    while let Ok((mut io, _)) = tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+        let answer = answer.clone();
+        answered += 1;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = io.write_all(answer.as_bytes()).await;
+                let _ = io.shutdown().await;
+            })
+            .await;
+        });
+    }
+    if answered > 0 {
+        tracing::info!(answered, "answered queued connections with 503 while shutting down");
+    }
 }

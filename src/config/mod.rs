@@ -116,6 +116,9 @@ pub struct DatabaseSettings {
     pub url: Option<String>,
     /// Pool size (default 10).
     pub max_connections: u32,
+    /// How long a request waits for a pool connection (default 3000); then it is answered
+    /// 503 `SERVICE_UNAVAILABLE` with `Retry-After`.
+    pub acquire_timeout_ms: u64,
     /// Apply migrations at start-up (default: on in development, off in production).
     pub auto_migrate: Option<bool>,
     /// Lifetime of cached product details and stock levels
@@ -128,7 +131,14 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: None, max_connections: 10, auto_migrate: None, demo_seed: None, cache_ttl_secs: 30 }
+        Self {
+            url: None,
+            max_connections: 10,
+            acquire_timeout_ms: 3000,
+            auto_migrate: None,
+            demo_seed: None,
+            cache_ttl_secs: 30,
+        }
     }
 }
 

@@ -501,8 +501,14 @@ fn http_response(call: &Call, report: &CostReport, response: &async_graphql::Res
     if request_error && let Value::Object(map) = &mut body {
         map.remove("data");
     }
+    // The database unreachable: the response says so with 503 and `Retry-After`, whatever data
+    // it still holds, so retrying clients and load balancers see an outage, not a success.
+    let unavailable = response.errors.iter().any(|e| {
+        e.extensions.as_ref().and_then(|x| x.get("code")) == Some(&async_graphql::Value::from("SERVICE_UNAVAILABLE"))
+    });
     let status = match (call.response_type, &report.throttled) {
         (_, Some(_)) => StatusCode::TOO_MANY_REQUESTS,
+        _ if unavailable => StatusCode::SERVICE_UNAVAILABLE,
         (ResponseType::GraphqlResponseJson, None) if request_error => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
@@ -533,6 +539,8 @@ fn http_response(call: &Call, report: &CostReport, response: &async_graphql::Res
     }
     if let Some(t) = report.throttled {
         headers.insert(header::RETRY_AFTER, t.retry_after_secs.into());
+    } else if unavailable {
+        headers.insert(header::RETRY_AFTER, crate::error::UNAVAILABLE_RETRY_SECS.into());
     }
     // HTTP caching: anonymous catalog reads carry the schema's hints (the smallest max-age of
     // what they touched); anything a caller with a token sees is private and never stored.

@@ -34,11 +34,19 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Readiness: 200 when the database answers within two seconds, 503 otherwise. The event bus
 /// is reported (`ok`, `in-process` or `degraded`) but does not fail readiness: without Redis
-/// queries and mutations still work, and only other replicas' events are missing.
+/// queries and mutations still work, and only other replicas' events are missing. A schema
+/// behind this build (`"database": "N migrations pending"`) fails it too: the code would run
+/// statements the database cannot answer.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(std::time::Duration::from_secs(2), state.services.store().ping()).await;
+    let store = state.services.store();
+    let database = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        store.ping().await?;
+        store.pending_migrations().await
+    })
+    .await;
     let (status, database) = match database {
-        Ok(Ok(())) => (StatusCode::OK, "ok".to_string()),
+        Ok(Ok(pending)) if pending.is_empty() => (StatusCode::OK, "ok".to_string()),
+        Ok(Ok(pending)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{} migrations pending", pending.len())),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable".to_string())

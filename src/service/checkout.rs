@@ -258,7 +258,7 @@ impl Services {
     /// lost answer) by asking the provider again with its key; at most `batch` per call. Returns
     /// how many it settled.
     pub async fn reconcile_payments(&self, batch: i64) -> AppResult<usize> {
-        let grace = chrono::Duration::milliseconds(self.settings.payment.timeout_ms as i64 + 1000);
+        let grace = chrono::Duration::milliseconds(self.settings.payment.timeout_ms as i64 + 250);
         let pending = self.store.pending_charges(chrono::Utc::now() - grace, batch).await?;
         let mut settled = 0;
         for charge in pending {

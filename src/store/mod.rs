@@ -72,12 +72,18 @@ static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgre
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 impl Store {
-    /// Connects to the database named by `url` (`postgres://`, `postgresql://` or `sqlite:`).
+    /// Connects to the database named by `url` (`postgres://`, `postgresql://` or `sqlite:`)
+    /// with a pool of `max_connections` that waits at most 3 s for a free one.
     /// A SQLite file is created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_connections, Duration::from_secs(3)).await
+    }
+
+    /// `connect`, with the time a caller waits for a free connection (`acquire`).
+    pub async fn connect_with(url: &str, max_connections: u32, acquire: Duration) -> anyhow::Result<Self> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
-            let pool = pool_options(max_connections, 5).connect_with(options);
+            let pool = pool_options(max_connections, acquire).connect_with(options);
             Backend::Postgres(pool.await.context("connecting to PostgreSQL")?)
         } else {
             let options = SqliteConnectOptions::from_str(url)
@@ -89,7 +95,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = pool_options(max_connections, 10).connect_with(options);
+            let pool = pool_options(max_connections, acquire).connect_with(options);
             Backend::Sqlite(pool.await.context("opening SQLite database")?)
         };
         Ok(Self { backend, cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)) })
@@ -118,6 +124,27 @@ impl Store {
         .context("applying migrations")
     }
 
+    /// Versions of this backend's migrations not yet applied to the database (all of them when
+    /// it has never been migrated).
+    pub async fn pending_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        let migrator = match self.kind() {
+            BackendKind::Postgres => &PG_MIGRATOR,
+            BackendKind::Sqlite => &SQLITE_MIGRATOR,
+        };
+        const APPLIED: &str = "SELECT version FROM _sqlx_migrations WHERE success";
+        let applied: Vec<i64> = match on_pool!(self, pool => sqlx::query_scalar(APPLIED).fetch_all(pool).await) {
+            Ok(versions) => versions,
+            // No bookkeeping table yet: nothing was ever applied.
+            Err(sqlx::Error::Database(_)) => Vec::new(),
+            Err(e) => return Err(e).context("reading the applied migrations"),
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
+    }
+
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
@@ -144,9 +171,23 @@ impl Store {
     }
 }
 
-/// A pool of `max` connections that waits `acquire_secs` for a free one.
-fn pool_options<DB: sqlx::Database>(max: u32, acquire_secs: u64) -> sqlx::pool::PoolOptions<DB> {
-    sqlx::pool::PoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(acquire_secs))
+/// A pool of `max` connections that waits `acquire` for a free one. A connection released while
+/// still inside a transaction (its COMMIT or ROLLBACK failed, as on a full disk) is closed, not
+/// reused: a new one takes its place, so the pool recovers by itself once writes work again.
+fn pool_options<DB: sqlx::Database>(max: u32, acquire: Duration) -> sqlx::pool::PoolOptions<DB> {
+    use sqlx::Connection;
+    sqlx::pool::PoolOptions::new().max_connections(max).acquire_timeout(acquire).after_release(
+        |conn: &mut DB::Connection, _| {
+            Box::pin(async move {
+                if conn.is_in_transaction() {
+                    // A dropped transaction queues its ROLLBACK; a ping flushes it. Still inside a
+                    // transaction after that: the connection is stuck.
+                    conn.ping().await?;
+                }
+                Ok(!conn.is_in_transaction())
+            })
+        },
+    )
 }
 
 /// A value bound to a statement assembled from static fragments (see `SqlBuilder`).

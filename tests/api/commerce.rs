@@ -20,9 +20,9 @@ for_each_backend!(
     vendor_operations,
 );
 
-const ADD: &str = "mutation($p: ID!, $q: Int!) { addCartItem(productId: $p, quantity: $q) { \
+pub(crate) const ADD: &str = "mutation($p: ID!, $q: Int!) { addCartItem(productId: $p, quantity: $q) { \
     cart { totalQuantity subtotal { amount } available lines { quantity product { sku } } } userErrors { field message code } } }";
-const CHECKOUT: &str = "mutation($input: CheckoutInput!) { checkout(input: $input) { replayed \
+pub(crate) const CHECKOUT: &str = "mutation($input: CheckoutInput!) { checkout(input: $input) { replayed \
     order { id status total { amount currencyCode } lines { sku quantity unitPrice { amount } } } userErrors { field message code } } }";
 const STOCK: &str = "query($id: ID!) { product(id: $id) { inventory { available } } }";
 
@@ -46,13 +46,13 @@ fn admin() -> String {
     token("root", &[Role::Admin], None)
 }
 
-fn input(key: &str, payment_token: &str) -> Value {
+pub(crate) fn input(key: &str, payment_token: &str) -> Value {
     json!({ "input": { "idempotencyKey": key, "paymentToken": payment_token, "shippingAddress": {
         "name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London", "postalCode": "SW1Y 4JH", "country": "gb" } } })
 }
 
 /// Creates a product for vendor 1 with `units` in stock; returns its id.
-async fn product_with_stock(app: &TestApp, sku: &str, price: &str, units: i64) -> String {
+pub(crate) async fn product_with_stock(app: &TestApp, sku: &str, price: &str, units: i64) -> String {
     let vendor = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Vendor, 1).encode();
     let body = app
         .graphql_as(

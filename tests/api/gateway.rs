@@ -81,6 +81,8 @@ async fn charge(
     let work = tokio::spawn(async move {
         match token.as_str() {
             "tok_slow" => tokio::time::sleep(Duration::from_secs(3)).await,
+            // A provider that hangs.
+            "tok_hang" => tokio::time::sleep(Duration::from_secs(60)).await,
             // A little latency, so a crash test finds charges in flight.
             "tok_lagging" => tokio::time::sleep(Duration::from_millis(40)).await,
             _ => {}

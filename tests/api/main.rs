@@ -8,6 +8,7 @@ mod helpers;
 mod attacks;
 mod catalog;
 mod commerce;
+mod faults;
 mod gateway;
 mod http;
 mod identity;

@@ -1,0 +1,390 @@
+//! Fault injection: processes killed mid-checkout, a provider slow or hanging, SIGTERM with work
+//! in flight, the database cut off, a schema behind the build. Real processes, real SQLite and
+//! PostgreSQL; the database is cut with a TCP proxy in this process (the shared PostgreSQL is
+//! never stopped), the provider is the loopback fake of `gateway.rs`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use securecart::auth::Role;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::commerce::{ADD, CHECKOUT, input, product_with_stock};
+use crate::gateway::FakeGateway;
+use crate::helpers::{Backend, TestApp, execute, for_each_backend, spawn_app_with, start_binary, token};
+
+for_each_backend!(sigkill_mid_checkout_leaves_no_charge_without_its_order);
+
+/// An app whose database the test also reads directly, with the fake provider, and a product
+/// with plenty of stock. Its reconciler runs every `reconcile_secs` (an hour keeps it out of the
+/// way of the processes under test).
+async fn app_and_gateway(
+    backend: Backend,
+    timeout_ms: u64,
+    reconcile_secs: u64,
+) -> Option<(TestApp, FakeGateway, String)> {
+    let gateway = FakeGateway::start().await;
+    let url = gateway.url.clone();
+    let app = spawn_app_with(backend, move |s| {
+        s.payment.url = Some(url);
+        s.payment.timeout_ms = timeout_ms;
+        s.payment.reconcile_interval_secs = reconcile_secs;
+    })
+    .await?;
+    app.seed(2, 1).await;
+    let product = product_with_stock(&app, "FAULT-1", "10.00", 100_000).await;
+    Some((app, gateway, product))
+}
+
+/// `(gateway key, charge status, order status)` of every charge in the database.
+async fn charges(url: &str) -> Vec<(String, String, String)> {
+    const SQL: &str = "SELECT p.idempotency_key, p.status, o.status FROM payments p JOIN orders o ON o.id = p.order_id \
+                       WHERE p.kind = 'CHARGE'";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let rows = sqlx::query_as(SQL).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        rows
+    }
+}
+
+/// A pseudo-random number below `n` (the clock's nanoseconds: enough to vary kill points).
+fn below(n: u64) -> u64 {
+    u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()) % n
+}
+
+async fn post(client: &reqwest::Client, address: &str, tok: &str, query: &str, variables: Value) -> Option<Value> {
+    let sent = client
+        .post(format!("{address}/graphql"))
+        .bearer_auth(tok)
+        .json(&json!({ "query": query, "variables": variables }));
+    sent.send().await.ok()?.json().await.ok()
+}
+
+/// Finding 1, must-show 1: SIGKILL at a random point of 50 concurrent checkouts, five times;
+/// after a restart the reconciler settles everything: every charge the provider made has its
+/// order and an `APPROVED` charge row (or a refund), nothing stays pending, and retrying every
+/// checkout with its key charges nothing twice.
+async fn sigkill_mid_checkout_leaves_no_charge_without_its_order(backend: Backend) {
+    let Some((app, gateway, product)) = app_and_gateway(backend, 300, 3600).await else { return };
+    let dir = std::env::temp_dir();
+    let env = [
+        ("DATABASE_URL", app.database_url.as_str()),
+        ("SECURECART_PAYMENT_URL", gateway.url.as_str()),
+        ("SECURECART_PAYMENT_TIMEOUT_MS", "300"),
+        ("SECURECART_RECONCILE_INTERVAL_SECS", "1"),
+        ("SECURECART_DEMO_SEED", "false"),
+        ("SECURECART_USER_RATE", "10000"),
+        ("SECURECART_USER_BURST", "100000"),
+        ("SECURECART_DB_MAX_CONNECTIONS", "8"),
+    ];
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let mut killed_with_pending = 0;
+    for round in 0..5 {
+        let mut server = start_binary(&dir, &env).await;
+        let customers: Vec<String> =
+            (0..50).map(|i| token(&format!("crash-{round}-{i}"), &[Role::Customer], None)).collect();
+        let adds = customers.iter().map(|t| post(&client, &server.address, t, ADD, json!({ "p": product, "q": 1 })));
+        for added in futures::future::join_all(adds).await {
+            assert!(added.is_some_and(|b| b["data"]["addCartItem"]["userErrors"] == json!([])));
+        }
+        let checkouts: Vec<_> = customers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (client, address, t) = (client.clone(), server.address.clone(), t.clone());
+                let body = input(&format!("k-{round}-{i}"), "tok_lagging");
+                tokio::spawn(async move { post(&client, &address, &t, CHECKOUT, body).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(below(250))).await;
+        server.child.start_kill().unwrap();
+        server.child.wait().await.unwrap();
+        for checkout in checkouts {
+            let _ = checkout.await;
+        }
+        if charges(&app.database_url).await.iter().any(|(_, status, _)| status == "PENDING") {
+            killed_with_pending += 1;
+        }
+
+        // Restarted, the reconciler settles what the crash left pending.
+        let server = start_binary(&dir, &env).await;
+        let started = Instant::now();
+        while charges(&app.database_url).await.iter().any(|(_, status, _)| status == "PENDING") {
+            assert!(started.elapsed() < Duration::from_secs(20), "round {round}: charges still pending after 20 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let rows = charges(&app.database_url).await;
+        let made: HashSet<String> = gateway.ledger.lock().unwrap().charges.keys().cloned().collect();
+        let recorded: HashMap<&str, (&str, &str)> =
+            rows.iter().map(|(k, p, o)| (k.as_str(), (p.as_str(), o.as_str()))).collect();
+        for key in &made {
+            assert_eq!(
+                recorded.get(key.as_str()).map(|(p, _)| *p),
+                Some("APPROVED"),
+                "round {round}: charge {key} has no record"
+            );
+            let order = recorded[key.as_str()].1;
+            assert!(order == "PAID" || order == "REFUNDED", "round {round}: charge {key} belongs to a {order} order");
+        }
+        for (key, (status, _)) in &recorded {
+            assert!(
+                *status != "APPROVED" || made.contains(*key),
+                "round {round}: {key} recorded as charged but never charged"
+            );
+        }
+
+        // Every customer retries with its key: paid ones replay, the rest (killed before their
+        // order was written) check out now; no key is ever charged twice.
+        let before = gateway.charges();
+        let paid_before =
+            rows.iter().filter(|(k, p, _)| p == "APPROVED" && k.contains(&format!(":k-{round}-"))).count();
+        let retries = customers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| post(&client, &server.address, t, CHECKOUT, input(&format!("k-{round}-{i}"), "tok_lagging")));
+        for (i, body) in futures::future::join_all(retries).await.into_iter().enumerate() {
+            let body = body.expect("the retry is answered");
+            assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "round {round}, customer {i}: {body}");
+        }
+        assert_eq!(gateway.charges() - before, 50 - paid_before, "round {round}: only the never-charged were charged");
+        let mut per_key: HashMap<String, usize> = HashMap::new();
+        for key in gateway.ledger.lock().unwrap().charges.keys() {
+            // `checkout:<customer>:<client key>:<order>`: one charge per customer and client key.
+            let client_key = key.rsplit_once(':').map(|(head, _)| head.to_string()).unwrap_or_default();
+            *per_key.entry(client_key).or_default() += 1;
+        }
+        assert!(per_key.values().all(|n| *n == 1), "a key was charged twice: {per_key:?}");
+        drop(server);
+    }
+    eprintln!("{backend:?}: 5 SIGKILLs, {killed_with_pending} of them with charges pending");
+}
+
+/// Finding 2: on SQLite one slow payment no longer holds the write lock: another customer checks
+/// out while it is in flight.
+#[tokio::test]
+async fn a_slow_payment_does_not_block_other_writes() {
+    let Some((app, gateway, product)) = app_and_gateway(Backend::Sqlite, 10_000, 3600).await else { return };
+    let (alice, bob) = (token("alice", &[Role::Customer], None), token("bob", &[Role::Customer], None));
+    app.graphql_as(&alice, ADD, json!({ "p": product, "q": 1 })).await;
+    let slow = {
+        let (client, address, alice) = (app.client.clone(), app.address.clone(), alice.clone());
+        tokio::spawn(async move { post(&client, &address, &alice, CHECKOUT, input("slow", "tok_slow")).await })
+    };
+    let sent = Instant::now();
+    while gateway.requests() == 0 {
+        assert!(sent.elapsed() < Duration::from_secs(10), "the slow charge never reached the provider");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.graphql_as(&bob, ADD, json!({ "p": product, "q": 1 })).await;
+    let body = app.graphql_as(&bob, CHECKOUT, input("fast", "tok_visa")).await;
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    assert!(!slow.is_finished(), "bob's checkout went through while alice's payment was still in flight");
+    let body = slow.await.unwrap().unwrap();
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+}
+
+/// Finding 3: after a timeout nobody has to retry: the reconciler asks the provider again with
+/// the same key and the order becomes `PAID`, charged once.
+#[tokio::test]
+async fn the_reconciler_settles_a_timed_out_checkout() {
+    let Some((app, gateway, product)) = app_and_gateway(Backend::Sqlite, 300, 1).await else { return };
+    let alice = token("alice", &[Role::Customer], None);
+    app.graphql_as(&alice, ADD, json!({ "p": product, "q": 2 })).await;
+    let body = app.graphql_as(&alice, CHECKOUT, input("late", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "PAYMENT_TIMEOUT", "{body}");
+    let started = Instant::now();
+    loop {
+        let body = app.graphql_as(&alice, "{ orders { edges { node { status } } } }", json!({})).await;
+        let status = body["data"]["orders"]["edges"][0]["node"]["status"].clone();
+        if status == "PAID" {
+            break;
+        }
+        assert_eq!(status, "PENDING", "{body}");
+        assert!(started.elapsed() < Duration::from_secs(20), "still pending after 20 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.charges(), 1);
+    assert!(gateway.requests() >= 2, "the reconciler asked again");
+}
+
+/// Finding 5, must-show 3: SIGTERM with a 2 s deadline and a payment that never answers in
+/// flight: the process exits within 3 s.
+#[tokio::test]
+async fn sigterm_exits_within_the_deadline_whatever_is_in_flight() {
+    let Some((app, gateway, product)) = app_and_gateway(Backend::Sqlite, 60_000, 3600).await else { return };
+    let env = [
+        ("DATABASE_URL", app.database_url.as_str()),
+        ("SECURECART_PAYMENT_URL", gateway.url.as_str()),
+        ("SECURECART_PAYMENT_TIMEOUT_MS", "60000"),
+        ("SECURECART_SHUTDOWN_DEADLINE_SECS", "2"),
+        ("SECURECART_DEMO_SEED", "false"),
+    ];
+    let mut server = start_binary(&std::env::temp_dir(), &env).await;
+    let alice = token("alice", &[Role::Customer], None);
+    let client = reqwest::Client::new();
+    post(&client, &server.address, &alice, ADD, json!({ "p": product, "q": 1 })).await.unwrap();
+    let address = server.address.clone();
+    let hanging = tokio::spawn(async move {
+        post(&reqwest::Client::new(), &address, &alice, CHECKOUT, input("hang", "tok_hang")).await
+    });
+    let sent = Instant::now();
+    while gateway.requests() == 0 {
+        assert!(sent.elapsed() < Duration::from_secs(10), "the charge never reached the provider");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let signalled = Instant::now();
+    let status = std::process::Command::new("kill").args(["-TERM", &server.child.id().unwrap().to_string()]).status();
+    assert!(status.unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await.expect("exits").unwrap();
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(3), "exit took {took:?} with a 2 s deadline");
+    assert!(exit.success(), "{exit:?}");
+    assert!(hanging.await.unwrap().is_none(), "the abandoned request got no answer");
+    // Abandoned, not lost: the order is pending, holding its stock, for the reconciler.
+    let rows = charges(&app.database_url).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].1.as_str(), rows[0].2.as_str()), ("PENDING", "PENDING"));
+}
+
+/// A TCP proxy in front of a real server that the test can cut (every connection dropped, new
+/// ones refused at once) and restore; its port stays held throughout.
+struct Proxy {
+    address: std::net::SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (up, watch_up) = watch::channel(true);
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else { return };
+                if !*watch_up.borrow() {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let mut down = watch_up.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let (mut a, mut b) = (inbound, outbound);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                        _ = down.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { address, up }
+    }
+
+    fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}
+
+/// Finding 6: with its database cut off, the server answers 503 `SERVICE_UNAVAILABLE` with
+/// `Retry-After` within the acquire timeout (not a masked 200), `/readyz` fails, and it recovers
+/// by itself when the database is back.
+#[tokio::test]
+async fn an_unreachable_database_is_a_503_not_a_bug() {
+    let Some(db) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
+    db.seed(3, 1).await;
+    let url = reqwest::Url::parse(&db.database_url).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+    let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
+    let proxy = Arc::new(Proxy::start(target).await);
+    let mut proxied = url.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(proxy.address.port())).unwrap();
+    let proxied = proxied.to_string();
+    let app = spawn_app_with(Backend::Sqlite, move |s| {
+        s.database.url = Some(proxied);
+        s.database.acquire_timeout_ms = 1000;
+        s.database.cache_ttl_secs = 0;
+        s.database.auto_migrate = Some(false);
+    })
+    .await
+    .unwrap();
+    let query = json!({ "query": "{ products(first: 2) { edges { cursor } } }" });
+    let (status, body) = app.post_json(&query).await;
+    assert_eq!(status, 200, "{body}");
+
+    proxy.cut();
+    let asked = Instant::now();
+    let response = app.client.post(format!("{}/graphql", app.address)).json(&query).send().await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "SERVICE_UNAVAILABLE", "{body}");
+    assert!(body["errors"][0]["extensions"].get("correlationId").is_none(), "an outage is not masked as a bug");
+    assert!(took < Duration::from_secs(4), "answered after {took:?} (acquire timeout 1 s)");
+    let ready = app.client.get(format!("{}/readyz", app.internal_address)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let (status, body) = app.post_json(&query).await;
+        if status == 200 && body.get("errors").is_none() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never recovered: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Finding 9: production refuses to serve a database whose migrations are pending (unless told
+/// to apply them), saying how to fix it; and `/readyz` fails while the schema is behind.
+#[tokio::test]
+async fn a_schema_behind_the_build_is_refused_and_not_ready() {
+    let dir = std::env::temp_dir().join(format!("securecart-unmigrated-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
+        .arg("serve")
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SECURECART_ENV", "production")
+        .env("DATABASE_URL", format!("sqlite://{}/fresh.db", dir.display()))
+        .env("SECURECART_PAYMENT_URL", "http://127.0.0.1:9")
+        .env("SECURECART_JWT_SECRET", "a-production-secret-of-at-least-32-bytes")
+        .env("SECURECART_LISTEN", "127.0.0.1:0")
+        .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(20), output).await.expect("it exits").unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "served an unmigrated database: {stderr}");
+    assert!(stderr.contains("migration(s) pending") && stderr.contains("securecart migrate"), "{stderr}");
+    assert!(stderr.contains("SECURECART_AUTO_MIGRATE"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Ready, until the newest migration is no longer recorded as applied.
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    let ready = app.client.get(format!("{}/readyz", app.internal_address)).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    execute(
+        &app.database_url,
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .await;
+    let ready = app.client.get(format!("{}/readyz", app.internal_address)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "1 migrations pending", "{body}");
+}
