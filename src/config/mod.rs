@@ -183,13 +183,23 @@ pub struct WebSocketSettings {
     pub ping_secs: u64,
     /// Open connections at most from one client address.
     pub max_per_ip: usize,
+    /// Seconds a message (or ping) may wait for a client that does not read; then the
+    /// connection is closed with 1008 (default 10).
+    pub send_timeout_secs: u64,
     /// Seconds a client has to send `connection_init` (then 4408).
     pub init_timeout_secs: u64,
 }
 
 impl Default for WebSocketSettings {
     fn default() -> Self {
-        Self { max_connections: 10_000, max_subscriptions: 100, ping_secs: 30, max_per_ip: 100, init_timeout_secs: 10 }
+        Self {
+            max_connections: 10_000,
+            max_subscriptions: 100,
+            ping_secs: 30,
+            max_per_ip: 100,
+            init_timeout_secs: 10,
+            send_timeout_secs: 10,
+        }
     }
 }
 

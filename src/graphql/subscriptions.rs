@@ -152,7 +152,16 @@ where
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
+                    // Told, not skipped silently: the client knows to refetch the current state.
                     tracing::debug!(missed, "a slow subscriber lost old events");
+                    let mut error = async_graphql::Error::new(format!(
+                        "{missed} events were missed while this subscriber fell behind; refetch the current state"
+                    ));
+                    error = error.extend_with(|_, e| {
+                        e.set("code", "EVENTS_MISSED");
+                        e.set("missed", missed);
+                    });
+                    yield Err(error);
                 }
                 Err(RecvError::Closed) => break,
             }

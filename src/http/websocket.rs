@@ -19,6 +19,13 @@
 //!   connection closes. Reconnect with a fresh token.
 //! - 4408 when no `connection_init` arrives within `SECURECART_WS_INIT_TIMEOUT_SECS`.
 //! - 4409 when a client starts an operation under an id that is still running.
+//! - 1008 when a message or ping has waited `SECURECART_WS_SEND_TIMEOUT_SECS` for a client that
+//!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
+//!   instead of being held forever.
+//!
+//! A subscriber that falls behind (more than the bus's buffer of events unread) is told, not
+//! silently skipped: it gets an error with code `EVENTS_MISSED` and the number missed, and the
+//! stream goes on with the next events; refetch the current state to catch up.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -217,6 +224,8 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
     let init_state = state.clone();
     let init_session = session.clone();
     let ping_every = Duration::from_secs(state.settings.websocket.ping_secs.max(1));
+    let send_timeout_secs = state.settings.websocket.send_timeout_secs;
+    let peer = client_ip.clone();
     let init_deadline =
         tokio::time::Instant::now() + Duration::from_secs(state.settings.websocket.init_timeout_secs.max(1));
     let mut shutdown = state.shutdown.clone();
@@ -245,6 +254,22 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
         .keepalive_timeout(Duration::from_secs(60));
     futures::pin_mut!(output);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let send_timeout = Duration::from_secs(send_timeout_secs.max(1));
+    // A send that waits longer than `send_timeout` means the client reads nothing: give up on it.
+    macro_rules! send_or_drop {
+        ($message:expr) => {
+            match tokio::time::timeout(send_timeout, sink.send($message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!(client_ip = %peer, "dropping a WebSocket client that reads nothing");
+                    let frame = CloseFrame { code: 1008, reason: "not reading: send timeout".into() };
+                    let _ = tokio::time::timeout(Duration::from_millis(100), sink.send(Message::Close(Some(frame)))).await;
+                    break;
+                }
+            }
+        };
+    }
     loop {
         // The next moment the session must end: the init deadline, or the token's expiry.
         let (deadline, close) = {
@@ -289,9 +314,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 break;
             }
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
+                send_or_drop!(Message::Ping(Default::default()));
                 continue;
             }
         };
@@ -310,9 +333,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 Message::Close(Some(CloseFrame { code, reason: reason.into() }))
             }
         };
-        if sink.send(message).await.is_err() {
-            break;
-        }
+        send_or_drop!(message);
     }
 }
 

@@ -388,3 +388,98 @@ async fn a_schema_behind_the_build_is_refused_and_not_ready() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["database"], "1 migrations pending", "{body}");
 }
+
+fn stock_event(n: i64) -> securecart::bus::Event {
+    securecart::bus::Event::Inventory { product_id: 1, vendor_id: 1, available: n, delta: 1, at: chrono::Utc::now() }
+}
+
+/// Subscribes `ws` to inventory changes and waits until the subscription listens on the bus.
+async fn listen(app: &TestApp, ws: &mut crate::websocket::Ws) {
+    use crate::websocket::{next, send};
+    let before = app.bus.receivers();
+    send(ws, json!({ "type": "connection_init" })).await;
+    assert_eq!(next(ws).await.unwrap()["type"], "connection_ack");
+    let query = "subscription { inventoryChanged { productId available } }";
+    send(ws, json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })).await;
+    let started = Instant::now();
+    while app.bus.receivers() <= before {
+        assert!(started.elapsed() < Duration::from_secs(10), "the subscription never listened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Finding 8: a subscriber that falls behind is told how many events it missed (an
+/// `EVENTS_MISSED` error), and its stream goes on.
+#[tokio::test]
+async fn a_lagging_subscriber_is_told_what_it_missed() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    let mut ws = crate::websocket::connect(&app, "graphql-transport-ws").await;
+    listen(&app, &mut ws).await;
+    // A burst far larger than the bus keeps for one subscriber.
+    for n in 0..(4 * securecart::bus::SUBSCRIBER_BUFFER as i64) {
+        app.bus.publish(stock_event(n)).await;
+    }
+    let mut missed = None;
+    let mut after = 0;
+    while after == 0 {
+        let message = crate::websocket::next(&mut ws).await.expect("the subscription stays open");
+        let payload = &message["payload"];
+        if payload["errors"][0]["extensions"]["code"] == "EVENTS_MISSED" {
+            missed = payload["errors"][0]["extensions"]["missed"].as_u64();
+        } else if missed.is_some() && payload["data"]["inventoryChanged"].is_object() {
+            after += 1;
+        }
+    }
+    assert!(missed.is_some_and(|n| n > 0), "told how many were missed: {missed:?}");
+    // And it is live: a fresh event arrives.
+    app.bus.publish(stock_event(-1)).await;
+    loop {
+        let message = crate::websocket::next(&mut ws).await.expect("still open");
+        if message["payload"]["data"]["inventoryChanged"]["available"] == -1 {
+            break;
+        }
+    }
+}
+
+/// Finding 8: a subscriber that stops reading is dropped after the send timeout (its socket and
+/// subscription freed) instead of being held forever.
+#[tokio::test]
+async fn a_stuck_subscriber_is_dropped() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app_with(Backend::Sqlite, |s| s.websocket.send_timeout_secs = 1).await.unwrap();
+    let baseline = app.bus.receivers();
+    // A small receive buffer, so the server's sends back up soon after the client stops reading.
+    let addr: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut request = format!("ws://{addr}/graphql/ws").into_client_request().unwrap();
+    request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let (ws, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+    let mut ws = ws;
+    listen(&app, &mut ws).await;
+    // The client reads nothing from now on; events keep coming until the server gives up on it.
+    let started = Instant::now();
+    let mut n = 0;
+    while app.bus.receivers() > baseline {
+        assert!(started.elapsed() < Duration::from_secs(20), "a client that reads nothing is still held");
+        for _ in 0..500 {
+            app.bus.publish(stock_event(n)).await;
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Reading now finds what was buffered, then the end: the connection is gone.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut ws).await {
+            if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the connection ends");
+    assert!(ended.is_none_or(|code| code == 1008), "closed with {ended:?}");
+}
