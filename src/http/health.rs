@@ -36,7 +36,8 @@ pub async fn healthz() -> impl IntoResponse {
 /// is reported (`ok`, `in-process` or `degraded`) but does not fail readiness: without Redis
 /// queries and mutations still work, and only other replicas' events are missing. A schema
 /// behind this build (`"database": "N migrations pending"`) fails it too: the code would run
-/// statements the database cannot answer.
+/// statements the database cannot answer; so does a database that refuses writes (`"writes":
+/// "failing: database or disk is full"`), probed by rewriting one row.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.services.store();
     let database = tokio::time::timeout(std::time::Duration::from_secs(2), async {
@@ -44,7 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         store.pending_migrations().await
     })
     .await;
-    let (status, database) = match database {
+    let (mut status, database) = match database {
         Ok(Ok(pending)) if pending.is_empty() => (StatusCode::OK, "ok".to_string()),
         Ok(Ok(pending)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{} migrations pending", pending.len())),
         Ok(Err(e)) => {
@@ -53,9 +54,35 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout".to_string()),
     };
+    // Reads may work while writes fail (a full disk): a replica that cannot take an order is
+    // not ready. Checked only when the database answers at all.
+    let writes = if status.is_success() {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), store.probe_write()).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the database refuses writes");
+                status = StatusCode::SERVICE_UNAVAILABLE;
+                format!("failing: {}", write_failure(&e))
+            }
+            Err(_) => {
+                status = StatusCode::SERVICE_UNAVAILABLE;
+                "timeout".to_string()
+            }
+        }
+    } else {
+        "unknown".to_string()
+    };
     let body = json!({
         "status": if status.is_success() { "ready" } else { "unavailable" },
-        "checks": { "database": database, "bus": state.services.bus().health().as_str() },
+        "checks": { "database": database, "writes": writes, "bus": state.services.bus().health().as_str() },
     });
     (status, Json(body))
+}
+
+/// What the database said when a write failed, for the operator (no statement text).
+fn write_failure(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
 }

@@ -145,6 +145,19 @@ impl Store {
             .collect())
     }
 
+    /// Checks that the database takes a write (for `/readyz`): rewrites the one probe row.
+    pub async fn probe_write(&self) -> sqlx::Result<()> {
+        let sql = match self.kind() {
+            BackendKind::Postgres => {
+                "INSERT INTO write_probe (id, written_at) VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET written_at = now()"
+            }
+            BackendKind::Sqlite => {
+                "INSERT OR REPLACE INTO write_probe (id, written_at) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
+            }
+        };
+        on_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(|_| ()))
+    }
+
     /// Checks that the database answers (for `/readyz`).
     pub async fn ping(&self) -> anyhow::Result<()> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
