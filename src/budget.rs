@@ -89,6 +89,17 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(max / rate * 1000) + 60000)
 return {ok, tostring(a)}
 "#;
 
+/// Says once in a while (not on every request) that Redis cannot hold the budgets.
+fn warn_unavailable(e: &redis::RedisError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 30 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(error = %e, "cost budgets unavailable (Redis): letting requests through unbilled (said at most every 30 s)");
+    }
+}
+
 /// Debits a local bucket as of `now`: whether the points were there, and what is left.
 fn take_local(
     buckets: &Mutex<HashMap<String, Bucket>>,
@@ -176,7 +187,7 @@ impl Budgets {
                 match result {
                     Ok((ok, a)) => (ok == 1, a.parse().unwrap_or(policy.maximum)),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cost budget unavailable (Redis); letting the request through");
+                        warn_unavailable(&e);
                         (true, policy.maximum)
                     }
                 }

@@ -15,6 +15,7 @@ pub mod payments;
 pub mod playground;
 pub mod rest;
 pub mod service;
+pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;

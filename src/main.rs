@@ -13,8 +13,21 @@ use securecart::store::seed::SeedSize;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Runs the command; a failure is printed as one paragraph (what, where, how to fix it) and
+/// exits 1. `main` does not return the error itself: that would print its `Debug` form, with a
+/// backtrace whenever `RUST_BACKTRACE` is set, which buries the one line that matters.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("securecart: {}", securecart::startup::explain(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve { listen: None });
     if let Command::Schema = command {

@@ -93,7 +93,10 @@ impl App {
         let verifier = Verifier::new(&settings.auth).await?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let bus = match &settings.redis.url {
-            Some(url) => EventBus::redis(url, &settings.redis.channel)?,
+            Some(url) => {
+                warn_if_unreachable(url).await;
+                EventBus::redis(url, &settings.redis.channel)?
+            }
             None => EventBus::in_process(),
         };
         let payments = PaymentGateway::new(
@@ -283,6 +286,28 @@ impl App {
         );
         self.run_until(shutdown_signal()).await
     }
+}
+
+/// Redis is optional at run time (the server degrades without it), so an unreachable one does
+/// not stop the start; it is said once, plainly, at start-up rather than discovered later.
+async fn warn_if_unreachable(url: &str) {
+    let reached = async {
+        let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut connection).await
+    };
+    let failure = match tokio::time::timeout(std::time::Duration::from_secs(2), reached).await {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no answer in 2 s".to_string(),
+    };
+    let place = url.rsplit_once('@').map_or(url, |(_, host)| host);
+    tracing::warn!(
+        redis = place,
+        error = %failure,
+        "Redis (REDIS_URL) is unreachable: serving without it until it answers. Meanwhile events reach only this \
+         replica's subscribers, cost budgets are not enforced, and persisted queries are not shared. Start Redis, \
+         or unset REDIS_URL for a single instance."
+    );
 }
 
 /// Settles pending payments (see `Services::reconcile_payments`): at start-up, then every

@@ -20,7 +20,7 @@ pub fn require_identity<'a>(ctx: &'a Context<'_>) -> Result<&'a Identity, AppErr
 pub fn require_identity_of(caller: &Caller) -> Result<&Identity, AppError> {
     match caller {
         Caller::Authenticated(identity) => Ok(identity),
-        Caller::Anonymous => Err(AppError::Unauthenticated("this field needs a bearer token".into())),
+        Caller::Anonymous => Err(AppError::Unauthenticated("send a token: `Authorization: Bearer <token>`".into())),
         Caller::Rejected(reason) => Err(AppError::Unauthenticated(reason.clone())),
     }
 }

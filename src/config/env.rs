@@ -111,11 +111,31 @@ fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
     }
 }
 
+/// The listeners take `host:port` with an IP address; `localhost:PORT` is read as
+/// `127.0.0.1:PORT`, and a bare `:PORT` is refused with the two addresses it could mean.
+fn listen_address(name: &str, text: String) -> anyhow::Result<String> {
+    if !name.ends_with("_LISTEN") {
+        return Ok(text);
+    }
+    let trimmed = text.trim();
+    if let Some(port) = trimmed.strip_prefix("localhost:") {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    if trimmed.starts_with(':') {
+        bail!(
+            "{name} = `{trimmed}` needs an address before the port: `127.0.0.1{trimmed}` (this machine only) or \
+             `0.0.0.0{trimmed}` (every interface)"
+        );
+    }
+    Ok(text)
+}
+
 /// Lays every variable `env` has over `table`. Each is also read on its own first, so a bad
 /// value is reported with its variable's name and an example of what it takes.
 pub fn apply(table: &mut toml::Table, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
     for var in vars().iter().filter(|v| !v.key.is_empty()) {
         let Some(text) = env(&var.name) else { continue };
+        let text = listen_address(&var.name, text)?;
         let value = value(var, &text)?;
         let mut alone = toml::Table::new();
         set(&mut alone, &var.key, value.clone());
@@ -182,7 +202,7 @@ mod tests {
             move |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string())
         };
         let err =
-            apply(&mut toml::Table::new(), env(&[("SECURECART_LISTEN", "localhost:8081")])).unwrap_err().to_string();
+            apply(&mut toml::Table::new(), env(&[("SECURECART_LISTEN", "shop.local:8081")])).unwrap_err().to_string();
         assert!(err.contains("SECURECART_LISTEN") && err.contains("127.0.0.1:8080"), "{err}");
         let err = apply(&mut toml::Table::new(), env(&[("SECURECART_ENV", "staging")])).unwrap_err().to_string();
         assert!(err.contains("SECURECART_ENV") && err.contains("production"), "{err}");

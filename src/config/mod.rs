@@ -567,36 +567,56 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Checks the settings together and reports every problem at once, each with its fix, so
+    /// a deployment is corrected in one pass rather than one restart per mistake.
     fn validate(&self) -> anyhow::Result<()> {
+        let mut problems: Vec<String> = Vec::new();
+        let mut problem = |text: String| problems.push(text);
         let limits = &self.limits;
         if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size
         {
-            bail!("limits: need 0 < default_page_size <= max_page_size");
+            problem("limits: need 0 < default_page_size <= max_page_size".into());
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
-            bail!("set both SECURECART_TLS_CERT and SECURECART_TLS_KEY, or neither");
+            problem("set both SECURECART_TLS_CERT and SECURECART_TLS_KEY, or neither".into());
         }
         let auth = &self.auth;
         if auth.jwt_secret.is_some() && (auth.jwks_url.is_some() || auth.jwks_file.is_some()) {
-            bail!("configure SECURECART_JWT_SECRET or a JWKS (SECURECART_JWKS_URL / SECURECART_JWKS_FILE), not both");
+            problem(
+                "configure SECURECART_JWT_SECRET or a JWKS (SECURECART_JWKS_URL / SECURECART_JWKS_FILE), not both"
+                    .into(),
+            );
         }
         if auth.jwks_url.is_some() && auth.jwks_file.is_some() {
-            bail!("configure SECURECART_JWKS_URL or SECURECART_JWKS_FILE, not both");
-        }
-        if self.environment.is_production() && self.payment.url.is_none() {
-            bail!("production needs SECURECART_PAYMENT_URL; the built-in fake payment gateway is for development only");
-        }
-        if self.environment.is_production() && auth.jwks_url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
-            bail!("SECURECART_JWKS_URL must be https:// in production: keys fetched in the clear can be swapped");
+            problem("configure SECURECART_JWKS_URL or SECURECART_JWKS_FILE, not both".into());
         }
         if self.environment.is_production() {
+            if self.payment.url.is_none() {
+                problem(
+                    "SECURECART_PAYMENT_URL is unset: set it to your payment provider's base URL (the built-in \
+                     fake payment gateway is for development only)"
+                        .into(),
+                );
+            }
+            if auth.jwks_url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+                problem(
+                    "SECURECART_JWKS_URL must be https:// in production: keys fetched in the clear can be swapped"
+                        .into(),
+                );
+            }
             let has_jwks = auth.jwks_url.is_some() || auth.jwks_file.is_some();
+            let make_one = "generate one with `openssl rand -base64 48`";
             match auth.jwt_secret.as_deref() {
-                None if !has_jwks => bail!(
-                    "production needs SECURECART_JWT_SECRET or SECURECART_JWKS_URL / SECURECART_JWKS_FILE; refusing to start"
-                ),
-                Some(DEV_JWT_SECRET) => bail!("production refuses the development JWT secret"),
-                Some(s) if s.len() < 32 => bail!("SECURECART_JWT_SECRET must be at least 32 bytes in production"),
+                None if !has_jwks => problem(format!(
+                    "SECURECART_JWT_SECRET is unset: set a random secret of at least 32 bytes ({make_one}), or \
+                     SECURECART_JWKS_URL for tokens from an identity provider (RS256/ES256)"
+                )),
+                Some(DEV_JWT_SECRET) => problem(format!(
+                    "production refuses the development JWT secret in SECURECART_JWT_SECRET: {make_one}"
+                )),
+                Some(s) if s.len() < 32 => {
+                    problem(format!("SECURECART_JWT_SECRET must be at least 32 bytes in production ({make_one})"))
+                }
                 _ => {}
             }
         }
@@ -607,11 +627,11 @@ impl Settings {
             ("admin", self.rate_limit.admin),
         ] {
             if !(p.maximum > 0.0 && p.restore_rate > 0.0) {
-                bail!("the {name} cost budget needs a positive maximum and restore rate");
+                problem(format!("the {name} cost budget needs a positive maximum and restore rate (e.g. `1000/50`)"));
             }
         }
         if self.rate_limit.anonymous_per_second == 0 || self.rate_limit.anonymous_burst == 0 {
-            bail!("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive");
+            problem("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive".into());
         }
         let server = &self.server;
         for (name, value) in [
@@ -624,17 +644,28 @@ impl Settings {
             ("SECURECART_APQ_MAX_BYTES", self.security.persisted_queries_max_bytes),
         ] {
             if value == 0 {
-                bail!("{name} must be positive (0 would refuse every request)");
+                problem(format!("{name} must be positive (0 would refuse every request)"));
             }
         }
         if self.rate_limit.user_per_second == 0 || self.rate_limit.user_burst == 0 {
-            bail!("SECURECART_USER_RATE and SECURECART_USER_BURST must be positive");
+            problem("SECURECART_USER_RATE and SECURECART_USER_BURST must be positive".into());
         }
         let url = self.database.url();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
-            bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:");
+            problem(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite: (e.g. \
+                 postgres://user:password@db.internal:5432/securecart)"
+                    .into(),
+            );
         }
-        Ok(())
+        match problems.as_slice() {
+            [] => Ok(()),
+            [one] => bail!("{one}"),
+            many => {
+                let list: Vec<String> = many.iter().map(|p| format!("  - {p}")).collect();
+                bail!("{} settings need fixing:\n{}", many.len(), list.join("\n"))
+            }
+        }
     }
 
     /// Whether responses carry a `Server-Timing` header with their statement count.
@@ -699,7 +730,10 @@ mod tests {
     fn production_refuses_to_start_without_real_keys() {
         let prod = ("SECURECART_ENV", "production");
         let err = load(&[prod]).unwrap_err().to_string();
-        assert!(err.contains("SECURECART_PAYMENT_URL"), "{err}");
+        // Every problem at once, each with its fix.
+        assert!(err.starts_with("2 settings need fixing"), "{err}");
+        assert!(err.contains("SECURECART_PAYMENT_URL is unset: set it to"), "{err}");
+        assert!(err.contains("SECURECART_JWT_SECRET is unset") && err.contains("openssl rand"), "{err}");
         let pay = ("SECURECART_PAYMENT_URL", "https://payments.example");
         let err = load(&[prod, pay]).unwrap_err().to_string();
         assert!(err.contains("SECURECART_JWT_SECRET"), "{err}");
@@ -715,7 +749,13 @@ mod tests {
     #[test]
     fn bad_values_fail_with_the_variable_name() {
         let err = load(&[("SECURECART_LISTEN", "nope")]).unwrap_err().to_string();
-        assert!(err.contains("SECURECART_LISTEN"), "{err}");
+        assert!(err.contains("SECURECART_LISTEN") && err.contains("e.g. `127.0.0.1:8080`"), "{err}");
+        let err = load(&[("SECURECART_LISTEN", ":8081")]).unwrap_err().to_string();
+        assert!(err.contains("`127.0.0.1:8081`") && err.contains("`0.0.0.0:8081`"), "{err}");
+        assert_eq!(
+            load(&[("SECURECART_LISTEN", "localhost:8081")]).unwrap().server.listen.to_string(),
+            "127.0.0.1:8081"
+        );
         let err = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
     }

@@ -33,6 +33,30 @@ pub use orders::{OrderItemRecord, OrderRecord, OrderScope, RefundRequest, Status
 pub use products::{CursorKey, NewProduct, PageQuery, ProductCursor, ProductFilter, ProductRecord, ProductSort};
 pub use vendors::{NewVendor, VendorRecord};
 
+/// The PostgreSQL server and database a connection failed to reach (the context of the error,
+/// so a start-up failure can say how to create the database with the right names).
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// User.
+    pub user: String,
+}
+
+impl std::fmt::Display for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connecting to PostgreSQL at {}:{}, database `{}` (DATABASE_URL)",
+            self.host, self.port, self.database
+        )
+    }
+}
+
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -83,8 +107,24 @@ impl Store {
     pub async fn connect_with(url: &str, max_connections: u32, acquire: Duration) -> anyhow::Result<Self> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?;
+            let place = PgTarget {
+                host: options.get_host().to_string(),
+                port: options.get_port(),
+                database: options.get_database().unwrap_or("postgres").to_string(),
+                user: options.get_username().to_string(),
+            };
+            // One connection first, on its own: a pool that cannot connect only says it timed
+            // out, while this says why (refused, unknown database, bad password).
+            use sqlx::Connection;
+            match tokio::time::timeout(acquire, sqlx::PgConnection::connect_with(&options)).await {
+                Ok(Ok(connection)) => {
+                    let _ = connection.close().await;
+                }
+                Ok(Err(e)) => return Err(e).context(place),
+                Err(_) => return Err(sqlx::Error::PoolTimedOut).context(place),
+            }
             let pool = pool_options(max_connections, acquire).connect_with(options);
-            Backend::Postgres(pool.await.context("connecting to PostgreSQL")?)
+            Backend::Postgres(pool.await.context(place)?)
         } else {
             let options = SqliteConnectOptions::from_str(url)
                 .context("parsing DATABASE_URL")?

@@ -403,3 +403,75 @@ fn protobuf_strings(buf: &[u8]) -> Vec<String> {
     message(buf, &mut out);
     out
 }
+
+/// Runs the binary with `env` in a fresh folder until it exits, once plainly and once with
+/// `RUST_BACKTRACE=1`; asserts both fail, alike, without a backtrace; returns what it printed.
+async fn fails_to_start(env: &[(&str, &str)]) -> String {
+    let dir = std::env::temp_dir().join(format!("securecart-start-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut printed = Vec::new();
+    for backtrace in ["0", "1"] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"));
+        command
+            .arg("serve")
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_BACKTRACE", backtrace)
+            .env("SECURECART_DEMO_SEED", "false")
+            .env("SECURECART_LISTEN", "127.0.0.1:0")
+            .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(20), command.output()).await.expect("it exits").unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_eq!(output.status.code(), Some(1), "RUST_BACKTRACE={backtrace}: {stderr}");
+        assert!(!stderr.to_lowercase().contains("backtrace"), "RUST_BACKTRACE={backtrace}: {stderr}");
+        let paragraph: Vec<&str> = stderr.lines().skip_while(|l| !l.starts_with("securecart: ")).collect();
+        assert!(!paragraph.is_empty() && paragraph.len() <= 4, "one short paragraph: {stderr}");
+        printed.push(paragraph.join("\n"));
+    }
+    assert_eq!(printed[0], printed[1], "RUST_BACKTRACE changes nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+    printed.remove(0)
+}
+
+/// Expected start-up failures print one paragraph that names the cause and the fix, and exit 1,
+/// with or without `RUST_BACKTRACE=1`.
+#[tokio::test]
+async fn startup_failures_say_what_went_wrong_and_how_to_fix_it() {
+    let sqlite = format!("sqlite://{}/start-{}.db", std::env::temp_dir().display(), uuid::Uuid::new_v4().simple());
+    // A port in use.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let said = fails_to_start(&[("DATABASE_URL", &sqlite), ("SECURECART_LISTEN", &listen)]).await;
+    assert!(said.contains(&format!("binding {listen}")) && said.contains("SECURECART_LISTEN"), "{said}");
+    assert!(said.contains("Another process holds that port"), "{said}");
+    // PostgreSQL not listening (nothing ever listens on port 1).
+    let said = fails_to_start(&[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/shop")]).await;
+    assert!(said.contains("connecting to PostgreSQL at 127.0.0.1:1, database `shop`"), "{said}");
+    assert!(said.contains("Is PostgreSQL running"), "{said}");
+    // A listen address without its host.
+    let said = fails_to_start(&[("DATABASE_URL", &sqlite), ("SECURECART_LISTEN", ":8081")]).await;
+    assert!(said.contains("`127.0.0.1:8081`") && said.contains("`0.0.0.0:8081`"), "{said}");
+    // Production with nothing configured: every missing setting at once.
+    let said = fails_to_start(&[("SECURECART_ENV", "production"), ("DATABASE_URL", &sqlite)]).await;
+    assert!(said.contains("2 settings need fixing"), "{said}");
+    assert!(
+        said.contains("SECURECART_PAYMENT_URL is unset") && said.contains("SECURECART_JWT_SECRET is unset"),
+        "{said}"
+    );
+    // A database that does not exist (needs the PostgreSQL server of the suite).
+    let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
+        assert!(std::env::var("CI").is_err(), "TEST_DATABASE_URL is unset under CI");
+        return eprintln!("skipping the missing-database case: TEST_DATABASE_URL is unset");
+    };
+    let missing = format!("{}/securecart_missing_{}", admin.rsplit_once('/').unwrap().0, uuid::Uuid::new_v4().simple());
+    let said = fails_to_start(&[("DATABASE_URL", &missing)]).await;
+    assert!(said.contains("does not exist") && said.contains("createdb"), "{said}");
+    assert!(!said.contains("line"), "no PostgreSQL source position: {said}");
+    drop(held);
+}
