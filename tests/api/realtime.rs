@@ -275,7 +275,9 @@ async fn two_processes_share_events_through_redis() {
     let checkout = "mutation { checkout(input: { idempotencyKey: \"two-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
     let body: Value = post(&a.address, checkout, json!({})).await.unwrap().json().await.unwrap();
     assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
-    let event = result(&mut ws, Duration::from_secs(10)).await.expect("the event reaches the other process (a deadline, not a latency target: bench/ measures that)");
+    let event = result(&mut ws, Duration::from_secs(10))
+        .await
+        .expect("the event reaches the other process (a deadline, not a latency target: bench/ measures that)");
     let e = &event["data"]["inventoryChanged"];
     assert_eq!((e["productId"].as_str(), e["delta"].as_i64()), (Some(product(1).as_str()), Some(-1)));
 }
