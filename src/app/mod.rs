@@ -317,16 +317,8 @@ fn spawn_reconciler(services: &Services, settings: &Settings, mut shutdown: toki
     let every = std::time::Duration::from_secs(settings.payment.reconcile_interval_secs.max(1));
     tokio::spawn(async move {
         loop {
-            // Drained a batch at a time; a batch that settled nothing waits for the next round.
-            loop {
-                match services.reconcile_payments(100).await {
-                    Ok(100..) => continue,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reconciling pending payments failed; trying again later");
-                        break;
-                    }
-                }
+            if let Err(e) = services.reconcile_payments(100).await {
+                tracing::warn!(error = %e, "reconciling pending payments failed; trying again later");
             }
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}

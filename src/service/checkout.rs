@@ -119,14 +119,14 @@ impl Services {
             Checkout::Reserved(reservation) => {
                 self.publish_stock(&reservation.stock).await;
                 self.bus.publish(Event::Cart { customer_id: customer.id, at: chrono::Utc::now() }).await;
-                return Ok(self.charge(reservation).await?.map(|order| placed(order, false)));
+                return Ok(self.charge(reservation, true).await?.map(|order| placed(order, false)));
             }
             Checkout::Unsettled(reservation) => {
                 // A twin request may be asking the provider right now: wait for its answer, up to
                 // the payment timeout, before asking again ourselves (with the same key).
                 match self.await_settlement(&reservation).await? {
                     Some(order) if order.status != "PENDING" => return Ok(Ok(placed(order, true))),
-                    Some(_) => return Ok(self.charge(reservation).await?.map(|o| placed(o, false))),
+                    Some(_) => return Ok(self.charge(reservation, false).await?.map(|o| placed(o, false))),
                     // Released by its twin (declined): the key is free and the cart is back.
                     None => {
                         return Box::pin(self.checkout(caller, input)).await;
@@ -177,10 +177,15 @@ impl Services {
     }
 
     /// Charges a pending order (the first time, on a retry, or for the reconciler: the same
-    /// provider key each time) and settles it by the answer.
-    async fn charge(&self, pending: Reservation) -> AppResult<Outcome<OrderRecord>> {
-        let outcome =
-            self.payments.charge(pending.amount, &pending.currency, &pending.token, &pending.gateway_key).await;
+    /// provider key each time) and settles it by the answer. A request that could not be sent
+    /// proves nothing was charged only on the `first` attempt: asked again, an earlier attempt
+    /// under the same key may have charged, so the order stays pending until an answer says.
+    async fn charge(&self, pending: Reservation, first: bool) -> AppResult<Outcome<OrderRecord>> {
+        let asked = self.payments.charge(pending.amount, &pending.currency, &pending.token, &pending.gateway_key);
+        let outcome = match asked.await {
+            PaymentOutcome::Failed(why) if !first => PaymentOutcome::Unconfirmed(why),
+            outcome => outcome,
+        };
         let released = |status| async move {
             let back = self.store.settle_released(pending.payment_id, status).await?;
             self.publish_released(pending.customer_id, back.as_deref().unwrap_or_default()).await;
@@ -255,24 +260,31 @@ impl Services {
     }
 
     /// Settles every charge left pending longer than the payment timeout (a crash, a timeout, a
-    /// lost answer) by asking the provider again with its key; at most `batch` per call. Returns
-    /// how many it settled.
+    /// lost answer) by asking the provider again with its key, `batch` at a time. Returns how
+    /// many it settled.
     pub async fn reconcile_payments(&self, batch: i64) -> AppResult<usize> {
         let grace = chrono::Duration::milliseconds(self.settings.payment.timeout_ms as i64 + 250);
-        let pending = self.store.pending_charges(chrono::Utc::now() - grace, batch).await?;
-        let mut settled = 0;
-        for charge in pending {
-            let order_id = charge.order_id;
-            match self.charge(charge).await? {
-                Err(refusal) if matches!(refusal.code, "PAYMENT_TIMEOUT" | "PAYMENT_UNCONFIRMED") => {
-                    tracing::warn!(order_id, "a pending payment is still unconfirmed; asking again later");
-                }
-                outcome => {
-                    tracing::info!(order_id, paid = outcome.is_ok(), "settled a pending payment");
-                    settled += 1;
+        let before = chrono::Utc::now() - grace;
+        let (mut settled, mut after) = (0, 0);
+        loop {
+            let page = self.store.pending_charges(before, after, batch).await?;
+            let full = page.len() as i64 == batch;
+            for charge in page {
+                let order_id = charge.order_id;
+                after = charge.payment_id;
+                match self.charge(charge, false).await? {
+                    Err(refusal) if matches!(refusal.code, "PAYMENT_TIMEOUT" | "PAYMENT_UNCONFIRMED") => {
+                        tracing::warn!(order_id, "a pending payment is still unconfirmed; asking again later");
+                    }
+                    outcome => {
+                        tracing::info!(order_id, paid = outcome.is_ok(), "settled a pending payment");
+                        settled += 1;
+                    }
                 }
             }
+            if !full {
+                return Ok(settled);
+            }
         }
-        Ok(settled)
     }
 }

@@ -210,7 +210,21 @@ impl Store {
         match attempt {
             Ok(outcome) => Ok(outcome),
             // The key is taken: the same request replays its order, another request is refused.
-            Err(Abort::KeyTaken) => self.replay_checkout(customer_id, idempotency_key, request_hash).await,
+            Err(Abort::KeyTaken) => match self.replay_checkout(customer_id, idempotency_key, request_hash).await? {
+                Some(outcome) => Ok(outcome),
+                // Released between the two reads: the key is free again, so this is a new checkout.
+                None => {
+                    let again = self.reserve_checkout(
+                        customer_id,
+                        idempotency_key,
+                        request_hash,
+                        shipping_address,
+                        expected_total,
+                        token,
+                    );
+                    Box::pin(again).await
+                }
+            },
             Err(Abort::Db(e)) => Err(e),
         }
     }
@@ -220,15 +234,12 @@ impl Store {
         customer_id: i64,
         idempotency_key: &str,
         request_hash: &str,
-    ) -> sqlx::Result<Checkout> {
+    ) -> sqlx::Result<Option<Checkout>> {
         let earlier: Option<(Option<String>, String)> = on_pool!(self, pool => sqlx::query_as(ORDER_HASH)
             .bind(customer_id).bind(idempotency_key).fetch_optional(pool).await)?;
-        let Some((hash, status)) = earlier else {
-            // Released between the two reads: the key is free again.
-            return Ok(Checkout::KeyReused);
-        };
+        let Some((hash, status)) = earlier else { return Ok(None) };
         if hash.as_deref() != Some(request_hash) {
-            return Ok(Checkout::KeyReused);
+            return Ok(Some(Checkout::KeyReused));
         }
         let order: OrderRecord = on_pool!(self, pool => sqlx::query_as(ORDER_BY_KEY)
             .bind(customer_id).bind(idempotency_key).fetch_one(pool).await)?;
@@ -237,10 +248,10 @@ impl Store {
             let pending: Option<PendingRow> =
                 on_pool!(self, pool => sqlx::query_as(sql).bind(order.id).fetch_optional(pool).await)?;
             if let Some(row) = pending {
-                return Ok(Checkout::Unsettled(reservation(row)));
+                return Ok(Some(Checkout::Unsettled(reservation(row))));
             }
         }
-        Ok(Checkout::Replayed(order))
+        Ok(Some(Checkout::Replayed(order)))
     }
 
     /// Step 3, approved: the charge becomes `APPROVED` with the provider's reference, and its
@@ -290,12 +301,15 @@ impl Store {
                 "UPDATE payments SET status = $2, payment_token = NULL WHERE id = $1 AND status = 'PENDING' RETURNING order_id")
                 .bind(payment_id).bind(status).fetch_optional(&mut *tx).await?;
             let Some(order_id) = order_id else { return Ok::<_, sqlx::Error>(None) };
-            let (customer_id, order_status): (i64, String) =
-                sqlx::query_as("SELECT customer_id, status FROM orders WHERE id = $1").bind(order_id).fetch_one(&mut *tx).await?;
-            if order_status != "PENDING" {
+            // Claim the order before touching stock: the row lock makes a concurrent cancel
+            // (which puts the stock back itself) wait, and then this finds it no longer pending.
+            let claimed: Option<i64> = sqlx::query_scalar(
+                "UPDATE orders SET updated_at = $2 WHERE id = $1 AND status = 'PENDING' RETURNING customer_id")
+                .bind(order_id).bind(now).fetch_optional(&mut *tx).await?;
+            let Some(customer_id) = claimed else {
                 tx.commit().await?;
                 return Ok(Some(Vec::new()));
-            }
+            };
             let items: Vec<(i64, i64, i64, i64)> =
                 sqlx::query_as("SELECT product_id, vendor_id, quantity, unit_price_amount FROM order_items WHERE order_id = $1")
                     .bind(order_id).fetch_all(&mut *tx).await?;
@@ -330,11 +344,17 @@ impl Store {
         Ok(Some(released.into_iter().map(|(_, _, change)| change).collect()))
     }
 
-    /// Pending charges recorded before `before`, oldest first (the reconciler's work list).
-    pub async fn pending_charges(&self, before: DateTime<Utc>, limit: i64) -> sqlx::Result<Vec<Reservation>> {
-        let sql = concat!(pending_charges!(), " AND p.created_at < $1 ORDER BY p.created_at LIMIT $2");
+    /// Pending charges recorded before `before`, a page of `limit` after the charge `after` (by
+    /// id): the reconciler's work list, paged so charges that stay unknown never hide newer ones.
+    pub async fn pending_charges(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Reservation>> {
+        let sql = concat!(pending_charges!(), " AND p.created_at < $1 AND p.id > $2 ORDER BY p.id LIMIT $3");
         let rows: Vec<PendingRow> =
-            on_pool!(self, pool => sqlx::query_as(sql).bind(before).bind(limit).fetch_all(pool).await)?;
+            on_pool!(self, pool => sqlx::query_as(sql).bind(before).bind(after).bind(limit).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(reservation).collect())
     }
 

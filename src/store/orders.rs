@@ -221,6 +221,9 @@ impl Store {
         let now = chrono::Utc::now();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
+            // Lock the order row first (a no-op update, valid on both databases), as checkout's
+            // settling does: the two then queue on the order instead of deadlocking on its stock.
+            sqlx::query("UPDATE orders SET updated_at = updated_at WHERE id = $1").bind(order.id).execute(&mut *tx).await?;
             let current: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
             let from = OrderStatus::parse(&current.status).unwrap_or(OrderStatus::Pending);
             if !from.can_become(next) {

@@ -558,3 +558,37 @@ async fn a_full_disk_fails_writes_until_space_returns() {
     assert_eq!(ready().await.status(), 200);
     drop(app);
 }
+
+/// A re-ask that cannot reach the provider proves nothing: an earlier attempt under the same
+/// key may have charged. Another replica's reconciler, whose provider address refuses
+/// connections, leaves the timed-out order pending; once the first charge completes, a retry
+/// with the key is paid by it, and nothing is charged twice.
+#[tokio::test]
+async fn an_unreachable_provider_on_a_re_ask_releases_nothing() {
+    let Some((app, gateway, product)) = app_and_gateway(Backend::Sqlite, 300, 3600).await else { return };
+    let database = app.database_url.clone();
+    let _cut_off = spawn_app_with(Backend::Sqlite, move |s| {
+        s.database.url = Some(database);
+        s.payment.url = Some("http://127.0.0.1:1".into()); // nothing listens on port 1
+        s.payment.timeout_ms = 300;
+        s.payment.reconcile_interval_secs = 1;
+    })
+    .await
+    .unwrap();
+    let alice = token("alice", &[Role::Customer], None);
+    app.graphql_as(&alice, ADD, json!({ "p": product, "q": 1 })).await;
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-late", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "PAYMENT_TIMEOUT", "{body}");
+    // The provider completes the first attempt 3 s later; the other replica has asked again
+    // (and failed to connect) about once a second meanwhile.
+    let started = Instant::now();
+    while gateway.charges() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the slow charge never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let orders = app.graphql_as(&alice, "{ orders { edges { node { status } } } }", json!({})).await;
+    assert_eq!(orders["data"]["orders"]["edges"], json!([{ "node": { "status": "PENDING" } }]), "{orders}");
+    let body = app.graphql_as(&alice, CHECKOUT, input("k-late", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    assert_eq!(gateway.charges(), 1, "charged once");
+}
