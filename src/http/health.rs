@@ -40,11 +40,8 @@ pub async fn healthz() -> impl IntoResponse {
 /// "failing: database or disk is full"`), probed by rewriting one row.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.services.store();
-    let database = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        store.ping().await?;
-        store.pending_migrations().await
-    })
-    .await;
+    // Reading the applied migrations is also the check that the database answers.
+    let database = tokio::time::timeout(std::time::Duration::from_secs(2), store.pending_migrations()).await;
     let (mut status, database) = match database {
         Ok(Ok(pending)) if pending.is_empty() => (StatusCode::OK, "ok".to_string()),
         Ok(Ok(pending)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{} migrations pending", pending.len())),

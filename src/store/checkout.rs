@@ -303,18 +303,16 @@ impl Store {
             let Some(order_id) = order_id else { return Ok::<_, sqlx::Error>(None) };
             // Claim the order before touching stock: the row lock makes a concurrent cancel
             // (which puts the stock back itself) wait, and then this finds it no longer pending.
-            let claimed: Option<i64> = sqlx::query_scalar(
-                "UPDATE orders SET updated_at = $2 WHERE id = $1 AND status = 'PENDING' RETURNING customer_id")
+            let claimed: Option<(i64, String)> = sqlx::query_as(
+                "UPDATE orders SET updated_at = $2 WHERE id = $1 AND status = 'PENDING' RETURNING customer_id, currency_code")
                 .bind(order_id).bind(now).fetch_optional(&mut *tx).await?;
-            let Some(customer_id) = claimed else {
+            let Some((customer_id, currency)) = claimed else {
                 tx.commit().await?;
                 return Ok(Some(Vec::new()));
             };
             let items: Vec<(i64, i64, i64, i64)> =
                 sqlx::query_as("SELECT product_id, vendor_id, quantity, unit_price_amount FROM order_items WHERE order_id = $1")
                     .bind(order_id).fetch_all(&mut *tx).await?;
-            let currency: String = sqlx::query_scalar("SELECT currency_code FROM orders WHERE id = $1")
-                .bind(order_id).fetch_one(&mut *tx).await?;
             let mut back = Vec::with_capacity(items.len());
             for (product_id, vendor_id, quantity, unit_price) in items {
                 let available: i64 = sqlx::query_scalar(PUT_BACK_STOCK)

@@ -83,15 +83,19 @@ async fn metrics_count_exactly_what_happened() {
     };
     // The Redis link connects in the background after start-up: wait for it (a condition,
     // with a deadline), then every count below starts from a connected bus.
-    let started = Instant::now();
-    let m = loop {
-        let m = scrape().await;
-        if sample(&m, "securecart_bus_connected", &[]) == 1.0 {
-            break m;
+    // A scrape once `name` reads `value` (a wait on the condition, with a deadline).
+    let scrape_when = |name: &'static str, value: f64| async move {
+        let started = Instant::now();
+        loop {
+            let m = scrape().await;
+            if sample(&m, name, &[]) == value {
+                return m;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{name} never reached {value}: {m}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "Redis is never reached: {m}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let m = scrape_when("securecart_bus_connected", 1.0).await;
     assert_eq!(sample(&m, "securecart_database_up", &[]), 1.0);
     for _ in 0..3 {
         post(json!({ "query": "query Probe { products(first: 2) { edges { cursor } } }" }), None).await;
@@ -118,15 +122,7 @@ async fn metrics_count_exactly_what_happened() {
     crate::websocket::send(&mut listening, json!({ "id": "1", "type": "subscribe", "payload": sub })).await;
     // Wait (on the condition) until the subscription listens on the bus: beside the cache's
     // invalidator, one listener.
-    let started = Instant::now();
-    let m = loop {
-        let m = scrape().await;
-        if sample(&m, "securecart_bus_listeners", &[]) == 2.0 {
-            break m;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "the subscription never listened: {m}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let m = scrape_when("securecart_bus_listeners", 2.0).await;
     assert_eq!(sample(&m, "securecart_websocket_connections", &[]), 2.0, "{m}");
     assert_eq!(sample(&m, "securecart_subscriptions_active", &[]), 1.0);
     let product = securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, 1).encode();
