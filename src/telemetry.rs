@@ -179,6 +179,9 @@ pub mod metrics {
     pub const SUBSCRIPTIONS: &str = "securecart_subscriptions_active";
     /// Events published on the bus, by `type` (counter).
     pub const EVENTS_PUBLISHED: &str = "securecart_events_published_total";
+    /// Events this process's sweep found in the outbox that no other path had brought it (a Redis
+    /// outage, a replica that crashed before publishing) (counter).
+    pub const EVENTS_RECOVERED: &str = "securecart_events_recovered_total";
     /// Events delivered to subscribers, by `type` (counter).
     pub const EVENTS_DELIVERED: &str = "securecart_events_delivered_total";
     /// Database pool connections, by `state` (`idle`, `in_use`), and the pool's maximum (gauges).

@@ -108,6 +108,8 @@ impl App {
                 "SECURECART_PAYMENT_URL is unset: using the built-in fake payment gateway (tok_visa approves)"
             );
         }
+        store.on_commit(Arc::new(bus.clone()));
+        spawn_event_sweep(&store, &bus, &settings, shutdown_rx.clone());
         spawn_cache_invalidation(&store, &bus);
         let budgets = Arc::new(match &settings.redis.url {
             Some(url) => Budgets::redis(url, "securecart:budget:")?,
@@ -328,6 +330,65 @@ fn spawn_reconciler(services: &Services, settings: &Settings, mut shutdown: toki
     });
 }
 
+/// Reads the event outbox every `SECURECART_EVENT_SWEEP_MS` for events no other path brought
+/// this process (see `bus::relay`), from the newest one at start-up, and prunes events older
+/// than `SECURECART_EVENT_RETENTION_SECS` now and then.
+fn spawn_event_sweep(
+    store: &Store,
+    bus: &EventBus,
+    settings: &Settings,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    const PAGE: i64 = 500;
+    const PAGES: usize = 20;
+    let (store, bus) = (store.clone(), bus.clone());
+    let every = std::time::Duration::from_millis(settings.events.sweep_ms.max(10));
+    let retention = chrono::Duration::seconds(settings.events.retention_secs.min(i64::MAX as u64) as i64);
+    tokio::spawn(async move {
+        let mut started = false;
+        let mut last_prune = std::time::Instant::now();
+        loop {
+            if !started {
+                match store.last_event_seq().await {
+                    Ok(seq) => {
+                        bus.start_after(seq);
+                        started = true;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot read the event outbox yet"),
+                }
+            }
+            let mut after = bus.cursor();
+            for _ in 0..if started { PAGES } else { 0 } {
+                match store.events_after(after, PAGE).await {
+                    Ok(events) => {
+                        let full = events.len() as i64 == PAGE;
+                        after = events.last().map_or(after, |r| r.seq);
+                        bus.swept(events);
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading the event outbox failed; trying again");
+                        break;
+                    }
+                }
+            }
+            if last_prune.elapsed() > std::time::Duration::from_secs(60) {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = store.prune_events(chrono::Utc::now() - retention).await {
+                    tracing::debug!(error = %e, "pruning the event outbox failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = bus.gap() => {}
+                _ = shutdown.wait_for(|down| *down) => return,
+            }
+        }
+    });
+}
+
 /// Keeps the catalog cache honest: drops entries named by bus events (from every replica), and
 /// switches the cache off while the bus cannot deliver them.
 fn spawn_cache_invalidation(store: &Store, bus: &EventBus) {
@@ -343,7 +404,7 @@ fn spawn_cache_invalidation(store: &Store, bus: &EventBus) {
             };
             let Some(cache) = cache.upgrade() else { return };
             match event {
-                Some(Ok(event)) => match event.as_ref() {
+                Some(Ok(r)) => match &r.event {
                     crate::bus::Event::Inventory { product_id, .. } => cache.invalidate_inventory(*product_id),
                     crate::bus::Event::Product { product_id, .. } => cache.invalidate_product(*product_id),
                     _ => {}

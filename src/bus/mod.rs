@@ -1,73 +1,28 @@
 //! The event bus: inventory, order and cart events, published after a transaction commits and
 //! fanned out to this process's subscribers (and, with Redis, to every replica's).
 //!
-//! Each process keeps one local broadcast channel. Publishing sends to it directly (in-process
-//! bus) or through Redis pub/sub, whose single subscription per process feeds the same channel,
-//! so a WebSocket never opens a Redis connection of its own.
+//! Events are durable: each is written to the outbox in the transaction of its change (see
+//! `store::outbox`), and the store hands it to the bus only once that commits. The bus delivers
+//! it to this process's one broadcast channel at once and publishes it on Redis for the other
+//! replicas, whose single subscription per process feeds their channel (a WebSocket never opens
+//! a Redis connection of its own). Pub/sub is at most once, so every process also sweeps the
+//! outbox (`SECURECART_EVENT_SWEEP_MS`) for events that did not reach it: a Redis outage, a
+//! replica that crashed between commit and publish. `relay` delivers each event once, whichever
+//! path brings it first, and never after a newer version of its entity.
 
 use std::sync::Arc;
 
 pub mod redis;
+pub mod relay;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+pub use crate::domain::event::{Event, Recorded};
 use tokio::sync::broadcast;
 
-/// Something that happened, as subscribers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    /// A product's available stock changed.
-    Inventory {
-        /// The product.
-        product_id: i64,
-        /// Its vendor (for vendor-scoped subscriptions).
-        vendor_id: i64,
-        /// Units available after the change.
-        available: i64,
-        /// The change (negative: stock taken).
-        delta: i64,
-        /// When it changed.
-        at: DateTime<Utc>,
-    },
-    /// An order moved to a new status.
-    OrderStatus {
-        /// The order.
-        order_id: i64,
-        /// Its customer.
-        customer_id: i64,
-        /// The vendors with lines in it.
-        vendor_ids: Vec<i64>,
-        /// The new status.
-        status: String,
-        /// When it changed.
-        at: DateTime<Utc>,
-    },
-    /// A product's details changed (name, description, price, status): caches drop it.
-    Product {
-        /// The product.
-        product_id: i64,
-        /// When it changed.
-        at: DateTime<Utc>,
-    },
-    /// A customer's cart changed.
-    Cart {
-        /// The customer.
-        customer_id: i64,
-        /// When it changed.
-        at: DateTime<Utc>,
-    },
-}
-
-impl Event {
-    /// The event's kind, as metrics label it.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Inventory { .. } => "inventory",
-            Self::OrderStatus { .. } => "order_status",
-            Self::Product { .. } => "product",
-            Self::Cart { .. } => "cart",
-        }
+/// A store's commits reach the bus synchronously: delivering is a broadcast send and a queue
+/// push, never a wait.
+impl crate::store::outbox::CommitSink for EventBus {
+    fn committed(&self, recorded: Arc<Recorded>) {
+        self.send(recorded);
     }
 }
 
@@ -99,7 +54,8 @@ impl BusHealth {
 /// Publishes events and hands out subscriptions.
 #[derive(Clone)]
 pub struct EventBus {
-    local: broadcast::Sender<Arc<Event>>,
+    local: broadcast::Sender<Arc<Recorded>>,
+    delivery: Arc<relay::Delivery>,
     redis: Option<redis::RedisLink>,
 }
 
@@ -113,26 +69,57 @@ impl EventBus {
     /// A bus inside this process only.
     pub fn in_process() -> Self {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        Self { local, redis: None }
+        let delivery = relay::Delivery::new(local.clone());
+        Self { local, delivery, redis: None }
     }
 
     /// A bus fanned out through Redis pub/sub on `channel`.
     pub fn redis(url: &str, channel: &str) -> anyhow::Result<Self> {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        let redis = redis::RedisLink::start(url, channel, local.clone())?;
-        Ok(Self { local, redis: Some(redis) })
+        let delivery = relay::Delivery::new(local.clone());
+        let redis = redis::RedisLink::start(url, channel, delivery.clone())?;
+        Ok(Self { local, delivery, redis: Some(redis) })
     }
 
-    /// Publishes an event. Never fails or waits for the caller: the change it reports is
-    /// already committed.
+    /// Publishes an event that is not in the outbox (product details, which only invalidate
+    /// caches that expire anyway; tests). Never waits on Redis.
     pub async fn publish(&self, event: Event) {
-        metrics::counter!(crate::telemetry::metrics::EVENTS_PUBLISHED, "type" => event.kind()).increment(1);
-        let event = Arc::new(event);
-        // No local subscriber is not an error.
-        let _ = self.local.send(event.clone());
+        self.send(Arc::new(Recorded::unrecorded(event)));
+    }
+
+    /// Delivers `r` here at once and queues it for the other replicas.
+    fn send(&self, r: Arc<Recorded>) {
+        metrics::counter!(crate::telemetry::metrics::EVENTS_PUBLISHED, "type" => r.event.kind()).increment(1);
+        self.delivery.deliver(r.clone());
         if let Some(redis) = &self.redis {
-            redis.publish(event);
+            redis.publish(r);
         }
+    }
+
+    /// Delivers events read back from the outbox (the sweep); how many were new here.
+    pub fn swept(&self, events: Vec<Recorded>) -> usize {
+        let delivered = events.into_iter().filter(|r| self.delivery.deliver(Arc::new(r.clone()))).count();
+        self.delivery.advance();
+        if delivered > 0 {
+            metrics::counter!(crate::telemetry::metrics::EVENTS_RECOVERED).increment(delivered as u64);
+        }
+        delivered
+    }
+
+    /// Resolves when an event waits for an earlier version of its entity: the sweep reads the
+    /// outbox at once instead of at its next tick.
+    pub async fn gap(&self) {
+        self.delivery.gap().await
+    }
+
+    /// The outbox id the next sweep reads after.
+    pub fn cursor(&self) -> i64 {
+        self.delivery.cursor()
+    }
+
+    /// Delivers outbox events committed after `seq` from now on (where a new process starts).
+    pub fn start_after(&self, seq: i64) {
+        self.delivery.start_after(seq);
     }
 
     /// How the bus is doing.
@@ -144,7 +131,6 @@ impl EventBus {
         }
     }
 
-    /// A new subscription to every event from now on.
     /// How many receivers this process's channel has (subscriptions, the cache's invalidation):
     /// tests wait on it instead of sleeping.
     pub fn receivers(&self) -> usize {
@@ -152,7 +138,7 @@ impl EventBus {
     }
 
     /// A receiver of this process's events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Recorded>> {
         self.local.subscribe()
     }
 }

@@ -2,8 +2,8 @@
 //! with RESP3 push messages and automatic resubscription), one subscription to one channel.
 //!
 //! - Publishing never waits on Redis: events go to a bounded queue that a task drains with
-//!   `PUBLISH`; when Redis is down they are dropped (and counted in the logs), and mutations
-//!   carry on.
+//!   `PUBLISH`; when Redis is down they are not sent (the other replicas' outbox sweeps deliver
+//!   them), and mutations carry on.
 //! - The process delivers its own events locally at once, so its subscribers see them even
 //!   during an outage; events that come back from Redis with this process's origin are skipped.
 //! - A health task PINGs every second. A failed PING makes the manager reconnect; after the
@@ -17,20 +17,27 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
-use super::Event;
+use super::relay::Delivery;
+use super::{Event, Recorded};
 
+/// The wire form. `seq` and `version` default to 0 so replicas of the previous release, which
+/// sent only `origin` and `event`, still interoperate during a rolling deploy.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     origin: String,
     event: Event,
+    #[serde(default)]
+    seq: i64,
+    #[serde(default)]
+    version: i64,
 }
 
 /// The Redis side of the bus.
 #[derive(Clone)]
 pub struct RedisLink {
-    outbox: mpsc::Sender<Arc<Event>>,
+    outbox: mpsc::Sender<Arc<Recorded>>,
     healthy: Arc<AtomicBool>,
 }
 
@@ -47,8 +54,8 @@ fn resp3(url: &str) -> String {
 
 impl RedisLink {
     /// Connects lazily (the server starts even while Redis is down) and starts the tasks that
-    /// publish, subscribe and watch the connection. `local` receives events from other processes.
-    pub fn start(url: &str, channel: &str, local: broadcast::Sender<Arc<Event>>) -> anyhow::Result<Self> {
+    /// publish, subscribe and watch the connection. `delivery` receives events from other processes.
+    pub fn start(url: &str, channel: &str, delivery: Arc<Delivery>) -> anyhow::Result<Self> {
         let client = redis::Client::open(resp3(url))?;
         let (push_tx, mut push_rx) = mpsc::unbounded_channel::<PushInfo>();
         let config = ConnectionManagerConfig::new()
@@ -61,7 +68,7 @@ impl RedisLink {
         let manager = ConnectionManager::new_lazy_with_config(client, config)?;
         let origin = uuid::Uuid::new_v4().to_string();
         let healthy = Arc::new(AtomicBool::new(false));
-        let (outbox, mut queue) = mpsc::channel::<Arc<Event>>(10_000);
+        let (outbox, mut queue) = mpsc::channel::<Arc<Recorded>>(10_000);
         let channel = channel.to_string();
 
         // Publisher: drains the queue; a failure drops the event rather than blocking writers.
@@ -69,14 +76,15 @@ impl RedisLink {
             let (mut manager, origin, channel, healthy) =
                 (manager.clone(), origin.clone(), channel.clone(), healthy.clone());
             tokio::spawn(async move {
-                while let Some(event) = queue.recv().await {
-                    let envelope = Envelope { origin: origin.clone(), event: (*event).clone() };
+                while let Some(r) = queue.recv().await {
+                    let envelope =
+                        Envelope { origin: origin.clone(), event: r.event.clone(), seq: r.seq, version: r.version };
                     let Ok(payload) = serde_json::to_string(&envelope) else { continue };
                     let sent: redis::RedisResult<i64> =
                         redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut manager).await;
                     if let Err(e) = sent {
                         healthy.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "event not published to Redis (dropped)");
+                        tracing::warn!(error = %e, "event not published to Redis (other replicas read it from the outbox)");
                     }
                 }
             });
@@ -92,7 +100,8 @@ impl RedisLink {
                             let Some(Value::BulkString(bytes)) = push.data.get(1) else { continue };
                             match serde_json::from_slice::<Envelope>(bytes) {
                                 Ok(envelope) if envelope.origin != origin => {
-                                    let _ = local.send(Arc::new(envelope.event));
+                                    let Envelope { event, seq, version, .. } = envelope;
+                                    delivery.deliver(Arc::new(Recorded { seq, version, event }));
                                 }
                                 Ok(_) => {}
                                 Err(e) => tracing::warn!(error = %e, "ignoring a malformed event from Redis"),
@@ -146,9 +155,9 @@ impl RedisLink {
     }
 
     /// Queues an event for the other processes.
-    pub fn publish(&self, event: Arc<Event>) {
+    pub fn publish(&self, event: Arc<Recorded>) {
         if self.outbox.try_send(event).is_err() {
-            tracing::warn!("the Redis publish queue is full; an event was dropped");
+            tracing::warn!("the Redis publish queue is full; other replicas read this event from the outbox");
         }
     }
 

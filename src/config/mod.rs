@@ -42,6 +42,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Redis, used for the event bus when configured.
     pub redis: RedisSettings,
+    /// The event outbox.
+    pub events: EventSettings,
     /// WebSocket limits.
     pub websocket: WebSocketSettings,
     /// Identity: JWT verification and role mapping.
@@ -166,6 +168,24 @@ pub struct RedisSettings {
 impl Default for RedisSettings {
     fn default() -> Self {
         Self { url: None, channel: "securecart:events".into() }
+    }
+}
+
+/// The event outbox: how often each process reads it for events no other path brought, and how
+/// long events are kept there.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventSettings {
+    /// Milliseconds between two reads of the outbox (the longest a cross-replica event waits
+    /// when Redis is down).
+    pub sweep_ms: u64,
+    /// Seconds events stay in the outbox.
+    pub retention_secs: u64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self { sweep_ms: 1000, retention_secs: 86_400 }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Self-validating domain types: they cannot hold an invalid value, and know nothing of SQL or HTTP.
 
+pub mod event;
 pub mod id;
 pub mod money;
 pub mod order;

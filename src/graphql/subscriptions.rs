@@ -6,6 +6,7 @@
 //! `bus::SUBSCRIBER_BUFFER` events behind loses the oldest ones and carries on; inventory events
 //! carry the current quantity, so the next one puts the client right. It never slows the others.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_graphql::{Context, ErrorExtensions, ID, Object, Subscription};
@@ -19,15 +20,17 @@ use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
 use crate::auth::{Role, RoleGuard, caller};
-use crate::bus::{Event, EventBus};
+use crate::bus::{Event, EventBus, Recorded};
 use crate::domain::order::OrderStatus;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, GqlResultExt};
+use crate::service::Services;
 use crate::service::feeds::Feed;
 use crate::store::OrderScope;
 
 /// A change of a product's available stock.
 pub struct InventoryEvent {
+    version: i64,
     product_id: i64,
     available: i64,
     delta: i64,
@@ -46,9 +49,16 @@ impl InventoryEvent {
         self.available
     }
 
-    /// The change: negative when stock was taken.
+    /// The change: negative when stock was taken (0 in a current state sent after missed events).
     async fn delta(&self) -> i64 {
         self.delta
+    }
+
+    /// The product's stock version after this change: 1, 2, 3... per product. Versions only
+    /// increase; a jump means changes in between were superseded (this event is the current
+    /// state). 0 when the product's stock never changed since it was created.
+    async fn version(&self) -> i64 {
+        self.version
     }
 
     /// When it changed.
@@ -64,6 +74,7 @@ impl InventoryEvent {
 
 /// An order moved to a new status.
 pub struct OrderStatusEvent {
+    version: i64,
     order_id: i64,
     status: String,
     at: DateTime<Utc>,
@@ -82,6 +93,11 @@ impl OrderStatusEvent {
         OrderStatus::stored(&self.status)
     }
 
+    /// The order's version after this change (1, 2, 3... per order; see `InventoryEvent.version`).
+    async fn version(&self) -> i64 {
+        self.version
+    }
+
     /// When it changed.
     async fn at(&self) -> DateTime<Utc> {
         self.at
@@ -96,12 +112,18 @@ impl OrderStatusEvent {
 
 /// The subscriber's cart changed (on another device, or by a checkout).
 pub struct CartChangedEvent {
+    version: i64,
     customer_id: i64,
     at: DateTime<Utc>,
 }
 
 #[Object]
 impl CartChangedEvent {
+    /// The cart's version after this change (1, 2, 3... per cart; see `InventoryEvent.version`).
+    async fn version(&self) -> i64 {
+        self.version
+    }
+
     /// When it changed.
     async fn at(&self) -> DateTime<Utc> {
         self.at
@@ -115,23 +137,29 @@ impl CartChangedEvent {
 
 /// Turns the bus into one subscriber's stream: `feed` decides (on every event) what the
 /// subscriber may see, `show` makes the GraphQL item; the stream ends with an error when the
-/// feed's token expires.
+/// feed's token expires. A subscriber that falls behind is told (`EVENTS_MISSED`) and sent the
+/// current state of what it watches where that is bounded (`Services::current_state`); events
+/// older than that state are then skipped.
 fn event_stream<T, F>(
+    services: &Services,
     bus: &EventBus,
     feed: Feed,
     mut show: F,
 ) -> impl Stream<Item = async_graphql::Result<T>> + use<T, F>
 where
     T: Send + Sync + 'static,
-    F: FnMut(&Event, &Feed) -> Option<T> + Send + 'static,
+    F: FnMut(&Recorded, &Feed) -> Option<T> + Send + 'static,
 {
     let mut rx = bus.subscribe();
+    let services = services.clone();
     let expires_at = feed.expires_at;
     async_stream::stream! {
         let deadline = expires_at.map(|exp| {
             let left = (exp - Utc::now().timestamp()).max(0) as u64;
             tokio::time::Instant::now() + Duration::from_secs(left)
         });
+        // Versions of the current state sent after a lag: older events are not shown after it.
+        let mut floor: HashMap<String, i64> = HashMap::new();
         loop {
             let next = match deadline {
                 Some(deadline) => tokio::select! {
@@ -145,23 +173,38 @@ where
                 None => rx.recv().await,
             };
             match next {
-                Ok(event) => {
-                    if let Some(item) = feed.accepts(&event).then(|| show(&event, &feed)).flatten() {
-                        metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => event.kind()).increment(1);
+                Ok(r) => {
+                    if !floor.is_empty() && floor.get(&r.event.entity()).is_some_and(|v| r.seq != 0 && *v >= r.version) {
+                        continue;
+                    }
+                    if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                        metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => r.event.kind()).increment(1);
                         yield Ok(item);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
-                    // Told, not skipped silently: the client knows to refetch the current state.
+                    // Told, not skipped silently: the client knows it missed events.
                     tracing::debug!(missed, "a slow subscriber lost old events");
                     let mut error = async_graphql::Error::new(format!(
-                        "{missed} events were missed while this subscriber fell behind; refetch the current state"
+                        "{missed} events were missed while this subscriber fell behind; the current state follows \
+                         where the subscription watches a bounded set, otherwise refetch it"
                     ));
                     error = error.extend_with(|_, e| {
                         e.set("code", "EVENTS_MISSED");
                         e.set("missed", missed);
                     });
                     yield Err(error);
+                    match services.current_state(&feed).await {
+                        Ok(state) => {
+                            for r in state {
+                                floor.insert(r.event.entity(), r.version);
+                                if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                                    yield Ok(item);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not read the current state for a lagging subscriber"),
+                    }
                 }
                 Err(RecvError::Closed) => break,
             }
@@ -169,11 +212,15 @@ where
     }
 }
 
-fn inventory_event(event: &Event) -> Option<InventoryEvent> {
-    match event {
-        Event::Inventory { product_id, available, delta, at, .. } => {
-            Some(InventoryEvent { product_id: *product_id, available: *available, delta: *delta, at: *at })
-        }
+fn inventory_event(r: &Recorded) -> Option<InventoryEvent> {
+    match &r.event {
+        Event::Inventory { product_id, available, delta, at, .. } => Some(InventoryEvent {
+            version: r.version,
+            product_id: *product_id,
+            available: *available,
+            delta: *delta,
+            at: *at,
+        }),
         _ => None,
     }
 }
@@ -193,7 +240,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
         let ids: Option<Vec<String>> = product_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
         let feed = services(ctx)?.inventory_feed(caller(ctx), ids.as_deref()).gql()?;
-        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| inventory_event(event)))
+        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| inventory_event(r)))
     }
 
     /// Products whose stock falls to `threshold` or below (default 5): a vendor's own
@@ -205,7 +252,7 @@ impl SubscriptionRoot {
         #[graphql(default = 5)] threshold: i64,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
         let feed = services(ctx)?.low_stock_feed(caller(ctx), threshold).gql()?;
-        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| inventory_event(event)))
+        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| inventory_event(r)))
     }
 
     /// Status changes of the caller's orders (one order when `orderId` is given): a customer's
@@ -218,11 +265,17 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
         let feed =
             services(ctx)?.order_status_feed(caller(ctx), order_id.as_ref().map(|id| id.as_str())).await.gql()?;
-        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, feed| match (event, feed.order_scope()) {
-            (Event::OrderStatus { order_id, status, at, .. }, Some(scope)) => {
-                Some(OrderStatusEvent { order_id: *order_id, status: status.clone(), at: *at, scope: scope.clone() })
+        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, feed| {
+            match (&r.event, feed.order_scope()) {
+                (Event::OrderStatus { order_id, status, at, .. }, Some(scope)) => Some(OrderStatusEvent {
+                    version: r.version,
+                    order_id: *order_id,
+                    status: status.clone(),
+                    at: *at,
+                    scope: scope.clone(),
+                }),
+                _ => None,
             }
-            _ => None,
         }))
     }
 
@@ -233,8 +286,10 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CartChangedEvent>> + use<>> {
         let feed = services(ctx)?.cart_feed(caller(ctx)).await.gql()?;
-        Ok(event_stream(ctx.data::<EventBus>()?, feed, |event, _| match event {
-            Event::Cart { customer_id, at } => Some(CartChangedEvent { customer_id: *customer_id, at: *at }),
+        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| match &r.event {
+            Event::Cart { customer_id, at } => {
+                Some(CartChangedEvent { version: r.version, customer_id: *customer_id, at: *at })
+            }
             _ => None,
         }))
     }

@@ -3,7 +3,6 @@
 
 use super::{Outcome, Refusal, Services, require_role};
 use crate::auth::{Caller, Role};
-use crate::bus::Event;
 use crate::domain::order::check_quantity;
 use crate::domain::{GlobalId, NodeKind, ProductStatus};
 use crate::error::AppResult;
@@ -154,10 +153,8 @@ impl Services {
     }
 
     /// Tells the customer's devices when a change went through; answers with the cart now.
+    /// (The change's `Cart` event was written in its transaction and published on commit.)
     async fn cart_changed(&self, customer_id: i64, refused: Option<Refusal>) -> AppResult<CartChange> {
-        if refused.is_none() {
-            self.bus.publish(Event::Cart { customer_id, at: chrono::Utc::now() }).await;
-        }
         Ok(CartChange { cart: self.cart_of(customer_id).await?, refused })
     }
 }

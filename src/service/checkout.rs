@@ -5,11 +5,10 @@ use sha2::{Digest, Sha256};
 
 use super::{Outcome, Refusal, Services, require_role};
 use crate::auth::{Caller, Role};
-use crate::bus::Event;
 use crate::domain::order::{AddressFields, ShippingAddress};
 use crate::error::{AppError, AppResult};
 use crate::payments::PaymentOutcome;
-use crate::store::{Checkout, OrderRecord, OrderScope, Reservation, SettledPaid, StockChange};
+use crate::store::{Checkout, OrderRecord, OrderScope, Reservation, SettledPaid};
 
 /// What a checkout needs.
 #[derive(Debug, Clone)]
@@ -117,8 +116,6 @@ impl Services {
         let refusal = match outcome {
             Checkout::Replayed(order) => return Ok(Ok(placed(order, true))),
             Checkout::Reserved(reservation) => {
-                self.publish_stock(&reservation.stock).await;
-                self.bus.publish(Event::Cart { customer_id: customer.id, at: chrono::Utc::now() }).await;
                 return Ok(self.charge(reservation, true).await?.map(|order| placed(order, false)));
             }
             Checkout::Unsettled(reservation) => {
@@ -187,8 +184,8 @@ impl Services {
             outcome => outcome,
         };
         let released = |status| async move {
-            let back = self.store.settle_released(pending.payment_id, status).await?;
-            self.publish_released(pending.customer_id, back.as_deref().unwrap_or_default()).await;
+            // Its events (stock put back, cart refilled) are published by the store on commit.
+            self.store.settle_released(pending.payment_id, status).await?;
             Ok::<_, AppError>(())
         };
         match outcome {
@@ -210,17 +207,7 @@ impl Services {
     async fn settle_approved(&self, pending: &Reservation, reference: &str) -> AppResult<Outcome<OrderRecord>> {
         let refund_key = format!("refund:{}", pending.gateway_key);
         match self.store.settle_paid(pending.payment_id, reference).await? {
-            SettledPaid::Paid(order, vendor_ids) => {
-                let event = Event::OrderStatus {
-                    order_id: order.id,
-                    customer_id: pending.customer_id,
-                    vendor_ids,
-                    status: order.status.clone(),
-                    at: chrono::Utc::now(),
-                };
-                self.bus.publish(event).await;
-                Ok(Ok(order))
-            }
+            SettledPaid::Paid(order, _) => Ok(Ok(order)),
             SettledPaid::AlreadySettled(Some(order)) => Ok(Ok(order)),
             SettledPaid::AlreadySettled(None) => {
                 tracing::error!(
@@ -248,15 +235,6 @@ impl Services {
                 Ok(Ok(self.store.order(&OrderScope::All, order.id).await?.unwrap_or(order)))
             }
         }
-    }
-
-    /// Events for a released checkout: the stock put back, and the cart refilled.
-    async fn publish_released(&self, customer_id: i64, stock: &[StockChange]) {
-        if stock.is_empty() {
-            return;
-        }
-        self.publish_stock(stock).await;
-        self.bus.publish(Event::Cart { customer_id, at: chrono::Utc::now() }).await;
     }
 
     /// Settles every charge left pending longer than the payment timeout (a crash, a timeout, a

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::orders::order_scope;
 use super::{Services, decode_id, require_role};
 use crate::auth::{Caller, Role};
-use crate::bus::Event;
+use crate::bus::{Event, Recorded};
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, AppResult};
 use crate::store::OrderScope;
@@ -65,7 +65,60 @@ impl Feed {
     }
 }
 
+/// The most entities a feed's current state covers; a wider feed is told to refetch instead.
+const CURRENT_STATE_MAX: usize = 100;
+
 impl Services {
+    /// What a subscriber that missed events should know now, as events of the current state
+    /// (with their entities' current versions): the stock of the products it watches, its cart,
+    /// the one order it follows. Empty for feeds over unbounded sets (every product, every
+    /// order), whose subscribers are told to refetch.
+    pub async fn current_state(&self, feed: &Feed) -> AppResult<Vec<Recorded>> {
+        let now = chrono::Utc::now();
+        let events: Vec<Event> = match &feed.rule {
+            Rule::Inventory(Some(ids)) if ids.len() <= CURRENT_STATE_MAX => {
+                let ids: Vec<i64> = ids.iter().copied().collect();
+                let products = self.store.products_by_ids(&ids).await?;
+                let stock = self.store.inventory_by_product_ids(&ids).await?;
+                products
+                    .iter()
+                    .filter_map(|p| {
+                        let level = stock.iter().find(|s| s.product_id == p.id)?;
+                        Some(Event::Inventory {
+                            product_id: p.id,
+                            vendor_id: p.vendor_id,
+                            available: level.available,
+                            delta: 0,
+                            at: now,
+                        })
+                    })
+                    .collect()
+            }
+            Rule::Cart(customer_id) => vec![Event::Cart { customer_id: *customer_id, at: now }],
+            Rule::OrderStatus { scope, only: Some(id) } => match self.order_in(scope, *id).await? {
+                Some(order) => vec![Event::OrderStatus {
+                    order_id: order.id,
+                    customer_id: order.customer_id,
+                    // Already visible through `scope` (checked just now); `accepts` needs no more.
+                    vendor_ids: match scope {
+                        OrderScope::Vendor(v) => vec![*v],
+                        _ => Vec::new(),
+                    },
+                    status: order.status,
+                    at: now,
+                }],
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let entities: Vec<String> = events.iter().map(Event::entity).collect();
+        let versions = self.store.entity_versions(&entities).await?;
+        Ok(events
+            .into_iter()
+            .map(|event| Recorded { seq: 0, version: versions.get(&event.entity()).copied().unwrap_or(0), event })
+            .collect())
+    }
+
     /// Stock changes of these products (all when `product_ids` is `None`). Anyone may listen.
     pub fn inventory_feed(&self, caller: &Caller, product_ids: Option<&[String]>) -> AppResult<Feed> {
         let wanted = product_ids

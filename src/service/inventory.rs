@@ -45,7 +45,6 @@ impl Services {
         }
         match self.store.set_inventory(&product, quantity, compare).await? {
             SetStock::Set(change) => {
-                self.publish_stock(std::slice::from_ref(&change)).await;
                 Ok(StockResult { product, available: Some(change.available), replayed: false, refused: None })
             }
             SetStock::Conflict { current } => {
@@ -80,7 +79,6 @@ impl Services {
         let outcome = self.store.adjust_inventory(&product, delta, idempotency_key, &identity.subject).await?;
         let refusal = match outcome {
             Adjustment::Applied(change) => {
-                self.publish_stock(std::slice::from_ref(&change)).await;
                 return Ok(StockResult { product, available: Some(change.available), replayed: false, refused: None });
             }
             Adjustment::Replayed(change) => {

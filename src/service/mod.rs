@@ -24,12 +24,12 @@ pub mod vendors;
 use std::sync::Arc;
 
 use crate::auth::{Caller, Identity, Role, require_identity_of};
-use crate::bus::{Event, EventBus};
+use crate::bus::EventBus;
 use crate::config::Settings;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, AppResult};
 use crate::payments::PaymentGateway;
-use crate::store::{StockChange, Store};
+use crate::store::Store;
 
 /// A business rule refused the request; nothing was changed. GraphQL shows it as `UserError`
 /// in a payload's `userErrors`.
@@ -86,21 +86,6 @@ impl Services {
     /// The event bus (subscriptions read it).
     pub fn bus(&self) -> &EventBus {
         &self.bus
-    }
-
-    /// Publishes the stock changes of a committed transaction.
-    async fn publish_stock(&self, changes: &[StockChange]) {
-        let at = chrono::Utc::now();
-        for c in changes {
-            let event = Event::Inventory {
-                product_id: c.product_id,
-                vendor_id: c.vendor_id,
-                available: c.available,
-                delta: c.delta,
-                at,
-            };
-            self.bus.publish(event).await;
-        }
     }
 }
 

@@ -8,7 +8,6 @@
 use super::pagination::{decode_keyed_cursor, encode_keyed_cursor, page_size};
 use super::{Refusal, Services, require_role};
 use crate::auth::{Caller, Identity, Role, require_identity_of};
-use crate::bus::Event;
 use crate::domain::order::OrderStatus;
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, AppResult};
@@ -172,17 +171,8 @@ impl Services {
         };
         let refused = match self.store.change_order_status(&scope, order_id, next, refund).await? {
             StatusMove::NotFound => return Err(AppError::NotFound("order")),
+            // Its events were written with it and are published by the store on commit.
             StatusMove::Moved(change) => {
-                self.publish_stock(&change.stock).await;
-                self.bus
-                    .publish(Event::OrderStatus {
-                        order_id: change.order.id,
-                        customer_id: change.order.customer_id,
-                        vendor_ids: change.vendor_ids,
-                        status: change.order.status.clone(),
-                        at: chrono::Utc::now(),
-                    })
-                    .await;
                 return Ok(StatusResult { order: Some(change.order), scope, refused: None });
             }
             StatusMove::NotAllowed { from } => Refusal::new(

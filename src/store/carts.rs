@@ -3,7 +3,9 @@
 use chrono::Utc;
 use sqlx::FromRow;
 
+use super::outbox::record_events;
 use super::{Store, is_check_violation, on_pool};
+use crate::domain::event::Event;
 
 /// A cart line with what checkout needs of its product.
 #[derive(Debug, Clone, FromRow)]
@@ -127,25 +129,48 @@ impl Store {
                 Err(e) if is_check_violation(&e) => return Ok(AddToCart::LineFull),
                 other => other?,
             };
+            let recorded = record_events!(tx, [Event::Cart { customer_id, at: now }], now)?;
             tx.commit().await?;
+            self.committed(recorded);
             Ok(AddToCart::Added)
         }.await)
     }
 
     /// Sets a line's quantity (0 removes it). `false` when the product is not in the cart.
     pub async fn set_cart_item(&self, customer_id: i64, product_id: i64, quantity: i64) -> sqlx::Result<bool> {
-        let changed = on_pool!(self, pool => if quantity == 0 {
-            sqlx::query("DELETE FROM cart_items WHERE product_id = $2 AND cart_id = (SELECT id FROM carts WHERE customer_id = $1)")
-                .bind(customer_id).bind(product_id).execute(pool).await.map(|r| r.rows_affected())
-        } else {
-            sqlx::query("UPDATE cart_items SET quantity = $3 WHERE product_id = $2 AND cart_id = (SELECT id FROM carts WHERE customer_id = $1)")
-                .bind(customer_id).bind(product_id).bind(quantity).execute(pool).await.map(|r| r.rows_affected())
-        })?;
-        Ok(changed > 0)
+        let now = Utc::now();
+        let recorded = on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let changed = if quantity == 0 {
+                sqlx::query("DELETE FROM cart_items WHERE product_id = $2 AND cart_id = (SELECT id FROM carts WHERE customer_id = $1)")
+                    .bind(customer_id).bind(product_id).execute(&mut *tx).await?
+            } else {
+                sqlx::query("UPDATE cart_items SET quantity = $3 WHERE product_id = $2 AND cart_id = (SELECT id FROM carts WHERE customer_id = $1)")
+                    .bind(customer_id).bind(product_id).bind(quantity).execute(&mut *tx).await?
+            };
+            if changed.rows_affected() == 0 {
+                return Ok::<_, sqlx::Error>(None);
+            }
+            let recorded = record_events!(tx, [Event::Cart { customer_id, at: now }], now)?;
+            tx.commit().await?;
+            Ok(Some(recorded))
+        }.await)?;
+        let changed = recorded.is_some();
+        self.committed(recorded.unwrap_or_default());
+        Ok(changed)
     }
 
     /// Empties the customer's cart.
     pub async fn clear_cart(&self, customer_id: i64) -> sqlx::Result<()> {
-        on_pool!(self, pool => sqlx::query(EMPTY_CART).bind(customer_id).execute(pool).await.map(|_| ()))
+        let now = Utc::now();
+        let recorded = on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            sqlx::query(EMPTY_CART).bind(customer_id).execute(&mut *tx).await?;
+            let recorded = record_events!(tx, [Event::Cart { customer_id, at: now }], now)?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(recorded)
+        }.await)?;
+        self.committed(recorded);
+        Ok(())
     }
 }

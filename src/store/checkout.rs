@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use super::carts::{CART_LINES, CartLineRecord, EMPTY_CART};
 use super::columns::order_columns;
 use super::inventory::StockChange;
+use super::outbox::record_events;
 use super::{Abort, OrderRecord, Store, is_unique_violation, on_pool};
+use crate::domain::event::Event;
 
 /// What the first step of a checkout came to.
 #[derive(Debug, Clone)]
@@ -199,10 +201,13 @@ impl Store {
                 .bind(order_id).bind(subtotal).bind(&currency).bind(&gateway_key).bind(token).bind(now)
                 .fetch_one(&mut *tx).await?;
             sqlx::query(EMPTY_CART).bind(customer_id).execute(&mut *tx).await?;
+            let events = stock.iter().map(|c| c.event(now)).chain([Event::Cart { customer_id, at: now }]);
+            let recorded = record_events!(tx, events, now)?;
             tx.commit().await?;
             for change in &stock {
                 self.cache.invalidate_inventory(change.product_id);
             }
+            self.committed(recorded);
             Ok(Checkout::Reserved(Reservation {
                 order_id, customer_id, payment_id, amount: subtotal, currency, gateway_key, token: token.to_string(), stock,
             }))
@@ -280,12 +285,17 @@ impl Store {
             let vendor_ids: Vec<i64> =
                 sqlx::query_scalar("SELECT DISTINCT vendor_id FROM order_items WHERE order_id = $1 ORDER BY vendor_id")
                     .bind(order_id).fetch_all(&mut *tx).await?;
+            if paid.rows_affected() != 1 {
+                tx.commit().await?;
+                return Ok(SettledPaid::CancelledMeanwhile(order));
+            }
+            let event = Event::OrderStatus {
+                order_id, customer_id: order.customer_id, vendor_ids: vendor_ids.clone(), status: order.status.clone(), at: now,
+            };
+            let recorded = record_events!(tx, [event], now)?;
             tx.commit().await?;
-            Ok(if paid.rows_affected() == 1 {
-                SettledPaid::Paid(order, vendor_ids)
-            } else {
-                SettledPaid::CancelledMeanwhile(order)
-            })
+            self.committed(recorded);
+            Ok(SettledPaid::Paid(order, vendor_ids))
         }.await)
     }
 
@@ -332,7 +342,10 @@ impl Store {
             sqlx::query("DELETE FROM order_items WHERE order_id = $1").bind(order_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM payments WHERE order_id = $1").bind(order_id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM orders WHERE id = $1").bind(order_id).execute(&mut *tx).await?;
+            let events = back.iter().map(|(_, _, c)| c.event(now)).chain([Event::Cart { customer_id, at: now }]);
+            let recorded = record_events!(tx, events, now)?;
             tx.commit().await?;
+            self.committed(recorded);
             Ok(Some(back))
         }.await)?;
         let Some(released) = released else { return Ok(None) };

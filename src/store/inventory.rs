@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::inventory_columns;
+use super::outbox::record_events;
 use super::{Abort, ProductRecord, Store, is_unique_violation, on_pool, select_by_ids, through_cache};
+use crate::domain::event::Event;
 
 /// Stock of one product.
 #[derive(Debug, Clone, FromRow)]
@@ -30,6 +32,19 @@ pub struct StockChange {
     pub available: i64,
     /// The change.
     pub delta: i64,
+}
+
+impl StockChange {
+    /// The inventory event that reports it.
+    pub fn event(&self, at: DateTime<Utc>) -> Event {
+        Event::Inventory {
+            product_id: self.product_id,
+            vendor_id: self.vendor_id,
+            available: self.available,
+            delta: self.delta,
+            at,
+        }
+    }
 }
 
 /// What a compare-and-set of the stock came to.
@@ -75,17 +90,27 @@ impl Store {
     /// Sets the available stock to `quantity` only if it is `compare` now (compare-and-set).
     pub async fn set_inventory(&self, product: &ProductRecord, quantity: i64, compare: i64) -> sqlx::Result<SetStock> {
         let now = Utc::now();
-        let updated: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
-            "UPDATE inventory SET available = $2, updated_at = $4 WHERE product_id = $1 AND available = $3 RETURNING available")
-            .bind(product.id).bind(quantity).bind(compare).bind(now).fetch_optional(pool).await)?;
+        let change = StockChange {
+            product_id: product.id,
+            vendor_id: product.vendor_id,
+            available: quantity,
+            delta: quantity - compare,
+        };
+        let recorded = on_pool!(self, pool => async {
+            let mut tx = pool.begin_with(self.write_begin()).await?;
+            let updated: Option<i64> = sqlx::query_scalar(
+                "UPDATE inventory SET available = $2, updated_at = $4 WHERE product_id = $1 AND available = $3 RETURNING available")
+                .bind(product.id).bind(quantity).bind(compare).bind(now).fetch_optional(&mut *tx).await?;
+            if updated.is_none() {
+                return Ok::<_, sqlx::Error>(None);
+            }
+            let recorded = record_events!(tx, [change.event(now)], now)?;
+            tx.commit().await?;
+            Ok(Some(recorded))
+        }.await)?;
         self.cache.invalidate_inventory(product.id);
-        if updated.is_some() {
-            let change = StockChange {
-                product_id: product.id,
-                vendor_id: product.vendor_id,
-                available: quantity,
-                delta: quantity - compare,
-            };
+        if let Some(recorded) = recorded {
+            self.committed(recorded);
             return Ok(SetStock::Set(change));
         }
         let current = self.inventory_by_product_ids(&[product.id]).await?.pop().map(|i| i.available).unwrap_or(0);
@@ -124,8 +149,10 @@ impl Store {
                 Err(e) if is_unique_violation(&e) => return Err(Abort::KeyTaken),
                 other => other?,
             };
+            let recorded = record_events!(tx, [change(available).event(now)], now)?;
             tx.commit().await?;
             self.cache.invalidate_inventory(product.id);
+            self.committed(recorded);
             Ok(Adjustment::Applied(change(available)))
         }.await);
         match result {

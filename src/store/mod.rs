@@ -21,6 +21,7 @@ mod columns;
 pub mod customers;
 pub mod inventory;
 pub mod orders;
+pub mod outbox;
 pub mod products;
 pub mod seed;
 pub mod vendors;
@@ -79,6 +80,8 @@ pub struct Store {
     pub(crate) backend: Backend,
     /// Product details and stock levels (see `cache`).
     pub cache: Arc<cache::CatalogCache>,
+    /// Events of this store's committed transactions, for the bus (see `outbox`).
+    events: outbox::Sink,
 }
 
 /// Runs `$body` with `$pool` bound to the concrete pool of either backend.
@@ -138,7 +141,7 @@ impl Store {
             let pool = pool_options(max_connections, acquire).connect_with(options);
             Backend::Sqlite(pool.await.context("opening SQLite database")?)
         };
-        Ok(Self { backend, cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)) })
+        Ok(Self { backend, cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)), events: outbox::Sink::default() })
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.

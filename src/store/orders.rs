@@ -5,7 +5,9 @@ use sqlx::FromRow;
 
 use super::columns::{order_columns, order_item_columns};
 use super::inventory::StockChange;
+use super::outbox::record_events;
 use super::{Backend, Bind, ProviderStep, SqlBuilder, Store, bind_all, json_ids, on_pool};
+use crate::domain::event::Event;
 use crate::domain::order::OrderStatus;
 
 /// An order row.
@@ -273,11 +275,16 @@ impl Store {
                 return Ok(StatusMove::Conflict);
             }
             let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order.id).fetch_one(&mut *tx).await?;
+            let status = Event::OrderStatus {
+                order_id: order.id, customer_id: order.customer_id, vendor_ids: vendor_ids.clone(), status: order.status.clone(), at: now,
+            };
+            let recorded = record_events!(tx, stock.iter().map(|c| c.event(now)).chain([status]), now)?;
             tx.commit().await?;
             // Available or reserved units changed.
             for item in &items {
                 self.cache.invalidate_inventory(item.product_id);
             }
+            self.committed(recorded);
             Ok(StatusMove::Moved(StatusChange { order, vendor_ids, stock }))
         }.await)
     }

@@ -1,0 +1,97 @@
+//! Events: what changed, as subscribers and caches see it, and the record the outbox keeps of it.
+//!
+//! An event is written to the outbox (the `events` table) in the transaction of the change it
+//! reports, with the next version of its entity; only after that transaction commits is it
+//! delivered. So a rolled-back change is never announced, and a committed one is never lost:
+//! every replica reads the outbox for what Redis did not bring it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Something that happened, as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A product's available stock changed.
+    Inventory {
+        /// The product.
+        product_id: i64,
+        /// Its vendor (for vendor-scoped subscriptions).
+        vendor_id: i64,
+        /// Units available after the change.
+        available: i64,
+        /// The change (negative: stock taken).
+        delta: i64,
+        /// When it changed.
+        at: DateTime<Utc>,
+    },
+    /// An order moved to a new status.
+    OrderStatus {
+        /// The order.
+        order_id: i64,
+        /// Its customer.
+        customer_id: i64,
+        /// The vendors with lines in it.
+        vendor_ids: Vec<i64>,
+        /// The new status.
+        status: String,
+        /// When it changed.
+        at: DateTime<Utc>,
+    },
+    /// A product's details changed (name, description, price, status): caches drop it.
+    Product {
+        /// The product.
+        product_id: i64,
+        /// When it changed.
+        at: DateTime<Utc>,
+    },
+    /// A customer's cart changed.
+    Cart {
+        /// The customer.
+        customer_id: i64,
+        /// When it changed.
+        at: DateTime<Utc>,
+    },
+}
+
+impl Event {
+    /// The event's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Inventory { .. } => "inventory",
+            Self::OrderStatus { .. } => "order_status",
+            Self::Product { .. } => "product",
+            Self::Cart { .. } => "cart",
+        }
+    }
+
+    /// The entity whose state it reports: its versions count that entity's changes.
+    pub fn entity(&self) -> String {
+        match self {
+            Self::Inventory { product_id, .. } => format!("stock:{product_id}"),
+            Self::OrderStatus { order_id, .. } => format!("order:{order_id}"),
+            Self::Product { product_id, .. } => format!("product:{product_id}"),
+            Self::Cart { customer_id, .. } => format!("cart:{customer_id}"),
+        }
+    }
+}
+
+/// An event as committed: its place in the outbox and its entity's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// Its outbox id: increasing, unique per database. 0 for an event that is not in the
+    /// outbox (a current state sent to a subscriber that fell behind, or a test's).
+    pub seq: i64,
+    /// The entity's version after this change: 1, 2, 3... for each entity. A subscriber that
+    /// sees a version jump missed (superseded) changes; each event carries the current state.
+    pub version: i64,
+    /// What happened.
+    pub event: Event,
+}
+
+impl Recorded {
+    /// An event outside the outbox (never deduplicated or superseded).
+    pub fn unrecorded(event: Event) -> Self {
+        Self { seq: 0, version: 0, event }
+    }
+}

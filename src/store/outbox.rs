@@ -1,0 +1,117 @@
+//! The event outbox: events written in the transaction of the change they report, handed to the
+//! bus only after that transaction commits, and read back by every replica's sweep (see
+//! `bus::relay`) so that an event Redis did not carry is still delivered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, on_pool};
+use crate::domain::event::{Event, Recorded};
+
+/// Takes the entity's next version (and holds its row until commit on PostgreSQL, so versions of
+/// one entity follow commit order).
+pub(crate) const NEXT_VERSION: &str = "INSERT INTO entity_versions (entity, version) VALUES ($1, 1) \
+     ON CONFLICT (entity) DO UPDATE SET version = entity_versions.version + 1 RETURNING version";
+pub(crate) const INSERT_EVENT: &str =
+    "INSERT INTO events (entity, version, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// Writes `$events` (an iterator of `Event`) to the outbox inside the open transaction `$tx`,
+/// each with its entity's next version; evaluates to `sqlx::Result<Vec<Recorded>>`. Hand the
+/// result to `Store::committed` once the transaction has committed, never before.
+macro_rules! record_events {
+    ($tx:expr, $events:expr, $now:expr) => {
+        async {
+            let mut recorded = Vec::new();
+            for event in $events {
+                let event: $crate::domain::event::Event = event;
+                let entity = event.entity();
+                let version: i64 =
+                    sqlx::query_scalar($crate::store::outbox::NEXT_VERSION).bind(&entity).fetch_one(&mut *$tx).await?;
+                let payload = serde_json::to_string(&event).expect("an event always serializes");
+                let seq: i64 = sqlx::query_scalar($crate::store::outbox::INSERT_EVENT)
+                    .bind(&entity)
+                    .bind(version)
+                    .bind(payload)
+                    .bind($now)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+                recorded.push($crate::domain::event::Recorded { seq, version, event });
+            }
+            Ok::<_, sqlx::Error>(recorded)
+        }
+        .await
+    };
+}
+pub(crate) use record_events;
+
+/// Where a store hands the events of its commits: the bus, which delivers them at once (no
+/// waiting: a local broadcast and a queue for Redis).
+pub trait CommitSink: Send + Sync {
+    /// Events of a transaction that has just committed, in order.
+    fn committed(&self, recorded: Arc<Recorded>);
+}
+
+/// The sink a store was given (none: events reach running servers through their sweeps).
+pub(crate) type Sink = Arc<OnceLock<Arc<dyn CommitSink>>>;
+
+impl Store {
+    /// Hands events of a transaction that has just committed to the bus.
+    pub(crate) fn committed(&self, recorded: Vec<Recorded>) {
+        if let Some(sink) = self.events.get() {
+            for r in recorded {
+                sink.committed(Arc::new(r));
+            }
+        }
+    }
+
+    /// Gives this store (and its clones) the bus its commits go to; once.
+    pub fn on_commit(&self, sink: Arc<dyn CommitSink>) {
+        if self.events.set(sink).is_err() {
+            tracing::warn!("this store already hands its events to a bus; ignoring another");
+        }
+    }
+
+    /// Outbox events after `seq`, oldest first, at most `limit`.
+    pub async fn events_after(&self, seq: i64, limit: i64) -> sqlx::Result<Vec<Recorded>> {
+        const SQL: &str = "SELECT id, version, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2";
+        let rows: Vec<(i64, i64, String)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(seq).bind(limit).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, version, payload)| match serde_json::from_str::<Event>(&payload) {
+                Ok(event) => Some(Recorded { seq, version, event }),
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "skipping an outbox event this build cannot read");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// The newest outbox id (0 when empty): a new process delivers what commits after it.
+    pub async fn last_event_seq(&self) -> sqlx::Result<i64> {
+        on_pool!(self, pool => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(pool).await)
+    }
+
+    /// Deletes outbox events older than `before`; how many.
+    pub async fn prune_events(&self, before: DateTime<Utc>) -> sqlx::Result<u64> {
+        on_pool!(self, pool => sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(before).execute(pool).await.map(|r| r.rows_affected()))
+    }
+
+    /// The current versions of `entities` (absent: never changed).
+    pub async fn entity_versions(&self, entities: &[String]) -> sqlx::Result<HashMap<String, i64>> {
+        let mut versions = HashMap::new();
+        // A subscriber's current state is a handful of entities: one short read each.
+        for entity in entities {
+            let version: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT version FROM entity_versions WHERE entity = $1").bind(entity).fetch_optional(pool).await)?;
+            if let Some(v) = version {
+                versions.insert(entity.clone(), v);
+            }
+        }
+        Ok(versions)
+    }
+}
