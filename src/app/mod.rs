@@ -349,7 +349,7 @@ fn spawn_event_sweep(
         let mut last_prune = std::time::Instant::now();
         loop {
             if !started {
-                match store.last_event_seq().await {
+                match store.event_start(crate::bus::relay::GAP_GRACE).await {
                     Ok(seq) => {
                         bus.start_after(seq);
                         started = true;
@@ -360,11 +360,10 @@ fn spawn_event_sweep(
             let mut after = bus.cursor();
             for _ in 0..if started { PAGES } else { 0 } {
                 match store.events_after(after, PAGE).await {
-                    Ok(events) => {
-                        let full = events.len() as i64 == PAGE;
-                        after = events.last().map_or(after, |r| r.seq);
-                        bus.swept(events);
-                        if !full {
+                    Ok(page) => {
+                        after = page.last.unwrap_or(after);
+                        bus.swept(page.events, &page.unreadable);
+                        if (page.rows as i64) < PAGE {
                             break;
                         }
                     }
@@ -374,6 +373,7 @@ fn spawn_event_sweep(
                     }
                 }
             }
+            bus.tick();
             if last_prune.elapsed() > std::time::Duration::from_secs(60) {
                 last_prune = std::time::Instant::now();
                 if let Err(e) = store.prune_events(chrono::Utc::now() - retention).await {

@@ -96,14 +96,21 @@ impl EventBus {
         }
     }
 
-    /// Delivers events read back from the outbox (the sweep); how many were new here.
-    pub fn swept(&self, events: Vec<Recorded>) -> usize {
+    /// Delivers events read back from the outbox (the sweep); how many were new here. `skip`:
+    /// ids of rows that cannot be read here.
+    pub fn swept(&self, events: Vec<Recorded>, skip: &[i64]) -> usize {
+        self.delivery.skip(skip);
         let delivered = events.into_iter().filter(|r| self.delivery.deliver(Arc::new(r.clone()))).count();
-        self.delivery.advance();
         if delivered > 0 {
             metrics::counter!(crate::telemetry::metrics::EVENTS_RECOVERED).increment(delivered as u64);
         }
         delivered
+    }
+
+    /// Once per sweep tick, whether the outbox could be read or not: moves the cursor on and
+    /// releases events held too long for a gap.
+    pub fn tick(&self) {
+        self.delivery.advance();
     }
 
     /// Resolves when an event waits for an earlier version of its entity: the sweep reads the

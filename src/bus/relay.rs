@@ -27,6 +27,12 @@ use super::Recorded;
 /// transaction that wrote an event commits within this, or is rolled back.
 pub const GAP_GRACE: Duration = Duration::from_secs(10);
 
+/// Delivered ids kept above the cursor before a gap is given up at once (memory bound).
+const ABOVE_CAP: usize = 100_000;
+
+/// Events held for gaps before the oldest are released at once (memory bound).
+const HELD_CAP: usize = 10_000;
+
 /// How long an event waits for the versions before it (see the module's notes).
 pub const HOLD_MAX: Duration = Duration::from_secs(3);
 
@@ -38,7 +44,8 @@ const LATEST_CAP: usize = 200_000;
 struct Ledger {
     cursor: i64,
     above: BTreeSet<i64>,
-    gap_since: Option<Instant>,
+    /// The missing id the cursor waits for, and since when.
+    gap: Option<(i64, Instant)>,
     latest: HashMap<String, i64>,
     /// Events waiting for an earlier version of their entity, by entity and version.
     held: HashMap<String, BTreeMap<i64, (Arc<Recorded>, Instant)>>,
@@ -99,12 +106,14 @@ impl Ledger {
         self.latest.insert(entity, version);
     }
 
-    /// Held events that waited `hold` or longer, given up on: the first of each entity's.
+    /// Held events that waited `hold` or longer (all, when too many are held), given up on:
+    /// the first of each entity's.
     fn overdue(&mut self, now: Instant, hold: Duration) -> Vec<Arc<Recorded>> {
+        let crowded = self.held.values().map(BTreeMap::len).sum::<usize>() >= HELD_CAP;
         let mut due = Vec::new();
         for held in self.held.values_mut() {
             if let Some(entry) = held.first_entry()
-                && now.duration_since(entry.get().1) >= hold
+                && (crowded || now.duration_since(entry.get().1) >= hold)
             {
                 due.push(entry.remove().0);
             }
@@ -121,19 +130,26 @@ impl Ledger {
                 self.cursor += 1;
             }
             let Some(&next) = self.above.first() else {
-                self.gap_since = None;
+                self.gap = None;
                 return;
             };
-            match self.gap_since {
-                Some(since) if now.duration_since(since) >= grace => {
-                    tracing::debug!(from = self.cursor + 1, to = next - 1, "outbox ids never committed; moving on");
+            let missing = self.cursor + 1;
+            // Too much waiting behind one gap: give it up now rather than grow without bound.
+            let crowded = self.above.len() >= ABOVE_CAP;
+            match self.gap {
+                Some((id, since)) if id == missing && (crowded || now.duration_since(since) >= grace) => {
+                    tracing::debug!(from = missing, to = next - 1, "outbox ids never committed; moving on");
                     self.cursor = next - 1;
-                    self.gap_since = None;
+                    self.gap = None;
                 }
-                Some(_) => return,
-                None => {
-                    self.gap_since = Some(now);
-                    return;
+                // Still waiting for the same id.
+                Some((id, _)) if id == missing => return,
+                // A new gap (the one before was filled): its own clock.
+                _ => {
+                    self.gap = Some((missing, now));
+                    if !crowded {
+                        return;
+                    }
                 }
             }
         }
@@ -205,7 +221,19 @@ impl Delivery {
         }
     }
 
-    /// After a sweep: moves the cursor on, and delivers events held longer than `HOLD_MAX`.
+    /// Notes outbox ids that will never be delivered here (rows this build cannot read), so the
+    /// cursor passes them.
+    pub fn skip(&self, seqs: &[i64]) {
+        let mut ledger = self.ledger.lock().expect("ledger lock");
+        for seq in seqs {
+            if *seq > ledger.cursor {
+                ledger.above.insert(*seq);
+            }
+        }
+    }
+
+    /// On every sweep tick, whether the outbox could be read or not: moves the cursor on, and
+    /// delivers events held longer than `HOLD_MAX`.
     pub fn advance(&self) {
         let mut ledger = self.ledger.lock().expect("ledger lock");
         let now = Instant::now();
@@ -271,14 +299,23 @@ mod tests {
         assert_eq!(ledger.cursor, 2, "stops at the missing 3");
         ledger.advance(t0 + GAP_GRACE / 2, GAP_GRACE);
         assert_eq!(ledger.cursor, 2, "still waiting for 3");
+        // 3 commits late, while 7 is already there and 6 is not: the cursor stops at 5, and the
+        // wait for 6 starts now, not when the wait for 3 did.
+        assert_eq!(ledger.admit(&stock(7, 7, 1)), Verdict::Deliver);
         assert_eq!(ledger.admit(&stock(3, 3, 1)), Verdict::Deliver, "3 committed late and is delivered");
-        ledger.advance(t0 + GAP_GRACE / 2, GAP_GRACE);
-        assert_eq!((ledger.cursor, ledger.above.len()), (5, 0));
-        ledger.admit(&stock(7, 7, 1));
-        ledger.advance(t0 + GAP_GRACE, GAP_GRACE);
+        ledger.advance(t0 + GAP_GRACE - Duration::from_millis(1), GAP_GRACE);
         assert_eq!(ledger.cursor, 5);
-        ledger.advance(t0 + 2 * GAP_GRACE, GAP_GRACE);
-        assert_eq!(ledger.cursor, 7, "6 never came: skipped after the grace");
-        assert_eq!(ledger.admit(&stock(6, 6, 1)), Verdict::Drop, "and not delivered below the cursor");
+        ledger.advance(t0 + GAP_GRACE, GAP_GRACE);
+        assert_eq!(ledger.cursor, 5, "6 is waited for afresh");
+        assert_eq!(ledger.admit(&stock(6, 6, 1)), Verdict::Deliver, "and delivered when it commits");
+        ledger.advance(t0 + GAP_GRACE, GAP_GRACE);
+        assert_eq!((ledger.cursor, ledger.above.len()), (7, 0));
+        let t1 = t0 + GAP_GRACE;
+        ledger.admit(&stock(9, 9, 1));
+        ledger.advance(t1, GAP_GRACE);
+        assert_eq!(ledger.cursor, 7);
+        ledger.advance(t1 + GAP_GRACE, GAP_GRACE);
+        assert_eq!(ledger.cursor, 9, "8 never came: skipped after the grace");
+        assert_eq!(ledger.admit(&stock(8, 8, 1)), Verdict::Drop, "and not delivered below the cursor");
     }
 }

@@ -75,9 +75,25 @@ impl Services {
     /// order), whose subscribers are told to refetch.
     pub async fn current_state(&self, feed: &Feed) -> AppResult<Vec<Recorded>> {
         let now = chrono::Utc::now();
-        let events: Vec<Event> = match &feed.rule {
+        let entities: Vec<String> = match &feed.rule {
             Rule::Inventory(Some(ids)) if ids.len() <= CURRENT_STATE_MAX => {
+                ids.iter().map(|id| format!("stock:{id}")).collect()
+            }
+            Rule::Cart(customer_id) => vec![format!("cart:{customer_id}")],
+            Rule::OrderStatus { only: Some(id), .. } => vec![format!("order:{id}")],
+            _ => return Ok(Vec::new()),
+        };
+        // Versions first, state second: a change committed in between makes the state newer
+        // than its version (and its own event, delivered next, repeats it), never older.
+        let versions = self.store.entity_versions(&entities).await?;
+        let events: Vec<Event> = match &feed.rule {
+            Rule::Inventory(Some(ids)) => {
                 let ids: Vec<i64> = ids.iter().copied().collect();
+                // From the database, not the cache: this subscriber missed the events that
+                // invalidate it.
+                for id in &ids {
+                    self.store.cache.invalidate_inventory(*id);
+                }
                 let products = self.store.products_by_ids(&ids).await?;
                 let stock = self.store.inventory_by_product_ids(&ids).await?;
                 products
@@ -111,8 +127,6 @@ impl Services {
             },
             _ => Vec::new(),
         };
-        let entities: Vec<String> = events.iter().map(Event::entity).collect();
-        let versions = self.store.entity_versions(&entities).await?;
         Ok(events
             .into_iter()
             .map(|event| Recorded { seq: 0, version: versions.get(&event.entity()).copied().unwrap_or(0), event })

@@ -46,6 +46,19 @@ macro_rules! record_events {
 }
 pub(crate) use record_events;
 
+/// A page of the outbox.
+#[derive(Debug, Default)]
+pub struct OutboxPage {
+    /// The events read.
+    pub events: Vec<Recorded>,
+    /// Ids of rows this build cannot read (written by a newer release): never delivered here.
+    pub unreadable: Vec<i64>,
+    /// Rows read (events and unreadable).
+    pub rows: usize,
+    /// The last row's id.
+    pub last: Option<i64>,
+}
+
 /// Where a store hands the events of its commits: the bus, which delivers them at once (no
 /// waiting: a local broadcast and a queue for Redis).
 pub trait CommitSink: Send + Sync {
@@ -73,26 +86,32 @@ impl Store {
         }
     }
 
-    /// Outbox events after `seq`, oldest first, at most `limit`.
-    pub async fn events_after(&self, seq: i64, limit: i64) -> sqlx::Result<Vec<Recorded>> {
+    /// Outbox rows after `seq`, oldest first, at most `limit`.
+    pub async fn events_after(&self, seq: i64, limit: i64) -> sqlx::Result<OutboxPage> {
         const SQL: &str = "SELECT id, version, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2";
         let rows: Vec<(i64, i64, String)> =
             on_pool!(self, pool => sqlx::query_as(SQL).bind(seq).bind(limit).fetch_all(pool).await)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(seq, version, payload)| match serde_json::from_str::<Event>(&payload) {
-                Ok(event) => Some(Recorded { seq, version, event }),
+        let mut page = OutboxPage { rows: rows.len(), last: rows.last().map(|r| r.0), ..OutboxPage::default() };
+        for (seq, version, payload) in rows {
+            match serde_json::from_str::<Event>(&payload) {
+                Ok(event) => page.events.push(Recorded { seq, version, event }),
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "skipping an outbox event this build cannot read");
-                    None
+                    page.unreadable.push(seq);
                 }
-            })
-            .collect())
+            }
+        }
+        Ok(page)
     }
 
-    /// The newest outbox id (0 when empty): a new process delivers what commits after it.
-    pub async fn last_event_seq(&self) -> sqlx::Result<i64> {
-        on_pool!(self, pool => sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events").fetch_one(pool).await)
+    /// Where a new process starts reading the outbox: before every event written in the last
+    /// `recent` (on PostgreSQL an id is taken before its transaction commits, so ids just below
+    /// the newest may still be committing), else after the newest.
+    pub async fn event_start(&self, recent: std::time::Duration) -> sqlx::Result<i64> {
+        let since = Utc::now() - chrono::Duration::from_std(recent).unwrap_or(chrono::Duration::zero());
+        const SQL: &str = "SELECT COALESCE((SELECT MIN(id) - 1 FROM events WHERE created_at > $1), \
+                           (SELECT MAX(id) FROM events), 0)";
+        on_pool!(self, pool => sqlx::query_scalar(SQL).bind(since).fetch_one(pool).await)
     }
 
     /// Deletes outbox events older than `before`; how many.
