@@ -56,7 +56,13 @@ where
 
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(settings: &Settings) -> TelemetryGuard {
-    let log_filter = || EnvFilter::try_new(&settings.telemetry.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's notices ("relation ... already exists, skipping" on every `migrate`) are
+    // routine: quiet below WARN unless the filter says otherwise about sqlx.
+    let text = match settings.telemetry.log_filter.contains("sqlx") {
+        true => settings.telemetry.log_filter.clone(),
+        false => format!("{},sqlx::postgres::notice=warn", settings.telemetry.log_filter),
+    };
+    let log_filter = || EnvFilter::try_new(&text).unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = log_filter();
     let json = match settings.telemetry.log_format {
         LogFormat::Json => true,

@@ -300,6 +300,7 @@ impl Proxy {
 /// `Retry-After` within the acquire timeout (not a masked 200), `/readyz` fails, and it recovers
 /// by itself when the database is back.
 #[tokio::test]
+#[cfg_attr(no_test_database, ignore = "needs TEST_DATABASE_URL (PostgreSQL)")]
 async fn an_unreachable_database_is_a_503_not_a_bug() {
     let Some(db) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
     db.seed(3, 1).await;

@@ -50,6 +50,7 @@ async fn metrics_move_on_the_internal_port_only() {
 /// In a server process of its own (so no other test moves its counters), each metric the
 /// alert rules and dashboards read moves by exactly what was done.
 #[tokio::test]
+#[cfg_attr(no_test_redis, ignore = "needs TEST_REDIS_URL")]
 async fn metrics_count_exactly_what_happened() {
     let redis = match std::env::var("TEST_REDIS_URL") {
         Ok(url) => url,

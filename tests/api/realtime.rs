@@ -254,6 +254,7 @@ fn redis_or_skip(test: &str) -> Option<String> {
 /// Two server processes sharing PostgreSQL and Redis; a checkout on one reaches a
 /// WebSocket subscriber on the other.
 #[tokio::test]
+#[cfg_attr(any(no_test_database, no_test_redis), ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL")]
 async fn two_processes_share_events_through_redis() {
     let Some(redis) = redis_or_skip("two_processes_share_events_through_redis") else { return };
     // The PostgreSQL database comes from the usual per-test template; the app itself is not used.
@@ -290,6 +291,7 @@ async fn two_processes_share_events_through_redis() {
 /// Redis killed and restarted; queries and mutations keep working, `/readyz` says
 /// degraded, and events flow again afterwards without client action.
 #[tokio::test]
+#[cfg_attr(no_test_redis, ignore = "needs TEST_REDIS_URL")]
 async fn events_flow_again_after_a_redis_restart() {
     if redis_or_skip("events_flow_again_after_a_redis_restart").is_none() {
         return;
@@ -385,6 +387,7 @@ fn record(mut ws: Ws, seen: Seen) -> tokio::task::JoinHandle<()> {
 /// pub/sub could not), each subscriber sees every version of every product in order, and ends
 /// with the current stock; delivery through Redis resumes afterwards.
 #[tokio::test]
+#[cfg_attr(any(no_test_database, no_test_redis), ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL")]
 async fn a_redis_outage_loses_no_event_across_replicas() {
     if redis_or_skip("a_redis_outage_loses_no_event_across_replicas").is_none() {
         return;
