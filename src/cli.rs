@@ -50,8 +50,12 @@ pub enum Command {
         #[arg(long, default_value_t = 500)]
         orders: u32,
         /// Delete all existing data first (otherwise a non-empty database is refused).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "if_empty")]
         reset: bool,
+        /// Seed only an empty database: one that has a catalog is left alone, and the command
+        /// succeeds (for deployment steps that run on every start).
+        #[arg(long)]
+        if_empty: bool,
     },
     /// Print the GraphQL schema (SDL) to stdout.
     Schema,

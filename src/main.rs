@@ -50,9 +50,13 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Seed { products, vendors, customers, orders, reset } => {
+        Command::Seed { products, vendors, customers, orders, reset, if_empty } => {
             let store = Store::connect(settings.database.url(), 2).await?;
             store.migrate().await?;
+            if if_empty && !store.catalog_is_empty().await? {
+                println!("the database already has a catalog; nothing seeded (--if-empty)");
+                return Ok(());
+            }
             let started = std::time::Instant::now();
             let report =
                 store.seed(SeedSize { products, vendors, customers, orders }, reset).await.context("seeding")?;

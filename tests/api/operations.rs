@@ -481,3 +481,34 @@ async fn startup_failures_say_what_went_wrong_and_how_to_fix_it() {
     assert!(!said.contains("line"), "no PostgreSQL source position: {said}");
     drop(held);
 }
+
+/// `seed --if-empty` seeds an empty database, and on a later run (every `docker compose up`)
+/// leaves the catalog alone and succeeds; without it a second seed is refused.
+#[tokio::test]
+async fn seeding_only_an_empty_database_succeeds_when_rerun() {
+    let path = std::env::temp_dir().join(format!("securecart-seed-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite:{}", path.display());
+    let seed = |extra: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_securecart"))
+                .args(["seed", "--products", "5", "--vendors", "1", "--customers", "1", "--orders", "1"])
+                .args(extra)
+                .env_clear()
+                .env("DATABASE_URL", url)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let first = seed(&["--if-empty"]).await;
+    assert!(first.status.success() && String::from_utf8_lossy(&first.stdout).contains("seeded 1 vendors, 5 products"));
+    let again = seed(&["--if-empty"]).await;
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing seeded"), "{again:?}");
+    let refused = seed(&[]).await;
+    assert!(!refused.status.success(), "a plain seed of a full database is refused");
+    for suffix in ["", "-shm", "-wal"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
