@@ -19,8 +19,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/securecart /securecart && strip /securecart
 
 # 2. The playground's assets: `npm ci` with the lock file, then only the files assets.json lists
-#    (about 1.5 MB, not the 56 MB of node_modules). Node 22 is the active LTS line.
-FROM node:22-bookworm-slim AS assets
+#    (about 1.5 MB, not the 56 MB of node_modules), with Node 24, the active LTS line.
+FROM node:24-bookworm-slim AS assets
 WORKDIR /playground
 COPY playground/package.json playground/package-lock.json playground/assets.json ./
 RUN npm ci --omit=dev --no-audit --no-fund \
@@ -30,11 +30,12 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home /app securecart
+    && groupadd --system --gid 10001 securecart \
+    && useradd --system --uid 10001 --gid 10001 --home /app securecart
 WORKDIR /app
 COPY --from=build /securecart /usr/local/bin/securecart
 COPY --from=assets /out/node_modules ./playground/node_modules
-USER 10001
+USER 10001:10001
 ENV SECURECART_LISTEN=0.0.0.0:8080 \
     SECURECART_INTERNAL_LISTEN=0.0.0.0:9090 \
     SECURECART_ENV=production \

@@ -102,7 +102,7 @@ def dockerfile():
     check("HEALTHCHECK" in text, "Dockerfile: no HEALTHCHECK")
     check("--mount=type=cache,target=/usr/local/cargo/registry" in text, "Dockerfile: dependencies not cached")
     node = re.search(r"FROM node:(\d+)", text)
-    check(node and int(node.group(1)) >= 22, "Dockerfile: Node older than the active LTS (22)")
+    check(node and int(node.group(1)) >= 22, "Dockerfile: Node older than 22")
     check("COPY --from=assets /playground/node_modules" not in text, "Dockerfile: copies all of node_modules")
 
 
