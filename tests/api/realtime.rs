@@ -240,6 +240,17 @@ async fn wait_ready(address: &str, limit: Duration) {
     }
 }
 
+/// A `redis-server` of the test's own on `port` (the shared one is never stopped), killed when
+/// dropped. A restarted one must come back on the same port, so the port is chosen by the test.
+fn redis_server(port: u16) -> tokio::process::Child {
+    tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server must be installed where TEST_REDIS_URL is set")
+}
+
 fn redis_or_skip(test: &str) -> Option<String> {
     match std::env::var("TEST_REDIS_URL") {
         Ok(url) => Some(url),
@@ -297,14 +308,7 @@ async fn events_flow_again_after_a_redis_restart() {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start_redis = || {
-        tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed where TEST_REDIS_URL is set")
-    };
+    let start_redis = || redis_server(port);
     let mut redis = start_redis();
     let redis_url = format!("redis://127.0.0.1:{port}");
     let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
@@ -395,14 +399,7 @@ async fn a_redis_outage_loses_no_event_across_replicas() {
     let Some(db) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
     db.seed(4, 1).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let start_redis = || {
-        tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server must be installed where TEST_REDIS_URL is set")
-    };
+    let start_redis = || redis_server(port);
     let mut redis = start_redis();
     let redis_url = format!("redis://127.0.0.1:{port}");
     let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
