@@ -8,7 +8,7 @@ use crate::auth::{Caller, Role};
 use crate::domain::order::{AddressFields, ShippingAddress};
 use crate::error::{AppError, AppResult};
 use crate::payments::PaymentOutcome;
-use crate::store::{Checkout, OrderRecord, OrderScope, Reservation, SettledPaid};
+use crate::store::{Checkout, OrderRecord, OrderScope, PendingRefund, Reservation, SettledPaid};
 
 /// What a checkout needs.
 #[derive(Debug, Clone)]
@@ -222,17 +222,29 @@ impl Services {
                     pending.order_id
                 )))
             }
-            SettledPaid::CancelledMeanwhile(order) => {
-                match self.payments.refund(reference, pending.amount, &pending.currency, &refund_key).await {
-                    PaymentOutcome::Approved(refund) => {
-                        self.store.record_late_refund(order.id, pending.amount, &pending.currency, &refund).await?;
-                    }
-                    // The reconciler cannot see this one again (the charge is settled): say so loudly.
-                    other => {
-                        tracing::error!(order_id = order.id, ?other, "refund of a charge for a cancelled order failed")
-                    }
-                }
+            SettledPaid::CancelledMeanwhile(order, refund) => {
+                self.late_refund(&refund).await?;
                 Ok(Ok(self.store.order(&OrderScope::All, order.id).await?.unwrap_or(order)))
+            }
+        }
+    }
+
+    /// Asks the provider for a recorded late refund (under its key: asking again refunds once);
+    /// once confirmed the order is `REFUNDED`. Otherwise it stays pending for the reconciler.
+    /// Whether it was confirmed.
+    async fn late_refund(&self, refund: &PendingRefund) -> AppResult<bool> {
+        match self.payments.refund(&refund.reference, refund.amount, &refund.currency, &refund.key).await {
+            PaymentOutcome::Approved(reference) => {
+                self.store.finish_late_refund(refund.refund_id, &reference).await?;
+                Ok(true)
+            }
+            other => {
+                tracing::warn!(
+                    order_id = refund.order_id,
+                    ?other,
+                    "a late charge's refund is not confirmed; asking again later"
+                );
+                Ok(false)
             }
         }
     }
@@ -258,6 +270,22 @@ impl Services {
                         tracing::info!(order_id, paid = outcome.is_ok(), "settled a pending payment");
                         settled += 1;
                     }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        // Refunds of charges that completed after their order was cancelled.
+        let mut after = 0;
+        loop {
+            let page = self.store.pending_refunds(before, after, batch).await?;
+            let full = page.len() as i64 == batch;
+            for refund in page {
+                after = refund.refund_id;
+                if self.late_refund(&refund).await? {
+                    tracing::info!(order_id = refund.order_id, "refunded a charge made after its order was cancelled");
+                    settled += 1;
                 }
             }
             if !full {

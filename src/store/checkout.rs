@@ -90,8 +90,10 @@ pub enum SettledPaid {
     /// Someone settled it first (a retry, the reconciler, another replica): the order now.
     AlreadySettled(Option<OrderRecord>),
     /// The order was cancelled while its charge was pending, and the charge went through: it
-    /// must be refunded (the charge is recorded `APPROVED` first, so the refund has a record).
-    CancelledMeanwhile(OrderRecord),
+    /// must be refunded. The charge is recorded `APPROVED` and, in the same transaction, a
+    /// `PENDING` refund under the key `refund:<charge key>`, so the reconciler asks the provider
+    /// until it confirms; this refund's id.
+    CancelledMeanwhile(OrderRecord, PendingRefund),
 }
 
 const ORDER_BY_KEY: &str =
@@ -113,6 +115,23 @@ macro_rules! pending_charges {
 }
 
 type PendingRow = (i64, i64, i64, i64, String, String, String);
+
+/// A refund of a late charge, recorded but not yet confirmed by the provider.
+#[derive(Debug, Clone)]
+pub struct PendingRefund {
+    /// The refund's payment row.
+    pub refund_id: i64,
+    /// Its order.
+    pub order_id: i64,
+    /// Minor units.
+    pub amount: i64,
+    /// ISO 4217.
+    pub currency: String,
+    /// The provider's idempotency key for it.
+    pub key: String,
+    /// The charge's reference at the provider.
+    pub reference: String,
+}
 
 fn reservation((payment_id, order_id, customer_id, amount, currency, gateway_key, token): PendingRow) -> Reservation {
     Reservation { order_id, customer_id, payment_id, amount, currency, gateway_key, token, stock: Vec::new() }
@@ -286,8 +305,18 @@ impl Store {
                 sqlx::query_scalar("SELECT DISTINCT vendor_id FROM order_items WHERE order_id = $1 ORDER BY vendor_id")
                     .bind(order_id).fetch_all(&mut *tx).await?;
             if paid.rows_affected() != 1 {
+                sqlx::query("INSERT INTO payments (order_id, kind, status, amount, currency_code, idempotency_key, created_at) \
+                             SELECT order_id, 'REFUND', 'PENDING', amount, currency_code, 'refund:' || idempotency_key, $2 \
+                             FROM payments WHERE id = $1 ON CONFLICT (kind, idempotency_key) DO NOTHING")
+                    .bind(payment_id).bind(now).execute(&mut *tx).await?;
+                let refund: (i64, i64, String, String) = sqlx::query_as(
+                    "SELECT r.id, r.amount, r.currency_code, r.idempotency_key FROM payments r JOIN payments c \
+                     ON r.idempotency_key = 'refund:' || c.idempotency_key AND r.kind = 'REFUND' WHERE c.id = $1")
+                    .bind(payment_id).fetch_one(&mut *tx).await?;
                 tx.commit().await?;
-                return Ok(SettledPaid::CancelledMeanwhile(order));
+                let (refund_id, amount, currency, key) = refund;
+                let refund = PendingRefund { refund_id, order_id, amount, currency, key, reference: reference.to_string() };
+                return Ok(SettledPaid::CancelledMeanwhile(order, refund));
             }
             let event = Event::OrderStatus {
                 order_id, customer_id: order.customer_id, vendor_ids: vendor_ids.clone(), status: order.status.clone(), at: now,
@@ -369,25 +398,59 @@ impl Store {
         Ok(rows.into_iter().map(reservation).collect())
     }
 
-    /// Records a refund of a charge made after its order was cancelled, and marks it `REFUNDED`.
-    pub async fn record_late_refund(
-        &self,
-        order_id: i64,
-        amount: i64,
-        currency: &str,
-        reference: &str,
-    ) -> sqlx::Result<()> {
+    /// The provider confirmed a late refund: the refund is `APPROVED` with its reference and the
+    /// cancelled order becomes `REFUNDED` (with its event).
+    pub async fn finish_late_refund(&self, refund_id: i64, reference: &str) -> sqlx::Result<()> {
         let now = Utc::now();
-        on_pool!(self, pool => async {
+        let recorded = on_pool!(self, pool => async {
             let mut tx = pool.begin_with(self.write_begin()).await?;
-            sqlx::query("INSERT INTO payments (order_id, kind, status, amount, currency_code, provider_reference, \
-                         idempotency_key, created_at) VALUES ($1, 'REFUND', 'APPROVED', $2, $3, $4, $5, $6) \
-                         ON CONFLICT (kind, idempotency_key) DO NOTHING")
-                .bind(order_id).bind(amount).bind(currency).bind(reference).bind(format!("refund:{order_id}")).bind(now)
-                .execute(&mut *tx).await?;
-            sqlx::query("UPDATE orders SET status = 'REFUNDED', updated_at = $2 WHERE id = $1 AND status = 'CANCELLED'")
+            let order_id: Option<i64> = sqlx::query_scalar(
+                "UPDATE payments SET status = 'APPROVED', provider_reference = $2 WHERE id = $1 AND status = 'PENDING' \
+                 RETURNING order_id")
+                .bind(refund_id).bind(reference).fetch_optional(&mut *tx).await?;
+            let Some(order_id) = order_id else { return Ok::<_, sqlx::Error>(Vec::new()) };
+            let refunded = sqlx::query("UPDATE orders SET status = 'REFUNDED', updated_at = $2 WHERE id = $1 AND status = 'CANCELLED'")
                 .bind(order_id).bind(now).execute(&mut *tx).await?;
-            tx.commit().await
-        }.await)
+            let mut events = Vec::new();
+            if refunded.rows_affected() == 1 {
+                let order: OrderRecord = sqlx::query_as(ORDER_BY_ID).bind(order_id).fetch_one(&mut *tx).await?;
+                let vendor_ids: Vec<i64> =
+                    sqlx::query_scalar("SELECT DISTINCT vendor_id FROM order_items WHERE order_id = $1 ORDER BY vendor_id")
+                        .bind(order_id).fetch_all(&mut *tx).await?;
+                events.push(Event::OrderStatus { order_id, customer_id: order.customer_id, vendor_ids, status: order.status, at: now });
+            }
+            let recorded = record_events!(tx, events, now)?;
+            tx.commit().await?;
+            Ok(recorded)
+        }.await)?;
+        self.committed(recorded);
+        Ok(())
+    }
+
+    /// Late refunds still unconfirmed, recorded before `before`, a page of `limit` after the
+    /// refund `after`: (refund id, amount, currency, key, the charge's provider reference).
+    pub async fn pending_refunds(
+        &self,
+        before: DateTime<Utc>,
+        after: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<PendingRefund>> {
+        const SQL: &str = "SELECT r.id, r.order_id, r.amount, r.currency_code, r.idempotency_key, \
+             COALESCE(c.provider_reference, '') FROM payments r \
+             JOIN payments c ON c.order_id = r.order_id AND c.kind = 'CHARGE' AND c.status = 'APPROVED' \
+             WHERE r.kind = 'REFUND' AND r.status = 'PENDING' AND r.created_at < $1 AND r.id > $2 ORDER BY r.id LIMIT $3";
+        let rows: Vec<(i64, i64, i64, String, String, String)> =
+            on_pool!(self, pool => sqlx::query_as(SQL).bind(before).bind(after).bind(limit).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(refund_id, order_id, amount, currency, key, reference)| PendingRefund {
+                refund_id,
+                order_id,
+                amount,
+                currency,
+                key,
+                reference,
+            })
+            .collect())
     }
 }

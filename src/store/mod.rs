@@ -27,7 +27,7 @@ pub mod seed;
 pub mod vendors;
 
 pub use carts::{AddToCart, CartLineRecord};
-pub use checkout::{Checkout, Reservation, SettledPaid};
+pub use checkout::{Checkout, PendingRefund, Reservation, SettledPaid};
 pub use customers::CustomerRecord;
 pub use inventory::{Adjustment, InventoryRecord, SetStock, StockChange};
 pub use orders::{OrderItemRecord, OrderRecord, OrderScope, RefundRequest, StatusChange, StatusMove};

@@ -216,6 +216,52 @@ async fn the_reconciler_settles_a_timed_out_checkout() {
     assert!(gateway.requests() >= 2, "the reconciler asked again");
 }
 
+/// Finding 1: a charge that completes after its order was cancelled is refunded, and a refund the
+/// provider cannot make yet stays on record and is asked again (under the same key) until it is
+/// made: once.
+#[tokio::test]
+async fn a_late_charge_is_refunded_even_when_the_refund_fails_first() {
+    let Some((app, gateway, product)) = app_and_gateway(Backend::Sqlite, 300, 1).await else { return };
+    let alice = token("alice", &[Role::Customer], None);
+    app.graphql_as(&alice, ADD, json!({ "p": product, "q": 1 })).await;
+    let body = app.graphql_as(&alice, CHECKOUT, input("late-refund", "tok_slow")).await;
+    assert_eq!(body["data"]["checkout"]["userErrors"][0]["code"], "PAYMENT_TIMEOUT", "{body}");
+    let body = app.graphql_as(&alice, "{ orders { edges { node { id status } } } }", json!({})).await;
+    let node = &body["data"]["orders"]["edges"][0]["node"];
+    assert_eq!(node["status"], "PENDING", "{body}");
+    let order = node["id"].as_str().expect("the pending order").to_string();
+    gateway.ledger.lock().unwrap().refuse_refunds = true;
+    let cancel = "mutation($id: ID!) { cancelOrder(id: $id) { order { status } userErrors { code } } }";
+    let body = app.graphql_as(&alice, cancel, json!({ "id": order })).await;
+    assert_eq!(body["data"]["cancelOrder"]["order"]["status"], "CANCELLED", "{body}");
+    // The slow charge completes at the provider; the reconciler finds it approved for a cancelled
+    // order and tries to refund it, which fails while refunds are down.
+    let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+    let refund_status = async || -> Option<String> {
+        sqlx::query_scalar("SELECT status FROM payments WHERE kind = 'REFUND'").fetch_optional(&pool).await.unwrap()
+    };
+    let started = Instant::now();
+    while refund_status().await.is_none() || gateway.requests() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the late charge was never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refund_status().await.as_deref(), Some("PENDING"), "the refund is on record before it is made");
+    assert_eq!((gateway.charges(), gateway.refunds()), (1, 0));
+    gateway.ledger.lock().unwrap().refuse_refunds = false;
+    let started = Instant::now();
+    while refund_status().await.as_deref() != Some("APPROVED") {
+        assert!(started.elapsed() < Duration::from_secs(20), "the reconciler never made the refund");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = app.graphql_as(&alice, "query($id: ID!) { order(id: $id) { status } }", json!({ "id": order })).await;
+    assert_eq!(body["data"]["order"]["status"], "REFUNDED", "{body}");
+    // Later reconciler rounds ask nothing more: refunded once.
+    let requests = gateway.requests();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!((gateway.refunds(), gateway.requests()), (1, requests));
+    pool.close().await;
+}
+
 /// Finding 5, must-show 3: SIGTERM with a 2 s deadline and a payment that never answers in
 /// flight: the process exits within 3 s.
 #[tokio::test]

@@ -19,6 +19,8 @@ pub struct Ledger {
     pub refunds: HashMap<String, String>,
     /// Every request received (retries with a known key included).
     pub requests: usize,
+    /// While set, refunds answer 503 (the provider's refund service is down).
+    pub refuse_refunds: bool,
 }
 
 pub struct FakeGateway {
@@ -114,6 +116,9 @@ async fn refund(
     let key = key(&headers);
     let mut ledger = ledger.lock().unwrap();
     ledger.requests += 1;
+    if ledger.refuse_refunds {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "refunds are down" })));
+    }
     let next = ledger.refunds.len() + 1;
     let id = ledger.refunds.entry(key).or_insert_with(|| format!("re_{next}")).clone();
     (StatusCode::OK, Json(json!({ "id": id, "status": "approved" })))
