@@ -357,21 +357,8 @@ fn spawn_event_sweep(
                     Err(e) => tracing::debug!(error = %e, "cannot read the event outbox yet"),
                 }
             }
-            let mut after = bus.cursor();
-            for _ in 0..if started { PAGES } else { 0 } {
-                match store.events_after(after, PAGE).await {
-                    Ok(page) => {
-                        after = page.last.unwrap_or(after);
-                        bus.swept(page.events, &page.unreadable);
-                        if (page.rows as i64) < PAGE {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "reading the event outbox failed; trying again");
-                        break;
-                    }
-                }
+            if started {
+                sweep(&store, &bus, PAGE, PAGES).await;
             }
             bus.tick();
             if last_prune.elapsed() > std::time::Duration::from_secs(60) {
@@ -387,6 +374,26 @@ fn spawn_event_sweep(
             }
         }
     });
+}
+
+/// Reads up to `pages` pages of the outbox after the bus's cursor and delivers what is new.
+async fn sweep(store: &Store, bus: &EventBus, page: i64, pages: usize) {
+    let mut after = bus.cursor();
+    for _ in 0..pages {
+        match store.events_after(after, page).await {
+            Ok(read) => {
+                after = read.last.unwrap_or(after);
+                bus.swept(read.events, &read.unreadable);
+                if (read.rows as i64) < page {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the event outbox failed; trying again");
+                return;
+            }
+        }
+    }
 }
 
 /// Keeps the catalog cache honest: drops entries named by bus events (from every replica), and

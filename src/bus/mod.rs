@@ -100,7 +100,7 @@ impl EventBus {
     /// ids of rows that cannot be read here.
     pub fn swept(&self, events: Vec<Recorded>, skip: &[i64]) -> usize {
         self.delivery.skip(skip);
-        let delivered = events.into_iter().filter(|r| self.delivery.deliver(Arc::new(r.clone()))).count();
+        let delivered = events.into_iter().map(Arc::new).filter(|r| self.delivery.deliver(r.clone())).count();
         if delivered > 0 {
             metrics::counter!(crate::telemetry::metrics::EVENTS_RECOVERED).increment(delivered as u64);
         }

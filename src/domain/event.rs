@@ -68,11 +68,26 @@ impl Event {
     /// The entity whose state it reports: its versions count that entity's changes.
     pub fn entity(&self) -> String {
         match self {
-            Self::Inventory { product_id, .. } => format!("stock:{product_id}"),
-            Self::OrderStatus { order_id, .. } => format!("order:{order_id}"),
+            Self::Inventory { product_id, .. } => Self::stock_entity(*product_id),
+            Self::OrderStatus { order_id, .. } => Self::order_entity(*order_id),
             Self::Product { product_id, .. } => format!("product:{product_id}"),
-            Self::Cart { customer_id, .. } => format!("cart:{customer_id}"),
+            Self::Cart { customer_id, .. } => Self::cart_entity(*customer_id),
         }
+    }
+
+    /// The entity of a product's stock.
+    pub fn stock_entity(product_id: i64) -> String {
+        format!("stock:{product_id}")
+    }
+
+    /// The entity of an order.
+    pub fn order_entity(order_id: i64) -> String {
+        format!("order:{order_id}")
+    }
+
+    /// The entity of a customer's cart.
+    pub fn cart_entity(customer_id: i64) -> String {
+        format!("cart:{customer_id}")
     }
 }
 

@@ -77,10 +77,10 @@ impl Services {
         let now = chrono::Utc::now();
         let entities: Vec<String> = match &feed.rule {
             Rule::Inventory(Some(ids)) if ids.len() <= CURRENT_STATE_MAX => {
-                ids.iter().map(|id| format!("stock:{id}")).collect()
+                ids.iter().map(|id| Event::stock_entity(*id)).collect()
             }
-            Rule::Cart(customer_id) => vec![format!("cart:{customer_id}")],
-            Rule::OrderStatus { only: Some(id), .. } => vec![format!("order:{id}")],
+            Rule::Cart(customer_id) => vec![Event::cart_entity(*customer_id)],
+            Rule::OrderStatus { only: Some(id), .. } => vec![Event::order_entity(*id)],
             _ => return Ok(Vec::new()),
         };
         // Versions first, state second: a change committed in between makes the state newer
