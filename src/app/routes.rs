@@ -56,7 +56,7 @@ fn api(state: &AppState) -> Router {
         .merge(crate::rest::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(body, read_body));
     let limits = &state.settings.rate_limit;
-    let (rate, burst) = (limits.anonymous_per_second, limits.anonymous_burst);
+    let (rate, burst) = state.settings.anonymous_rate();
     let anonymous = limited(routes.clone(), rate, burst, state.clients.clone(), "anonymous_ip");
     let authenticated = limited(routes, limits.user_per_second, limits.user_burst, SubjectKey, "subject");
     let state = state.clone();

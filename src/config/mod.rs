@@ -409,10 +409,12 @@ pub struct BudgetPolicy {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    /// Anonymous requests per second per client IP (default 20).
-    pub anonymous_per_second: u64,
-    /// How many anonymous requests an IP may send at once (default 40).
-    pub anonymous_burst: u32,
+    /// Anonymous requests per second per client IP (default 20 in production, 200 in
+    /// development; see `Settings::anonymous_rate`).
+    pub anonymous_per_second: Option<u64>,
+    /// How many anonymous requests an IP may send at once (default 40 in production, 400 in
+    /// development).
+    pub anonymous_burst: Option<u32>,
     /// Requests per second per caller with a verified token (by subject).
     pub user_per_second: u64,
     /// How many requests such a caller may send at once.
@@ -434,8 +436,8 @@ impl Default for RateLimitSettings {
     fn default() -> Self {
         use BudgetPolicy as P;
         Self {
-            anonymous_per_second: 20,
-            anonymous_burst: 40,
+            anonymous_per_second: None,
+            anonymous_burst: None,
             user_per_second: 50,
             user_burst: 100,
             trusted_proxies: Vec::new(),
@@ -650,7 +652,7 @@ impl Settings {
                 problem(format!("the {name} cost budget needs a positive maximum and restore rate (e.g. `1000/50`)"));
             }
         }
-        if self.rate_limit.anonymous_per_second == 0 || self.rate_limit.anonymous_burst == 0 {
+        if self.anonymous_rate().0 == 0 || self.anonymous_rate().1 == 0 {
             problem("SECURECART_ANON_RATE and SECURECART_ANON_BURST must be positive".into());
         }
         let server = &self.server;
@@ -710,6 +712,18 @@ impl Settings {
         } else {
             IntrospectionPolicy::Everyone
         })
+    }
+
+    /// Anonymous requests per second and burst per client IP: production's 20 and 40 keep a
+    /// scraper or a flood in check; development's 200 and 400 stay out of a developer's tools'
+    /// way (GraphiQL, codegen watchers, the graphql-http audit's burst of about 60 requests),
+    /// while still showing a 429 to a runaway loop. Each can be set on its own.
+    pub fn anonymous_rate(&self) -> (u64, u32) {
+        let production = self.environment.is_production();
+        (
+            self.rate_limit.anonymous_per_second.unwrap_or(if production { 20 } else { 200 }),
+            self.rate_limit.anonymous_burst.unwrap_or(if production { 40 } else { 400 }),
+        )
     }
 
     /// Whether GraphiQL is served.

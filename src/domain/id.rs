@@ -1,4 +1,9 @@
 //! Opaque, globally unique object ids (Relay): base64url of `Kind:number`.
+//!
+//! Emitted in one canonical form, URL-safe base64 without padding (`UHJvZHVjdDo3Nw`), which
+//! needs no escaping in a URL. Accepted in every usual spelling of the same bytes: padded or
+//! not, standard (`+/`) or URL-safe (`-_`) alphabet, so ids built with graphql-relay's
+//! `toGlobalId` or the browser's `btoa` (`UHJvZHVjdDo3Nw==`) work as they are.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -63,7 +68,21 @@ impl GlobalId {
 
     /// Decodes any global id; `None` when it is not one of ours.
     pub fn decode(text: &str) -> Option<Self> {
-        let raw = URL_SAFE_NO_PAD.decode(text.as_bytes()).ok()?;
+        // At most two padding characters, and only at the end; then the standard alphabet's
+        // two letters mapped to the URL-safe ones.
+        let unpadded = text.strip_suffix("==").or_else(|| text.strip_suffix('=')).unwrap_or(text);
+        if unpadded.len() != text.len() && !text.len().is_multiple_of(4) {
+            return None;
+        }
+        let normal: Vec<u8> = unpadded
+            .bytes()
+            .map(|b| match b {
+                b'+' => b'-',
+                b'/' => b'_',
+                b => b,
+            })
+            .collect();
+        let raw = URL_SAFE_NO_PAD.decode(&normal).ok()?;
         let raw = std::str::from_utf8(&raw).ok()?;
         let (kind, id) = raw.split_once(':')?;
         // One spelling per id: digits only, no sign, no leading zero (`Product:+1` and
@@ -84,6 +103,25 @@ impl GlobalId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_padded_and_standard_base64_and_emits_one_form() {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+        // graphql-relay's toGlobalId("Product", "77") and btoa("Product:77").
+        assert_eq!(GlobalId::decode("UHJvZHVjdDo3Nw=="), Some(GlobalId::new(NodeKind::Product, 77)));
+        assert_eq!(GlobalId::new(NodeKind::Product, 77).encode(), "UHJvZHVjdDo3Nw");
+        // Ids whose base64 holds `+`/`/` in the standard alphabet (`-`/`_` URL-safe).
+        for id in 1..2000 {
+            let g = GlobalId::new(NodeKind::Order, id);
+            let raw = format!("Order:{id}");
+            for text in [STANDARD.encode(&raw), URL_SAFE.encode(&raw), g.encode()] {
+                assert_eq!(GlobalId::decode(&text), Some(g), "{text}");
+            }
+        }
+        for bad in ["UHJvZHVjdDo3Nw===", "UHJv=ZHVjdDo3Nw", "=UHJvZHVjdDo3Nw", "UHJvZHVjdDo3Nw=", "UHJvZHVjdDo3N+=="] {
+            assert_eq!(GlobalId::decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips_and_rejects_foreign_ids() {

@@ -16,7 +16,7 @@ pub struct Customer(pub CustomerRecord);
 #[Object]
 impl Customer {
     /// The customer's global id.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(GlobalId::new(NodeKind::Customer, self.0.id).encode())
     }
 

@@ -1,8 +1,8 @@
-//! The public catalog: products, vendors, inventory, the `Node` interface and their queries.
+//! The public catalog: products, vendors, inventory and their queries.
 
 use async_graphql::{
-    ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, InputValueError, InputValueResult, Interface,
-    Object, Scalar, ScalarType, SimpleObject, Value,
+    ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, InputValueError, InputValueResult, Object, Scalar,
+    ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 
@@ -13,9 +13,7 @@ use crate::auth::caller;
 use crate::domain::money::{format_minor, parse_decimal};
 use crate::domain::{GlobalId, NodeKind, ProductStatus};
 use crate::error::{AppError, GqlResultExt};
-use crate::service::catalog::{
-    CatalogNode, PageArgs, PriceArg, ProductFilterInput as FilterArgs, ProductPage, VendorPage,
-};
+use crate::service::catalog::{PageArgs, PriceArg, ProductFilterInput as FilterArgs, ProductPage, VendorPage};
 use crate::service::inventory::may_see_reserved;
 use crate::store::{InventoryRecord, ProductFilter, ProductRecord, ProductSort, VendorRecord};
 
@@ -59,7 +57,7 @@ pub struct Product(pub ProductRecord);
 #[Object(cache_control(max_age = 30))]
 impl Product {
     /// The product's global id.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(GlobalId::new(NodeKind::Product, self.0.id).encode())
     }
 
@@ -165,7 +163,7 @@ pub struct Vendor(pub VendorRecord);
 #[Object(cache_control(max_age = 300))]
 impl Vendor {
     /// The vendor's global id.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(GlobalId::new(NodeKind::Vendor, self.0.id).encode())
     }
 
@@ -212,16 +210,6 @@ async fn primed(ctx: &Context<'_>, connection: ProductConnection) -> async_graph
     let records = connection.edges.iter().map(|e| &e.record);
     ctx.data::<Loaders>()?.prime(records, wants("vendor"), inventory).await?;
     Ok(connection)
-}
-
-/// An object with a global id.
-#[derive(Interface)]
-#[graphql(field(name = "id", ty = "ID", desc = "The object's global id."))]
-pub enum Node {
-    /// A product.
-    Product(Product),
-    /// A vendor.
-    Vendor(Vendor),
 }
 
 /// Catalog sort orders.
@@ -364,14 +352,6 @@ pub struct CatalogQuery;
 
 #[Object]
 impl CatalogQuery {
-    /// Fetches any object by its global id. Unknown ids answer `null` with a `NOT_FOUND` error.
-    async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
-        Ok(Some(match services(ctx)?.node(&id).await.gql()? {
-            CatalogNode::Product(p) => Node::Product(Product(p)),
-            CatalogNode::Vendor(v) => Node::Vendor(Vendor(v)),
-        }))
-    }
-
     /// A product by id (archived products included). Unknown ids answer `null` with `NOT_FOUND`.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         Ok(Some(Product(services(ctx)?.product(&id).await.gql()?)))

@@ -52,7 +52,7 @@ pub struct Cart(pub CartView);
 #[Object]
 impl Cart {
     /// The cart's global id.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(GlobalId::new(NodeKind::Cart, self.0.customer_id).encode())
     }
 

@@ -3,11 +3,13 @@
 pub mod account;
 pub mod catalog;
 pub mod commerce;
+pub mod completion;
 pub mod connection;
 pub mod deprecations;
 pub mod errors;
 pub mod limits;
 pub mod loaders;
+pub mod node;
 pub mod orders;
 pub mod persisted;
 pub mod schema;

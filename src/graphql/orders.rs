@@ -42,7 +42,7 @@ impl Order {
 #[Object]
 impl Order {
     /// The order's global id.
-    async fn id(&self) -> ID {
+    pub(crate) async fn id(&self) -> ID {
         ID(GlobalId::new(NodeKind::Order, self.record.id).encode())
     }
 

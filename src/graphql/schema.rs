@@ -8,6 +8,7 @@ use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::commerce::{CartQuery, CommerceMutation};
 use super::limits::Limits;
+use super::node::NodeQuery;
 use super::orders::OrderQuery;
 use super::subscriptions::SubscriptionRoot;
 use super::vendors::VendorMutation;
@@ -17,7 +18,7 @@ use crate::service::Services;
 
 /// The query root: every domain module contributes its fields.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(CatalogQuery, AccountQuery, CartQuery, OrderQuery);
+pub struct QueryRoot(NodeQuery, CatalogQuery, AccountQuery, CartQuery, OrderQuery);
 
 /// The mutation root.
 #[derive(MergedObject, Default)]
@@ -44,6 +45,8 @@ pub fn build_schema(services: Services, settings: Arc<Settings>, budgets: Arc<Bu
 }
 
 /// The SDL clients code against; `schema/schema.graphql` must equal it (a test checks).
+/// Scalars keep their `@specifiedBy(url:)` (as introspection reports it), so the file and the
+/// live schema say the same.
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    builder().finish().sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }

@@ -15,10 +15,17 @@
 //!   GET 405 with `Allow: POST`; an execution past `SECURECART_EXECUTION_TIMEOUT_MS` 504
 //!   `EXECUTION_TIMEOUT`; a request over a rate limit or cost budget 429 `THROTTLED` with
 //!   `Retry-After` and `RateLimit` headers.
-//! - CSRF prevention (as Apollo Server): a GET must carry `Content-Type: application/json` or a
-//!   non-empty `Apollo-Require-Preflight`, `X-Apollo-Operation-Name` or
-//!   `GraphQL-Require-Preflight` header, which a browser cannot add to a cross-site request
-//!   without a CORS preflight (400 `CSRF_CHECK_FAILED` otherwise).
+//! - CSRF prevention, from the threat: a cross-site request forgery rides on credentials the
+//!   browser adds by itself (cookies). SecureCart reads only the `Authorization` header, which
+//!   no browser adds to a cross-site request without a CORS preflight, so a GET without a
+//!   `Cookie` header is served as it is: urql's default GET queries, graphql-request's
+//!   `method: 'GET'` and Apollo's persisted queries over GET work unchanged, and a forged GET
+//!   could only run a public query the attacker could run anyway (GET never runs a mutation).
+//!   A GET that carries cookies (a deployment behind a proxy or gateway that authenticates
+//!   them, say) must also prove it was preflighted, as Apollo Server asks: `Content-Type:
+//!   application/json` or a non-empty `Apollo-Require-Preflight`, `X-Apollo-Operation-Name` or
+//!   `GraphQL-Require-Preflight` header (400 `CSRF_CHECK_FAILED` otherwise, in the media type
+//!   `Accept` asked for). POST must be `application/json`, which needs a preflight cross-site.
 //! - A browser (`Accept: text/html`) that GETs `/graphql` gets GraphiQL when it is enabled.
 //!
 //! Every error body has the GraphQL shape `{"errors":[{"message","extensions":{"code"}}]}`.
@@ -63,12 +70,14 @@ fn http_error(status: StatusCode, code: &'static str, message: impl Into<String>
     ClientError::new(status, code, message)
 }
 
-/// The response of a transport-level failure: the GraphQL error shape as `application/json`
-/// (and `Allow: POST` for a method that is not).
-fn refuse(e: HttpError) -> Response {
+/// The response of a transport-level failure: the GraphQL error shape, in the media type the
+/// client accepts (`application/json` when it accepts neither), and `Allow: POST` for a method
+/// that is not.
+fn refuse(e: HttpError, media: ResponseType) -> Response {
     let not_allowed = e.status == StatusCode::METHOD_NOT_ALLOWED;
     let mut response = e.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    let media = if media == ResponseType::GraphqlResponseJson { GRAPHQL_RESPONSE_JSON } else { JSON };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if not_allowed {
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
@@ -155,7 +164,7 @@ pub async fn post(
 ) -> Response {
     let requests = match read_post(&state, &headers, body) {
         Ok(r) => r,
-        Err(e) => return refuse(e),
+        Err(e) => return refuse(e, negotiate(&headers).unwrap_or(ResponseType::Json)),
     };
     let call = call(&state, &headers, peer, caller.map(|c| c.0), false).await;
     match requests {
@@ -277,7 +286,7 @@ pub async fn get(
     }
     let request = match read_get(&state, &headers, raw.as_deref()) {
         Ok(r) => r,
-        Err(e) => return refuse(e),
+        Err(e) => return refuse(e, negotiate(&headers).unwrap_or(ResponseType::Json)),
     };
     let call = call(&state, &headers, peer, caller.map(|c| c.0), true).await;
     execute(&state, &call, request).await
@@ -298,11 +307,11 @@ fn preflighted(headers: &HeaderMap) -> bool {
 
 fn read_get(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<async_graphql::Request, HttpError> {
     negotiate(headers)?;
-    if state.settings.security.csrf_prevention && !preflighted(headers) {
+    if state.settings.security.csrf_prevention && headers.contains_key(header::COOKIE) && !preflighted(headers) {
         return Err(http_error(
             StatusCode::BAD_REQUEST,
             "CSRF_CHECK_FAILED",
-            "GET requests need a `Content-Type: application/json` or a non-empty `Apollo-Require-Preflight` header",
+            "GET requests with cookies need a `Content-Type: application/json` or a non-empty `Apollo-Require-Preflight` header",
         ));
     }
     let params: HashMap<String, String> = serde_urlencoded::from_str(raw.unwrap_or(""))
@@ -419,12 +428,12 @@ pub fn prepare(
 async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
     let registration = match state.persisted.resolve(&mut request, call.caller.is_admin()).await {
         Ok(registration) => registration,
-        Err((status, code, message)) => return refuse(http_error(status, code, message)),
+        Err((status, code, message)) => return refuse(http_error(status, code, message), call.response_type),
     };
     if call.get
         && let Err(e) = refuse_writes_over_get(&request)
     {
-        return refuse(e);
+        return refuse(e, call.response_type);
     }
     match run(state, call, request).await {
         Ok((response, report)) => {
@@ -437,7 +446,7 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
             }
             http_response(call, &report, &response)
         }
-        Err(e) => refuse(e),
+        Err(e) => refuse(e, call.response_type),
     }
 }
 
@@ -495,7 +504,7 @@ fn http_response(call: &Call, report: &CostReport, response: &async_graphql::Res
     let mut body = match serde_json::to_value(response) {
         Ok(v) => v,
         Err(e) => {
-            return refuse(ClientError::masked("serialising a GraphQL response", &e));
+            return refuse(ClientError::masked("serialising a GraphQL response", &e), call.response_type);
         }
     };
     if request_error && let Value::Object(map) = &mut body {

@@ -19,6 +19,14 @@
 //!   connection closes. Reconnect with a fresh token.
 //! - 4408 when no `connection_init` arrives within `SECURECART_WS_INIT_TIMEOUT_SECS`.
 //! - 4409 when a client starts an operation under an id that is still running.
+//! - 4400 for a message that is not one of the protocol's (not JSON, unknown `type`, missing
+//!   fields), 4401 for an operation sent before `connection_ack`, 4429 for a second
+//!   `connection_init`. On the legacy protocol, which defines no close codes, the same codes
+//!   are used after a `connection_error` message that says why.
+//!
+//! An operation refused before it runs (parse, validation, limits, budget) is answered with
+//! graphql-transport-ws's `error` message (its errors, no `complete` after it); errors of a
+//! running subscription come in `next` payloads, beside `data`.
 //! - 1008 when a message or ping has waited `SECURECART_WS_SEND_TIMEOUT_SECS` for a client that
 //!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
 //!   instead of being held forever.
@@ -50,6 +58,7 @@ use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::error::ClientError;
 use crate::graphql::AppSchema;
+use crate::graphql::completion::Shapes;
 use crate::graphql::limits::CostCell;
 use crate::state::AppState;
 
@@ -121,6 +130,10 @@ struct Session {
     running: HashSet<String>,
     /// Set when a client reuses a running id: the connection closes with 4409.
     duplicate: Option<String>,
+    /// Operations that have sent their first result.
+    answered: HashSet<String>,
+    /// Operations answered with an `error` message, whose `complete` is not sent.
+    errored: HashSet<String>,
 }
 
 /// The `type` and `id` of a protocol message.
@@ -171,12 +184,21 @@ impl Executor for SessionExecutor {
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
         }
         let slot = Slot::new(self.active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
+        // Subscription events do not pass the extension's execute hook, where results are
+        // completed as the spec says (`graphql::completion`): complete them here. The document
+        // is parsed once per operation; a query or mutation's result is already complete, and
+        // completing it again changes nothing.
+        let document = async_graphql::parser::parse_query(&request.query).ok();
+        let operation = request.operation_name.clone();
         let request = prepare(&self.state, request, caller, billing, CostCell::default());
         let schema: &AppSchema = &self.state.schema;
         schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-            .map(move |response| {
+            .map(move |mut response| {
                 let _held = &slot;
+                if let Some(document) = &document {
+                    Shapes::of_schema().complete(document, operation.as_deref(), &mut response);
+                }
                 response
             })
             .boxed()
@@ -320,21 +342,92 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
         };
         let message = match message {
             WsMessage::Text(text) => {
-                if let Some((kind, Some(id))) = kind_and_id(text.as_bytes())
-                    && (kind == "complete" || kind == "error")
-                {
-                    session.lock().unwrap_or_else(|e| e.into_inner()).running.remove(&id);
+                let mut text = text;
+                if let Some((kind, Some(id))) = kind_and_id(text.as_bytes()) {
+                    let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
+                    match kind.as_str() {
+                        "next" | "data" => {
+                            let first = session.answered.insert(id.clone());
+                            if first
+                                && protocol == WebSocketProtocols::GraphQLWS
+                                && let Some(error) = as_error_message(&id, &text)
+                            {
+                                text = error;
+                                session.errored.insert(id.clone());
+                                session.running.remove(&id);
+                            }
+                        }
+                        "complete" => {
+                            session.running.remove(&id);
+                            session.answered.remove(&id);
+                            // graphql-transport-ws: nothing follows an `error` message.
+                            if session.errored.remove(&id) {
+                                continue;
+                            }
+                        }
+                        "error" => {
+                            session.running.remove(&id);
+                        }
+                        _ => {}
+                    }
                 }
                 Message::Text(text.into())
             }
             WsMessage::Close(code, reason) => {
-                // async-graphql closes a refused init with 1002; graphql-transport-ws wants 4403.
-                let code = if code == 1002 && reason.starts_with(REFUSED) { 4403 } else { code };
-                Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+                let (code, reason) = close_code(code, reason);
+                if protocol == WebSocketProtocols::SubscriptionsTransportWS && code != 1000 {
+                    // The legacy protocol has no close codes of its own: say why in a
+                    // `connection_error` first, as its servers do, then close with the same
+                    // code graphql-transport-ws would use.
+                    let error = serde_json::json!({ "type": "connection_error", "payload": { "message": reason } });
+                    send_or_drop!(Message::Text(error.to_string().into()));
+                }
+                Message::Close(Some(CloseFrame { code, reason: close_reason(reason).into() }))
             }
         };
         send_or_drop!(message);
     }
+}
+
+/// The close code the protocol specifies for what async-graphql closed the connection for:
+/// 4400 for a message that is not one of the protocol's, 4401 for an operation before
+/// `connection_ack`, 4403 for a refused `connection_init`; others (4429, ...) pass as they are.
+fn close_code(code: u16, reason: String) -> (u16, String) {
+    match code {
+        1002 if reason.starts_with(REFUSED) => (4403, reason),
+        1002 => (4400, "Invalid message received".to_string()),
+        1011 => (4401, "Unauthorized".to_string()),
+        _ => (code, reason),
+    }
+}
+
+/// A close frame's reason holds at most 123 bytes (RFC 6455); longer ones are cut at a
+/// character boundary rather than breaking the frame.
+fn close_reason(mut reason: String) -> String {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason.truncate(end);
+    reason
+}
+
+/// graphql-transport-ws: an operation refused before it ran (parse, validation, limits,
+/// budget: no `data`, no error with a `path`) is answered with one `error` message carrying
+/// the errors, not `next` and `complete`. `None` for anything else (an `EVENTS_MISSED` notice
+/// is part of a running stream).
+fn as_error_message(id: &str, text: &str) -> Option<String> {
+    let message: serde_json::Value = serde_json::from_str(text).ok()?;
+    let payload = message.get("payload")?;
+    if !payload.get("data").is_none_or(serde_json::Value::is_null) {
+        return None;
+    }
+    let errors = payload.get("errors")?.as_array()?;
+    let before_execution = !errors.is_empty()
+        && errors.iter().all(|e| {
+            e.get("path").is_none() && e.pointer("/extensions/code").and_then(|c| c.as_str()) != Some("EVENTS_MISSED")
+        });
+    before_execution.then(|| serde_json::json!({ "id": id, "type": "error", "payload": errors }).to_string())
 }
 
 fn far_future() -> tokio::time::Instant {

@@ -62,15 +62,6 @@ pub struct VendorPage {
     pub total_count: i64,
 }
 
-/// Any object with a global id that the catalog can show.
-#[derive(Debug, Clone)]
-pub enum CatalogNode {
-    /// A product.
-    Product(ProductRecord),
-    /// A vendor.
-    Vendor(VendorRecord),
-}
-
 /// A product with what its representations need.
 pub type ProductDetails = (ProductRecord, Option<InventoryRecord>, Option<VendorRecord>);
 
@@ -181,22 +172,6 @@ impl Services {
 
     async fn vendor_by_id(&self, id: i64) -> AppResult<Option<VendorRecord>> {
         Ok(self.store.vendors_by_ids(&[id]).await?.pop())
-    }
-
-    /// Any catalog object by global id: `INVALID_ID` when not an id of ours, `NOT_FOUND` when
-    /// unknown or not a catalog object.
-    pub async fn node(&self, id: &str) -> AppResult<CatalogNode> {
-        let global = GlobalId::decode(id)
-            .ok_or_else(|| AppError::invalid_with("INVALID_ID", "id", "not an id from this API"))?;
-        match global.kind {
-            NodeKind::Product => {
-                self.store.product(global.id).await?.map(CatalogNode::Product).ok_or(AppError::NotFound("product"))
-            }
-            NodeKind::Vendor => {
-                self.vendor_by_id(global.id).await?.map(CatalogNode::Vendor).ok_or(AppError::NotFound("vendor"))
-            }
-            _ => Err(AppError::NotFound("node")),
-        }
     }
 
     /// All vendors by name, a page at a time.

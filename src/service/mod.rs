@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod feeds;
 pub mod inventory;
+pub mod node;
 pub mod orders;
 pub mod pagination;
 pub mod vendors;

@@ -189,7 +189,7 @@ async fn a_websocket_closes_when_its_token_expires() {
 #[tokio::test]
 async fn rate_limits_cannot_be_skipped_with_a_header() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        (s.rate_limit.anonymous_per_second, s.rate_limit.anonymous_burst) = (1, 3);
+        (s.rate_limit.anonymous_per_second, s.rate_limit.anonymous_burst) = (Some(1), Some(3));
         (s.rate_limit.user_per_second, s.rate_limit.user_burst) = (1, 5);
     })
     .await

@@ -239,7 +239,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let roomy = securecart::config::BudgetPolicy { maximum: 1e12, restore_rate: 1e12 };
     let limits = &mut settings.rate_limit;
     (limits.anonymous, limits.customer, limits.vendor, limits.admin) = (roomy, roomy, roomy, roomy);
-    (limits.anonymous_per_second, limits.anonymous_burst) = (1000, 100_000);
+    (limits.anonymous_per_second, limits.anonymous_burst) = (Some(1000), Some(100_000));
     (limits.user_per_second, limits.user_burst) = (1000, 100_000);
     configure(&mut settings);
     let settings_tls = settings.server.tls_cert.is_some();

@@ -8,6 +8,7 @@ mod helpers;
 mod attacks;
 mod catalog;
 mod commerce;
+mod compat;
 mod faults;
 mod gateway;
 mod http;

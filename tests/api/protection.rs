@@ -176,8 +176,8 @@ async fn fragments_cost_what_the_bare_selection_costs() {
 #[tokio::test]
 async fn anonymous_bursts_are_throttled_and_recover() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit.anonymous_per_second = 2;
-        s.rate_limit.anonymous_burst = 3;
+        s.rate_limit.anonymous_per_second = Some(2);
+        s.rate_limit.anonymous_burst = Some(3);
     })
     .await
     .unwrap();

@@ -234,8 +234,8 @@ async fn openapi_documents_are_generated_from_the_code() {
 #[tokio::test]
 async fn throttled_and_oversized_rest_requests_get_problems() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
-        s.rate_limit.anonymous_per_second = 1;
-        s.rate_limit.anonymous_burst = 1;
+        s.rate_limit.anonymous_per_second = Some(1);
+        s.rate_limit.anonymous_burst = Some(1);
         s.rate_limit.user_per_second = 1;
         s.rate_limit.user_burst = 1;
         s.server.max_body_bytes = 1024;

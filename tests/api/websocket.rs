@@ -10,6 +10,59 @@ use crate::helpers::{TestApp, on_both_backends, token};
 
 on_both_backends!(transport_ws_accepts_a_valid_token, transport_ws_refuses_a_bad_token_with_4403, legacy_ws_protocol);
 
+/// graphql-transport-ws's close codes and `error` message, exactly as its spec says, and the
+/// legacy protocol's equivalents.
+#[tokio::test]
+async fn protocol_errors_close_with_the_specified_codes() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    let init = json!({ "type": "connection_init", "payload": {} });
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ __typename }" } });
+    // 4400: not a protocol message.
+    for bad in [json!({ "type": "nonsense" }), json!({ "id": "1", "type": "subscribe" }), json!("text")] {
+        let mut ws = connect(&app, "graphql-transport-ws").await;
+        send(&mut ws, init.clone()).await;
+        assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+        send(&mut ws, bad.clone()).await;
+        assert_eq!(next(&mut ws).await, Err(4400), "{bad}");
+    }
+    // 4401: subscribe before connection_init.
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, subscribe.clone()).await;
+    assert_eq!(next(&mut ws).await, Err(4401));
+    // 4429: a second connection_init.
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, init.clone()).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, init.clone()).await;
+    assert_eq!(next(&mut ws).await, Err(4429));
+    // A refused operation is one `error` message with the errors; no `complete` follows, and
+    // the connection goes on.
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, init.clone()).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, json!({ "id": "v", "type": "subscribe", "payload": { "query": "subscription { noSuchField }" } }))
+        .await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["type"], "error", "{message}");
+    assert_eq!(message["id"], "v");
+    assert_eq!(message["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{message}");
+    send(&mut ws, subscribe.clone()).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!((message["type"].as_str(), message["id"].as_str()), (Some("next"), Some("1")), "{message}");
+    assert_eq!(message["payload"]["data"]["__typename"], "QueryRoot");
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "complete");
+    // The legacy protocol: `connection_error` saying why, then the same close code.
+    let mut ws = connect(&app, "graphql-ws").await;
+    send(&mut ws, json!({ "id": "1", "type": "start", "payload": { "query": "{ __typename }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(message["type"], "connection_error", "{message}");
+    assert_eq!(next(&mut ws).await, Err(4401));
+    let mut ws = connect(&app, "graphql-ws").await;
+    send(&mut ws, json!({ "type": "nonsense" })).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_error");
+    assert_eq!(next(&mut ws).await, Err(4400));
+}
+
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(app: &TestApp, protocol: &str) -> Ws {

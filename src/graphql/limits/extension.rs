@@ -16,6 +16,7 @@ use super::measure::{MAX_INTROSPECTION_DEPTH, MAX_NESTING, measure};
 use super::scan::scan;
 use crate::budget::{BillingKey, Budgets, ThrottleStatus, Throttled};
 use crate::config::Settings;
+use crate::graphql::completion::Shapes;
 use crate::graphql::errors::{IntrospectionDenied, execution_errors, parse_error, validation_errors, with_code};
 
 /// What the transport learns about a request (429 headers, metrics, the span).
@@ -267,6 +268,9 @@ impl Extension for LimitsExtension {
             let mut state = self.state();
             (state.document.take(), state.requested, state.billed.take())
         };
+        if let Some(document) = &document {
+            Shapes::of_schema().complete(document, operation_name, &mut response);
+        }
         let actual = document.map(|d| actual_cost(&d, operation_name, &response.data, requested)).unwrap_or(requested);
         let status = match billed {
             Some((key, status)) => Some(refund(&self.budgets, &key, status, requested, actual).await),

@@ -1,0 +1,151 @@
+//! The GraphQL specification to the letter, where popular clients depend on it: failed fields
+//! are `null` (not missing), keys come in selection order, every type with a global id is a
+//! `Node` under its own field's authorization, ids in their usual spellings are accepted, and
+//! introspection says what schema/schema.graphql says.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use securecart::auth::Role;
+use securecart::domain::{GlobalId, NodeKind};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, first_error_code, on_both_backends, token};
+
+on_both_backends!(failed_nullable_fields_are_null_and_keys_follow_the_selection, every_global_id_is_a_node);
+
+const MISSING: &str = "UHJvZHVjdDo5OTk5"; // Product:9999
+
+/// The raw body, so the order of keys can be read.
+async fn raw(app: &TestApp, query: &str) -> String {
+    let r = app.client.post(format!("{}/graphql", app.address)).json(&json!({ "query": query })).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+/// `data` as the body wrote it: serde_json keeps the order of keys (`preserve_order`).
+fn data_text(body: &str) -> String {
+    let value: Value = serde_json::from_str(body).unwrap();
+    serde_json::to_string(&value["data"]).unwrap()
+}
+
+async fn failed_nullable_fields_are_null_and_keys_follow_the_selection(app: TestApp) {
+    app.seed(6, 2).await;
+    let id = GlobalId::new(NodeKind::Product, 1).encode();
+
+    // A failed nullable field is `null` beside the fields that resolved.
+    let body =
+        raw(&app, &format!(r#"{{ a: product(id: "{MISSING}") {{ id }} b: product(id: "{id}") {{ id }} }}"#)).await;
+    assert_eq!(data_text(&body), format!(r#"{{"a":null,"b":{{"id":"{id}"}}}}"#), "{body}");
+    let value: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["errors"][0]["path"], json!(["a"]));
+    assert_eq!(first_error_code(&value), "NOT_FOUND");
+
+    // Every root field failed: `data` holds them as null, it is not null itself.
+    let body = raw(&app, &format!(r#"{{ node(id: "{MISSING}") {{ id }} }}"#)).await;
+    assert_eq!(data_text(&body), r#"{"node":null}"#, "{body}");
+
+    // A non-null root field that fails makes `data` null (`me: Viewer!` needs a token).
+    let body = raw(&app, r#"{ product(id: "UHJvZHVjdDox") { id } me { subject } }"#).await;
+    assert_eq!(data_text(&body), "null", "{body}");
+
+    // Keys in the order of the selection set, whatever resolves first (vendor and inventory
+    // go through loaders; totalCount is a statement of its own), fragments included.
+    let query = "{ products(first: 2) { totalCount edges { node { vendor { name } inventory { available } \
+                 ...F id } } pageInfo { hasNextPage } } } fragment F on Product { name sku }";
+    let body = raw(&app, query).await;
+    let value: Value = serde_json::from_str(&body).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    let products = &value["data"]["products"];
+    assert_eq!(keys(products), ["totalCount", "edges", "pageInfo"], "{body}");
+    for edge in products["edges"].as_array().unwrap() {
+        assert_eq!(keys(&edge["node"]), ["vendor", "inventory", "name", "sku", "id"], "{body}");
+    }
+}
+
+async fn every_global_id_is_a_node(app: TestApp) {
+    app.store
+        .seed(securecart::store::seed::SeedSize { products: 6, vendors: 2, customers: 2, orders: 6 }, false)
+        .await
+        .unwrap();
+    let admin = token("root", &[Role::Admin], None);
+    let alice = token("alice", &[Role::Customer], None);
+    let bob = token("bob", &[Role::Customer], None);
+    let vendor = token("vendor-1", &[Role::Vendor], None);
+
+    let mine = app
+        .graphql_as(
+            &alice,
+            "{ orders(first: 1) { edges { node { id status } } } me { customer { id } } cart { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(mine.get("errors").is_none(), "{mine}");
+    let order = mine["data"]["orders"]["edges"][0]["node"].clone();
+    let order_id = order["id"].as_str().expect("alice has an order").to_string();
+    let customer_id = mine["data"]["me"]["customer"]["id"].as_str().unwrap().to_string();
+    let cart_id = mine["data"]["cart"]["id"].as_str().unwrap().to_string();
+
+    const NODE: &str = "query($id: ID!) { node(id: $id) { __typename id \
+        ... on Order { status } ... on Customer { subject } ... on Cart { totalQuantity } } }";
+    let node = |tok: String, id: String| {
+        let app = &app;
+        async move { app.graphql_as(&tok, NODE, json!({ "id": id })).await }
+    };
+
+    // Each object for whoever its own field shows it to.
+    let seen = node(alice.clone(), order_id.clone()).await;
+    assert_eq!(seen["data"]["node"], json!({ "__typename": "Order", "id": order_id, "status": order["status"] }));
+    let seen = node(admin.clone(), order_id.clone()).await;
+    assert_eq!(seen["data"]["node"]["__typename"], "Order", "{seen}");
+    let seen = node(alice.clone(), customer_id.clone()).await;
+    assert_eq!(seen["data"]["node"], json!({ "__typename": "Customer", "id": customer_id, "subject": "alice" }));
+    let seen = node(admin.clone(), customer_id.clone()).await;
+    assert_eq!(seen["data"]["node"]["subject"], "alice", "{seen}");
+    let seen = node(alice.clone(), cart_id.clone()).await;
+    assert_eq!(seen["data"]["node"]["__typename"], "Cart", "{seen}");
+    assert!(seen["data"]["node"]["totalQuantity"].is_i64(), "{seen}");
+
+    // Not to anyone else: exactly like a missing object.
+    for (who, tok, id) in [
+        ("bob, alice's order", &bob, &order_id),
+        ("bob, alice's customer record", &bob, &customer_id),
+        ("bob, alice's cart", &bob, &cart_id),
+        ("a vendor, alice's customer record", &vendor, &customer_id),
+        ("the admin, alice's cart", &admin, &cart_id),
+    ] {
+        let seen = node(tok.clone(), id.clone()).await;
+        assert_eq!(seen["data"], json!({ "node": null }), "{who}: {seen}");
+        assert_eq!(first_error_code(&seen), "NOT_FOUND", "{who}: {seen}");
+    }
+    let missing = GlobalId::new(NodeKind::Order, 999_999).encode();
+    let seen = node(admin.clone(), missing).await;
+    assert_eq!(seen["data"], json!({ "node": null }), "{seen}");
+    assert_eq!(first_error_code(&seen), "NOT_FOUND");
+
+    // Ids as graphql-relay's toGlobalId and btoa make them (padded standard base64).
+    let padded = STANDARD.encode("Vendor:1");
+    assert!(padded.ends_with('='), "{padded}");
+    let seen = node(admin.clone(), padded).await;
+    assert_eq!(seen["data"]["node"]["id"], GlobalId::new(NodeKind::Vendor, 1).encode(), "{seen}");
+    let body = app.graphql(r#"{ product(id: "UHJvZHVjdDox") { id } }"#, json!({})).await;
+    assert_eq!(body["data"]["product"]["id"], "UHJvZHVjdDox", "one canonical form out: {body}");
+}
+
+/// The standard introspection answers what the checked-in SDL says: no schema description
+/// (async-graphql's own text describes the meta-type), and `@specifiedBy` on `DateTime` in both.
+#[tokio::test]
+async fn introspection_says_what_the_sdl_says() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    let body = app
+        .graphql(
+            r#"{ __schema { description queryType { name } } __type(name: "DateTime") { specifiedByURL } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["__schema"]["description"], Value::Null, "{body}");
+    let url = body["data"]["__type"]["specifiedByURL"].as_str().expect("DateTime is specified by a URL");
+    let sdl = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/schema.graphql"))
+        .unwrap();
+    assert!(sdl.contains(&format!(r#"scalar DateTime @specifiedBy(url: "{url}")"#)), "the SDL lacks {url}");
+}
