@@ -43,6 +43,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tracing::Instrument;
 
+use super::stream::{self, StreamMode};
 use crate::auth::Caller;
 use crate::budget::BillingKey;
 use crate::client::Peer;
@@ -125,8 +126,13 @@ struct Call {
     client: String,
     billing: BillingKey,
     response_type: ResponseType,
-    /// Came by GET: only queries may run.
+    /// Came by GET: only queries may run (and subscriptions, streamed).
     get: bool,
+    /// The streaming framing `Accept` allows, if any (see `stream`).
+    stream: Option<StreamMode>,
+    /// Whether `Accept` allows a JSON answer.
+    json_accepted: bool,
+    client_ip: String,
 }
 
 async fn call(
@@ -151,7 +157,9 @@ async fn call(
     let client = crate::graphql::deprecations::client_label(
         headers.get("apollographql-client-name").or_else(|| headers.get("x-client-name")).and_then(|v| v.to_str().ok()),
     );
-    Call { caller, client, billing, response_type, get }
+    let stream = stream::mode(headers);
+    let json_accepted = negotiate(headers).is_ok();
+    Call { caller, client, billing, response_type, get, stream, json_accepted, client_ip }
 }
 
 /// `POST /graphql`.
@@ -191,7 +199,9 @@ enum Batch {
 }
 
 fn read_post(state: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Batch, HttpError> {
-    negotiate(headers)?;
+    if stream::mode(headers).is_none() {
+        negotiate(headers)?;
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media != "application/json" {
@@ -306,7 +316,9 @@ fn preflighted(headers: &HeaderMap) -> bool {
 }
 
 fn read_get(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<async_graphql::Request, HttpError> {
-    negotiate(headers)?;
+    if stream::mode(headers).is_none() {
+        negotiate(headers)?;
+    }
     if state.settings.security.csrf_prevention && headers.contains_key(header::COOKIE) && !preflighted(headers) {
         return Err(http_error(
             StatusCode::BAD_REQUEST,
@@ -348,23 +360,6 @@ fn read_get(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<
         }
     }
     Ok(request)
-}
-
-/// GET must not change anything: refuses mutations (and subscriptions) before executing.
-fn refuse_writes_over_get(request: &async_graphql::Request) -> Result<(), HttpError> {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return Ok(()) };
-    let op = match request.operation_name.as_deref() {
-        Some(name) => doc.operations.iter().find(|(n, _)| n.map(|n| n.as_str()) == Some(name)).map(|(_, op)| op),
-        None => doc.operations.iter().next().map(|(_, op)| op),
-    };
-    if op.is_some_and(|op| op.node.ty != OperationType::Query) {
-        return Err(http_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "only queries may be sent with GET; use POST",
-        ));
-    }
-    Ok(())
 }
 
 /// Counts the operation, its latency, its errors by code, and refusals by limits and budgets.
@@ -430,10 +425,28 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
         Ok(registration) => registration,
         Err((status, code, message)) => return refuse(http_error(status, code, message), call.response_type),
     };
-    if call.get
-        && let Err(e) = refuse_writes_over_get(&request)
-    {
-        return refuse(e, call.response_type);
+    let operation = stream::operation_type(&request);
+    let streamed = call.stream.filter(|m| stream::streams(*m, operation, call.json_accepted));
+    // GET must not change anything: no mutation, and a subscription only as a stream.
+    let over_get = match operation {
+        Some(OperationType::Mutation) => false,
+        Some(OperationType::Subscription) => streamed.is_some(),
+        _ => true,
+    };
+    if call.get && !over_get {
+        let message = "only queries (and subscriptions, streamed) may be sent with GET; use POST";
+        return refuse(http_error(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", message), call.response_type);
+    }
+    if let Some(mode) = streamed {
+        let request = prepare(state, request, call.caller.clone(), call.billing.clone(), CostCell::default());
+        let persisted = state.persisted.clone();
+        return stream::respond(state, &call.client_ip, request, mode, move |first| {
+            if let Some(registration) = registration
+                && !is_request_error(first)
+            {
+                tokio::spawn(async move { persisted.register(registration).await });
+            }
+        });
     }
     match run(state, call, request).await {
         Ok((response, report)) => {

@@ -4,6 +4,7 @@
 pub mod graphql;
 pub mod health;
 pub mod routes;
+pub mod stream;
 pub mod tls;
 pub mod websocket;
 

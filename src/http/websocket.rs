@@ -52,13 +52,13 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
 use super::graphql::prepare;
+use super::stream::{Slot, completed, connection_slots};
 use crate::auth::Caller;
 use crate::auth::authenticate;
 use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::error::ClientError;
 use crate::graphql::AppSchema;
-use crate::graphql::completion::Shapes;
 use crate::graphql::limits::CostCell;
 use crate::state::AppState;
 
@@ -83,10 +83,7 @@ pub async fn upgrade(
             .into_response();
     };
     // Take a connection slot before upgrading; it is given back when the connection ends.
-    let open = state.websockets.fetch_add(1, Ordering::SeqCst);
-    let slot = Slot::new(state.websockets.clone(), crate::telemetry::metrics::WS_CONNECTIONS);
-    let ip_slot = state.websockets_per_ip.take(client_ip.clone(), state.settings.websocket.max_per_ip);
-    let Some(ip_slot) = ip_slot.filter(|_| open < state.settings.websocket.max_connections) else {
+    let Some(slots) = connection_slots(&state, &client_ip) else {
         let message = "too many WebSocket connections; retry later";
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
     };
@@ -99,26 +96,8 @@ pub async fn upgrade(
         .max_frame_size(64 * 1024)
         .on_upgrade(move |socket| async move {
             serve(state, protocol, socket, client_ip).await;
-            drop(ip_slot);
-            drop(slot);
+            drop(slots);
         })
-}
-
-/// Gives a counted slot back when dropped, and keeps a gauge in step.
-struct Slot(Arc<AtomicUsize>, &'static str);
-
-impl Slot {
-    fn new(counter: Arc<AtomicUsize>, gauge: &'static str) -> Self {
-        metrics::gauge!(gauge).increment(1.0);
-        Self(counter, gauge)
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        metrics::gauge!(self.1).decrement(1.0);
-    }
 }
 
 /// What the connection loop knows of its session: whether `connection_init` came, when its
@@ -184,24 +163,17 @@ impl Executor for SessionExecutor {
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
         }
         let slot = Slot::new(self.active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
-        // Subscription events do not pass the extension's execute hook, where results are
-        // completed as the spec says (`graphql::completion`): complete them here. The document
-        // is parsed once per operation; a query or mutation's result is already complete, and
-        // completing it again changes nothing.
-        let document = async_graphql::parser::parse_query(&request.query).ok();
-        let operation = request.operation_name.clone();
+        let (query, operation) = (request.query.clone(), request.operation_name.clone());
         let request = prepare(&self.state, request, caller, billing, CostCell::default());
         let schema: &AppSchema = &self.state.schema;
-        schema
+        let results = schema
             .execute_stream_with_session_data(request, session_data.unwrap_or_default())
-            .map(move |mut response| {
+            .map(move |response| {
                 let _held = &slot;
-                if let Some(document) = &document {
-                    Shapes::of_schema().complete(document, operation.as_deref(), &mut response);
-                }
                 response
             })
-            .boxed()
+            .boxed();
+        completed(&query, operation, results)
     }
 }
 

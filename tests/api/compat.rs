@@ -149,3 +149,95 @@ async fn introspection_says_what_the_sdl_says() {
         .unwrap();
     assert!(sdl.contains(&format!(r#"scalar DateTime @specifiedBy(url: "{url}")"#)), "the SDL lacks {url}");
 }
+
+/// Reads a streamed body until `done` holds for what arrived, within 10 s.
+async fn read_until(response: &mut reqwest::Response, done: impl Fn(&str) -> bool) -> String {
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done(&text) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk()).await;
+        match chunk {
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("the stream ended or stalled ({other:?}) after: {text:?}"),
+        }
+    }
+    text
+}
+
+/// Subscriptions over plain HTTP for networks that break WebSockets: graphql-sse's distinct
+/// connections mode and Apollo's multipart subscriptions, with the caller's token, its
+/// authorization and the same events as over WebSocket.
+#[tokio::test]
+async fn subscriptions_stream_over_sse_and_multipart() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    app.seed(3, 1).await;
+    let alice = token("alice", &[Role::Customer], None);
+    let admin = token("root", &[Role::Admin], None);
+    let product = GlobalId::new(NodeKind::Product, 1).encode();
+    let scraper = reqwest::Client::new();
+    let listeners = async || {
+        crate::helpers::metric(&scraper, &app.internal_address, "securecart_bus_listeners").await.unwrap_or(0.0)
+    };
+    let before = listeners().await;
+    let open = |accept: &'static str, tok: Option<&str>, query: &str| {
+        let mut request = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .header("accept", accept)
+            .json(&json!({ "query": query }));
+        if let Some(tok) = tok {
+            request = request.bearer_auth(tok);
+        }
+        request.send()
+    };
+    const APOLLO: &str = "multipart/mixed;boundary=graphql;subscriptionSpec=1.0,application/json";
+    let mut sse =
+        open("text/event-stream", Some(&alice), "subscription { cartChanged { version cart { totalQuantity } } }")
+            .await
+            .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert!(sse.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut multipart = open(APOLLO, None, "subscription { inventoryChanged { productId available } }").await.unwrap();
+    assert_eq!(multipart.status(), 200);
+    let media = multipart.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        media.starts_with("multipart/mixed")
+            && media.contains("boundary=\"graphql\"")
+            && media.contains("subscriptionSpec"),
+        "{media}"
+    );
+    let started = std::time::Instant::now();
+    while listeners().await < before + 2.0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the streams never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 2) { userErrors { code } } }";
+    let body = app.graphql_as(&alice, add, json!({ "p": product })).await;
+    assert_eq!(body["data"]["addCartItem"]["userErrors"], json!([]), "{body}");
+    let adjust =
+        "mutation($p: ID!) { adjustInventory(productId: $p, delta: 3, idempotencyKey: \"sse-1\") { available } }";
+    let body = app.graphql_as(&admin, adjust, json!({ "p": product })).await;
+    let available = body["data"]["adjustInventory"]["available"].as_i64().expect("adjusted");
+
+    let text = read_until(&mut sse, |t| t.contains("\n\n")).await;
+    let data = text.strip_prefix("event: next\ndata: ").and_then(|t| t.split("\n\n").next()).expect(&text);
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 2, "{event}");
+
+    let text = read_until(&mut multipart, |t| t.contains("\"payload\"")).await;
+    let part = text.split("\r\n--graphql\r\n").find(|p| p.contains("\"payload\"")).unwrap();
+    let (headers, json) = part.split_once("\r\n\r\n").unwrap();
+    assert!(headers.to_ascii_lowercase().contains("content-type: application/json"), "{part:?}");
+    let event: Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(event["payload"]["data"]["inventoryChanged"], json!({ "productId": product, "available": available }));
+
+    // The same authorization as over WebSocket: no token, no cart feed (one result, then the end).
+    let mut refused = open("text/event-stream", None, "subscription { cartChanged { version } }").await.unwrap();
+    let text = read_until(&mut refused, |t| t.contains("event: complete")).await;
+    assert!(text.contains("UNAUTHENTICATED"), "{text}");
+    // A query stays plain JSON for a client that accepts JSON too (urql's Accept lists both).
+    let r = open("application/json, text/event-stream, multipart/mixed", None, "{ __typename }").await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+}
