@@ -25,8 +25,8 @@
 //!   are used after a `connection_error` message that says why.
 //!
 //! An operation refused before it runs (parse, validation, limits, budget) is answered with
-//! graphql-transport-ws's `error` message (its errors, no `complete` after it); errors of a
-//! running subscription come in `next` payloads, beside `data`.
+//! the protocol's `error` message (its errors, no `complete` after it); errors of a running
+//! subscription come in `next` (legacy: `data`) payloads, beside `data`.
 //! - 1008 when a message or ping has waited `SECURECART_WS_SEND_TIMEOUT_SECS` for a client that
 //!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
 //!   instead of being held forever.
@@ -320,10 +320,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                     match kind.as_str() {
                         "next" | "data" => {
                             let first = session.answered.insert(id.clone());
-                            if first
-                                && protocol == WebSocketProtocols::GraphQLWS
-                                && let Some(error) = as_error_message(&id, &text)
-                            {
+                            if first && let Some(error) = as_error_message(&id, &text) {
                                 text = error;
                                 session.errored.insert(id.clone());
                                 session.running.remove(&id);
@@ -384,9 +381,9 @@ fn close_reason(mut reason: String) -> String {
     reason
 }
 
-/// graphql-transport-ws: an operation refused before it ran (parse, validation, limits,
-/// budget: no `data`, no error with a `path`) is answered with one `error` message carrying
-/// the errors, not `next` and `complete`. `None` for anything else (an `EVENTS_MISSED` notice
+/// An operation refused before it ran (parse, validation, limits, budget: no `data`, no error
+/// with a `path`) is answered with one `error` message carrying the errors, not `next` (or the
+/// legacy `data`) and `complete`: both protocols say so (GQL_ERROR in the legacy one). `None` for anything else (an `EVENTS_MISSED` notice
 /// is part of a running stream).
 fn as_error_message(id: &str, text: &str) -> Option<String> {
     let message: serde_json::Value = serde_json::from_str(text).ok()?;

@@ -58,6 +58,19 @@ async fn protocol_errors_close_with_the_specified_codes() {
     assert_eq!(message["type"], "connection_error", "{message}");
     assert_eq!(next(&mut ws).await, Err(4401));
     let mut ws = connect(&app, "graphql-ws").await;
+    send(&mut ws, init.clone()).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    send(&mut ws, json!({ "id": "v", "type": "start", "payload": { "query": "{ noSuchField }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!((message["type"].as_str(), message["id"].as_str()), (Some("error"), Some("v")), "{message}");
+    send(&mut ws, json!({ "id": "2", "type": "start", "payload": { "query": "{ __typename }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    assert_eq!(
+        (message["type"].as_str(), message["id"].as_str()),
+        (Some("data"), Some("2")),
+        "no complete for v: {message}"
+    );
+    let mut ws = connect(&app, "graphql-ws").await;
     send(&mut ws, json!({ "type": "nonsense" })).await;
     assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_error");
     assert_eq!(next(&mut ws).await, Err(4400));
