@@ -21,6 +21,8 @@ pub struct AppState {
     pub services: Services,
     /// The GraphQL schema.
     pub schema: AppSchema,
+    /// The gate every operation passes around the schema (`graphql::limits`).
+    pub limits: Arc<crate::graphql::limits::Limits>,
     /// GraphiQL, when enabled.
     pub playground: Option<Playground>,
     /// Verifies bearer tokens.

@@ -201,6 +201,8 @@ pub mod metrics {
     /// Receivers listening on the event bus: one per running subscription, plus the catalog
     /// cache's invalidator (gauge, sampled at scrape time).
     pub const BUS_LISTENERS: &str = "securecart_bus_listeners";
+    /// Documents parsed: each distinct query text once while it stays in the cache (counter).
+    pub const DOCUMENTS_PARSED: &str = "securecart_documents_parsed_total";
     /// Uses of deprecated schema fields, by `field` and `client` (counter).
     pub const DEPRECATED_FIELDS: &str = "securecart_deprecated_field_usage_total";
 

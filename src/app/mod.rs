@@ -14,6 +14,7 @@ use crate::bus::EventBus;
 use crate::client::ClientIp;
 use crate::config::Settings;
 use crate::graphql::build_schema;
+use crate::graphql::limits::Limits;
 use crate::graphql::persisted::PersistedQueries;
 use crate::http::internal_router;
 use crate::playground::Playground;
@@ -135,7 +136,8 @@ impl App {
         let clients = ClientIp::new(&settings.rate_limit.trusted_proxies)?;
         let services = Services::new(store.clone(), bus.clone(), payments, settings.clone());
         spawn_reconciler(&services, &settings, shutdown_rx.clone());
-        let schema = build_schema(services.clone(), settings.clone(), budgets.clone());
+        let schema = build_schema(services.clone(), settings.clone());
+        let limits = Arc::new(Limits::new(settings.clone(), budgets.clone()));
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -158,6 +160,7 @@ impl App {
             settings,
             services,
             schema,
+            limits,
             playground,
             verifier,
             websockets: Default::default(),

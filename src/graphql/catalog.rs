@@ -195,20 +195,31 @@ impl Vendor {
         let filter = ProductFilter { vendor_id: Some(self.0.id), ..Default::default() };
         let page = PageArgs { first, after, last, before };
         let sort = sort_by.unwrap_or_default().into();
-        primed(ctx, services(ctx)?.product_page(filter, sort, page).await.gql()?.into()).await
+        page_of(ctx, filter, sort, page).await
     }
 }
 
-/// A page of products with the vendors and stock its selection asks for already loaded, one
-/// statement each (see `Loaders::prime`).
-async fn primed(ctx: &Context<'_>, connection: ProductConnection) -> async_graphql::Result<ProductConnection> {
+/// A page of products with what its selection asks for beside them already loaded: stock in
+/// the page's own statement, vendors in one more (see `Loaders::prime`). So a page with stock
+/// and no vendor is one statement, whatever its size.
+async fn page_of(
+    ctx: &Context<'_>,
+    filter: ProductFilter,
+    sort: ProductSort,
+    page: PageArgs,
+) -> async_graphql::Result<ProductConnection> {
     let look = ctx.look_ahead();
     let wants = |field: &str| {
         look.field("edges").field("node").field(field).exists() || look.field("nodes").field(field).exists()
     };
-    let inventory = wants("inventory") || wants("inStock");
-    let records = connection.edges.iter().map(|e| &e.record);
-    ctx.data::<Loaders>()?.prime(records, wants("vendor"), inventory).await?;
+    let mut page =
+        services(ctx)?.product_page(filter, sort, page, wants("inventory") || wants("inStock")).await.gql()?;
+    let loaders = ctx.data::<Loaders>()?;
+    if let Some(stock) = page.stock.take() {
+        loaders.prime_stock(stock);
+    }
+    let connection = ProductConnection::from(page);
+    loaders.prime(connection.edges.iter().map(|e| &e.record), wants("vendor"), false).await?;
     Ok(connection)
 }
 
@@ -373,7 +384,7 @@ impl CatalogQuery {
         let filter = FilterArgs::from(filter.unwrap_or_default()).validate("filter.").gql()?;
         let page = PageArgs { first, after, last, before };
         let sort = sort_by.unwrap_or_default().into();
-        primed(ctx, services(ctx)?.product_page(filter, sort, page).await.gql()?.into()).await
+        page_of(ctx, filter, sort, page).await
     }
 
     /// A vendor by id. Unknown ids answer `null` with `NOT_FOUND`.

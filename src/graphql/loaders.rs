@@ -4,6 +4,7 @@
 //! a change is visible to the very next request.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_graphql::ErrorExtensions;
 use async_graphql::dataloader::{DataLoader, Loader};
@@ -54,27 +55,46 @@ pub struct LinesKey {
     pub order_id: i64,
     /// `Some(vendor)`: only that vendor's lines.
     pub vendor: Option<i64>,
+    /// Whether the lines' products are wanted too (`lines { product { ... } }`): then they are
+    /// read in the lines' statement and primed for `Loaders::product`.
+    pub products: bool,
 }
 
-/// Loads order lines for many orders at once (one statement per viewer scope).
-pub struct OrderLinesLoader(Store);
+/// Loads order lines for many orders at once: one statement per viewer scope, with the lines'
+/// products joined when any key of the scope wants them.
+pub struct OrderLinesLoader(Store, Arc<Mutex<Primed>>);
 
 impl Loader<LinesKey> for OrderLinesLoader {
     type Value = Vec<OrderItemRecord>;
     type Error = async_graphql::Error;
 
     async fn load(&self, keys: &[LinesKey]) -> Result<HashMap<LinesKey, Vec<OrderItemRecord>>, Self::Error> {
-        let mut by_scope: HashMap<Option<i64>, Vec<i64>> = HashMap::new();
+        let mut by_scope: HashMap<Option<i64>, (Vec<i64>, bool)> = HashMap::new();
         for key in keys {
-            by_scope.entry(key.vendor).or_default().push(key.order_id);
+            let scope = by_scope.entry(key.vendor).or_default();
+            scope.0.push(key.order_id);
+            scope.1 |= key.products;
         }
-        let mut out: HashMap<LinesKey, Vec<OrderItemRecord>> = keys.iter().map(|k| (*k, Vec::new())).collect();
-        for (vendor, order_ids) in by_scope {
-            for item in self.0.order_items(&order_ids, vendor).await.map_err(|e| AppError::from(e).extend())? {
-                out.entry(LinesKey { order_id: item.order_id, vendor }).or_default().push(item);
+        let mut by_order: HashMap<(i64, Option<i64>), Vec<OrderItemRecord>> = HashMap::new();
+        let coded = |e: sqlx::Error| AppError::from(e).extend();
+        for (vendor, (order_ids, products)) in by_scope {
+            let items = if products {
+                let rows = self.0.order_items_with_products(&order_ids, vendor).await.map_err(coded)?;
+                let mut primed = self.1.lock().unwrap_or_else(|e| e.into_inner());
+                rows.into_iter()
+                    .map(|(item, product)| {
+                        primed.products.insert(product.id, product);
+                        item
+                    })
+                    .collect()
+            } else {
+                self.0.order_items(&order_ids, vendor).await.map_err(coded)?
+            };
+            for item in items {
+                by_order.entry((item.order_id, vendor)).or_default().push(item);
             }
         }
-        Ok(out)
+        Ok(keys.iter().map(|k| (*k, by_order.get(&(k.order_id, k.vendor)).cloned().unwrap_or_default())).collect())
     }
 }
 
@@ -90,31 +110,35 @@ pub struct Loaders {
     pub customers: DataLoader<CustomerLoader>,
     /// Order lines by order (and viewer scope).
     pub order_lines: DataLoader<OrderLinesLoader>,
-    /// Vendors and stock already loaded for a page of products (see `prime`).
-    primed: std::sync::Mutex<Primed>,
+    /// Vendors, stock and products already loaded with a page (see `prime`).
+    primed: Arc<Mutex<Primed>>,
 }
 
 /// What `Loaders::prime` loaded, read by the per-product fields before their loaders.
 #[derive(Default)]
-struct Primed {
+pub struct Primed {
+    /// Products read with order lines.
+    products: HashMap<i64, ProductRecord>,
     vendors: HashMap<i64, VendorRecord>,
-    inventory: HashMap<i64, InventoryRecord>,
+    /// `None`: known to have no inventory row.
+    inventory: HashMap<i64, Option<InventoryRecord>>,
 }
 
 impl Loaders {
     /// Fresh loaders for one request.
     pub fn new(store: &Store) -> Self {
+        let primed = Arc::new(Mutex::new(Primed::default()));
         Self {
             vendors: DataLoader::new(VendorLoader(store.clone()), tokio::spawn),
             inventory: DataLoader::new(InventoryLoader(store.clone()), tokio::spawn),
             products: DataLoader::new(ProductLoader(store.clone()), tokio::spawn),
             customers: DataLoader::new(CustomerLoader(store.clone()), tokio::spawn),
-            order_lines: DataLoader::new(OrderLinesLoader(store.clone()), tokio::spawn),
-            primed: Default::default(),
+            order_lines: DataLoader::new(OrderLinesLoader(store.clone(), primed.clone()), tokio::spawn),
+            primed,
         }
     }
 
-    fn primed(&self) -> std::sync::MutexGuard<'_, Primed> {
+    fn primed(&self) -> MutexGuard<'_, Primed> {
         self.primed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -141,8 +165,13 @@ impl Loaders {
         let (vendor_rows, stock_rows) = futures::try_join!(vendor_rows, stock_rows)?;
         let mut primed = self.primed();
         primed.vendors.extend(vendor_rows);
-        primed.inventory.extend(stock_rows);
+        primed.inventory.extend(stock_rows.into_iter().map(|(id, row)| (id, Some(row))));
         Ok(())
+    }
+
+    /// Primes stock read with a page of products (`None`: the product has no inventory row).
+    pub fn prime_stock(&self, stock: impl IntoIterator<Item = (i64, Option<InventoryRecord>)>) {
+        self.primed().inventory.extend(stock);
     }
 
     /// A vendor by id: primed, or through its loader.
@@ -154,11 +183,20 @@ impl Loaders {
         }
     }
 
+    /// A product by id: read with its order line, or through its loader.
+    pub async fn product(&self, id: i64) -> async_graphql::Result<Option<ProductRecord>> {
+        let primed = self.primed().products.get(&id).cloned();
+        match primed {
+            Some(product) => Ok(Some(product)),
+            None => self.products.load_one(id).await,
+        }
+    }
+
     /// A product's stock: primed, or through its loader.
     pub async fn inventory(&self, product_id: i64) -> async_graphql::Result<Option<InventoryRecord>> {
         let primed = self.primed().inventory.get(&product_id).cloned();
         match primed {
-            Some(stock) => Ok(Some(stock)),
+            Some(stock) => Ok(stock),
             None => self.inventory.load_one(product_id).await,
         }
     }

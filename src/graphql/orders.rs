@@ -30,7 +30,10 @@ impl Order {
     }
 
     async fn load_lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderItemRecord>> {
-        let key = LinesKey { order_id: self.record.id, vendor: self.vendor_view };
+        // In `lines`, the look-ahead sees the lines' own selection; elsewhere (`subtotal`) it
+        // has no `product`, and a scope that any key wants products for reads them anyway.
+        let products = ctx.look_ahead().field("product").exists();
+        let key = LinesKey { order_id: self.record.id, vendor: self.vendor_view, products };
         Ok(ctx.data::<Loaders>()?.order_lines.load_one(key).await?.unwrap_or_default())
     }
 
@@ -121,7 +124,7 @@ impl OrderLine {
 
     /// The product today (archived products included).
     async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Product>> {
-        Ok(ctx.data::<Loaders>()?.products.load_one(self.0.product_id).await?.map(Product))
+        Ok(ctx.data::<Loaders>()?.product(self.0.product_id).await?.map(Product))
     }
 }
 

@@ -7,12 +7,10 @@ use async_graphql::{MergedObject, Schema, SchemaBuilder};
 use super::account::AccountQuery;
 use super::catalog::CatalogQuery;
 use super::commerce::{CartQuery, CommerceMutation};
-use super::limits::Limits;
 use super::node::NodeQuery;
 use super::orders::OrderQuery;
 use super::subscriptions::SubscriptionRoot;
 use super::vendors::VendorMutation;
-use crate::budget::Budgets;
 use crate::config::Settings;
 use crate::service::Services;
 
@@ -32,10 +30,12 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 }
 
 /// Builds the schema the server runs, with its limits and data.
-pub fn build_schema(services: Services, settings: Arc<Settings>, budgets: Arc<Budgets>) -> AppSchema {
+pub fn build_schema(services: Services, settings: Arc<Settings>) -> AppSchema {
     // Depth, complexity and every other limit are enforced by `Limits` in one pass over the
-    // document, with the documented cost model, not by async-graphql's validation rules.
-    let mut builder = builder().extension(Limits::new(settings.clone(), budgets));
+    // document, with the documented cost model, not by async-graphql's validation rules; the
+    // transport runs every operation through it (`Limits::execute`), outside the engine, so
+    // no extension wraps each field.
+    let mut builder = builder();
     if settings.environment.is_production() {
         // No "Did you mean ...?" hints that map the schema for an attacker.
         builder = builder.disable_suggestions();

@@ -50,7 +50,8 @@ use crate::client::Peer;
 use crate::config::IntrospectionPolicy;
 use crate::error::ClientError;
 use crate::graphql::errors::IntrospectionDenied;
-use crate::graphql::limits::{CostCell, CostReport, OperationName};
+use crate::graphql::limits::gate::is_request_error;
+use crate::graphql::limits::{CostCell, CostReport};
 use crate::graphql::loaders::Loaders;
 use crate::state::AppState;
 
@@ -416,8 +417,7 @@ pub fn prepare(
         IntrospectionPolicy::Nobody => false,
     };
     let request = if introspection { request } else { request.disable_introspection().data(IntrospectionDenied) };
-    let name = OperationName(request.operation_name.clone());
-    request.data(Loaders::new(state.services.store())).data(caller).data(billing).data(cost).data(name)
+    request.data(Loaders::new(state.services.store())).data(caller).data(billing).data(cost)
 }
 
 async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
@@ -490,8 +490,10 @@ async fn run(
         .data(crate::graphql::deprecations::ClientName(call.client.clone()))
         .data(crate::graphql::deprecations::Seen::default());
     let timeout_ms = state.settings.limits.execution_timeout_ms;
-    let executed =
-        tokio::time::timeout(Duration::from_millis(timeout_ms), state.schema.execute(request).instrument(span.clone()));
+    let executed = tokio::time::timeout(
+        Duration::from_millis(timeout_ms),
+        state.limits.execute(&state.schema, request).instrument(span.clone()),
+    );
     let Ok(response) = executed.await else {
         tracing::warn!(parent: &span, timeout_ms, "execution timed out");
         let message = format!("the operation did not finish in {timeout_ms} ms");
@@ -500,14 +502,6 @@ async fn run(
     let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
     record_metrics(report.operation_name.as_deref().unwrap_or(&operation), &report, &response, started.elapsed());
     Ok((response, report))
-}
-
-/// Whether the request failed before execution (a limit, parsing, validation): no `data` at
-/// all, and errors without a `path`.
-fn is_request_error(response: &async_graphql::Response) -> bool {
-    !response.errors.is_empty()
-        && response.data == async_graphql::Value::Null
-        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// The HTTP answer to an executed operation: status by the GraphQL-over-HTTP rules, media type,

@@ -12,9 +12,9 @@
 //!   `{}` heartbeat part every 5 s, and the closing boundary when the subscription ends.
 //!
 //! Both run exactly what a WebSocket subscription runs: the caller from `Authorization`, the
-//! same limits, cost budget, persisted queries and events, and completion as the spec says
-//! (`graphql::completion`). A refused operation (parse, validation, limits) is its first and
-//! only result, with its errors. Each open stream holds one of the long-lived connection
+//! same gate (`graphql::limits`: limits, cost budget, completion as the spec says), persisted
+//! queries and events. A refused operation (parse, validation, limits) is its first and only
+//! result, with its errors. Each open stream holds one of the long-lived connection
 //! slots WebSockets use (`SECURECART_WS_MAX_CONNECTIONS`, `SECURECART_WS_MAX_PER_IP`; 503
 //! `TOO_MANY_CONNECTIONS` beyond), ends at shutdown, and is dropped when the client stops
 //! reading for `SECURECART_WS_SEND_TIMEOUT_SECS`.
@@ -24,14 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::parser::types::OperationType;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use crate::graphql::completion::Shapes;
+use crate::graphql::limits::gate::is_request_error;
 use crate::state::AppState;
 
 /// The slots a long-lived connection holds (WebSocket, SSE or multipart): one of the process's
@@ -103,25 +102,6 @@ pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType>
     crate::graphql::limits::operation(&document, request.operation_name.as_deref()).map(|(_, op)| op.node.ty)
 }
 
-/// Completes each result of a response stream as the spec says (subscription events do not
-/// pass the limits extension's execute hook, where single results are completed). The
-/// document is parsed once; completing an already complete result changes nothing.
-pub fn completed(
-    query: &str,
-    operation: Option<String>,
-    stream: BoxStream<'static, async_graphql::Response>,
-) -> BoxStream<'static, async_graphql::Response> {
-    let document = async_graphql::parser::parse_query(query).ok();
-    stream
-        .map(move |mut response| {
-            if let Some(document) = &document {
-                Shapes::of_schema().complete(document, operation.as_deref(), &mut response);
-            }
-            response
-        })
-        .boxed()
-}
-
 /// Streams a prepared request's results in `mode`; `on_first` runs with the first result
 /// (the persisted-query registration waits for it).
 pub fn respond(
@@ -136,8 +116,7 @@ pub fn respond(
         return crate::error::ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message)
             .into_response();
     };
-    let (query, operation) = (request.query.clone(), request.operation_name.clone());
-    let results = completed(&query, operation, state.schema.execute_stream(request));
+    let results = state.limits.execute_stream(state.schema.clone(), request, Default::default());
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let send_timeout = Duration::from_secs(state.settings.websocket.send_timeout_secs.max(1));
     let mut shutdown = state.shutdown.clone();
@@ -198,10 +177,9 @@ fn frame(mode: StreamMode, result: &async_graphql::Response) -> Bytes {
     let mut value =
         serde_json::to_value(result).unwrap_or_else(|_| serde_json::json!({"errors": [{"message": "internal error"}]}));
     // A request error (nothing executed) has no `data` at all, as over plain HTTP.
-    let request_error = result.data == async_graphql::Value::Null
-        && !result.errors.is_empty()
-        && result.errors.iter().all(|e| e.path.is_empty());
-    if request_error && let Some(map) = value.as_object_mut() {
+    if is_request_error(result)
+        && let Some(map) = value.as_object_mut()
+    {
         map.remove("data");
     }
     let json = value.to_string();

@@ -52,7 +52,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 
 use super::graphql::prepare;
-use super::stream::{Slot, completed, connection_slots};
+use super::stream::{Slot, connection_slots};
 use crate::auth::Caller;
 use crate::auth::authenticate;
 use crate::budget::BillingKey;
@@ -133,7 +133,7 @@ struct SessionExecutor {
 
 impl Executor for SessionExecutor {
     async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        self.state.schema.execute(request).await
+        self.state.limits.execute(&self.state.schema, request).await
     }
 
     fn execute_stream(
@@ -163,17 +163,16 @@ impl Executor for SessionExecutor {
             return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
         }
         let slot = Slot::new(self.active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
-        let (query, operation) = (request.query.clone(), request.operation_name.clone());
         let request = prepare(&self.state, request, caller, billing, CostCell::default());
-        let schema: &AppSchema = &self.state.schema;
-        let results = schema
-            .execute_stream_with_session_data(request, session_data.unwrap_or_default())
+        let schema: AppSchema = self.state.schema.clone();
+        self.state
+            .limits
+            .execute_stream(schema, request, session_data.unwrap_or_default())
             .map(move |response| {
                 let _held = &slot;
                 response
             })
-            .boxed();
-        completed(&query, operation, results)
+            .boxed()
     }
 }
 

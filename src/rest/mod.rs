@@ -187,7 +187,8 @@ async fn product_page(ctx: &Ctx, params: ProductListParams) -> Result<ProductPag
     .validate("")?;
     ctx.bill(1 + u64::from(size.limit)).await?;
     let args = crate::service::catalog::PageArgs { first: params.first, after: params.after, ..Default::default() };
-    let page = ctx.services().product_page(filter, sort, args).await?;
+    // The details below read stock and vendors for the page in one batch each.
+    let page = ctx.services().product_page(filter, sort, args, false).await?;
     let end_cursor = page.edges.last().map(|(_, c)| c.clone());
     let items = ctx.services().product_details(page.edges.into_iter().map(|(p, _)| p).collect()).await?;
     Ok(ProductPage { items, page_info: PageInfo { has_next_page: page.has_next_page, end_cursor } })

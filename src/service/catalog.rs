@@ -47,6 +47,8 @@ pub struct ProductPage {
     pub has_previous_page: bool,
     /// The filter in force (for `totalCount`).
     pub filter: ProductFilter,
+    /// Each product's stock (`None`: no inventory row), read with the page when asked for.
+    pub stock: Option<Vec<(i64, Option<InventoryRecord>)>>,
 }
 
 /// A page of vendors by name.
@@ -114,20 +116,25 @@ impl ProductFilterInput {
 }
 
 impl Services {
-    /// One page of the active catalog (or of `filter`'s part of it), in `sort` order.
+    /// One page of the active catalog (or of `filter`'s part of it), in `sort` order, with each
+    /// product's stock read in the same statement when `with_stock`.
     pub async fn product_page(
         &self,
         filter: ProductFilter,
         sort: ProductSort,
         page: PageArgs,
+        with_stock: bool,
     ) -> AppResult<ProductPage> {
         let size = page_size(page.first, page.last, page.before.is_some(), &self.settings.limits)?;
         let after = page.after.map(|c| decode_product_cursor("after", &c, sort)).transpose()?;
         let before = page.before.map(|c| decode_product_cursor("before", &c, sort)).transpose()?;
         let query =
             PageQuery { limit: size.limit, after: after.clone(), before: before.clone(), backward: size.backward };
-        let mut rows =
-            if size.limit == 0 { Vec::new() } else { self.store.list_products(&filter, sort, &query).await? };
+        let mut rows = if size.limit == 0 {
+            Vec::new()
+        } else {
+            self.store.list_products(&filter, sort, &query, with_stock).await?
+        };
         let has_more = rows.len() > size.limit as usize;
         if has_more {
             // The extra row sits beyond the page: at the end going forward, at the start going back.
@@ -137,9 +144,10 @@ impl Services {
                 rows.pop().expect("non-empty")
             };
         }
+        let stock = with_stock.then(|| rows.iter().map(|(p, stock)| (p.id, stock.clone())).collect());
         let edges = rows
             .into_iter()
-            .map(|record| {
+            .map(|(record, _)| {
                 let cursor = encode_product_cursor(&ProductCursor::of(&record, sort), sort);
                 (record, cursor)
             })
@@ -149,6 +157,7 @@ impl Services {
             has_next_page: if size.backward { before.is_some() } else { has_more },
             has_previous_page: if size.backward { has_more } else { after.is_some() },
             filter,
+            stock,
         })
     }
 

@@ -58,7 +58,31 @@ pub(crate) use order_columns;
 /// The `OrderItemRecord` columns.
 macro_rules! order_item_columns {
     () => {
-        "id, order_id, product_id, vendor_id, sku, name, unit_price_amount, currency_code, quantity, line_total_amount"
+        order_item_columns!("")
+    };
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "order_id, ",
+            $p,
+            "product_id, ",
+            $p,
+            "vendor_id, ",
+            $p,
+            "sku, ",
+            $p,
+            "name, ",
+            $p,
+            "unit_price_amount, ",
+            $p,
+            "currency_code, ",
+            $p,
+            "quantity, ",
+            $p,
+            "line_total_amount"
+        )
     };
 }
 pub(crate) use order_item_columns;

@@ -6,6 +6,7 @@ use sqlx::FromRow;
 use super::columns::{order_columns, order_item_columns};
 use super::inventory::StockChange;
 use super::outbox::record_events;
+use super::products::ProductRecord;
 use super::{Backend, Bind, ProviderStep, SqlBuilder, Store, bind_all, json_ids, on_pool};
 use crate::domain::event::Event;
 use crate::domain::order::OrderStatus;
@@ -207,6 +208,32 @@ impl Store {
         Ok(rows)
     }
 
+    /// The lines of these orders, each with its product as it is today (archived included), in
+    /// one statement: what a page of orders with `lines { product { ... } }` needs.
+    pub async fn order_items_with_products(
+        &self,
+        order_ids: &[i64],
+        vendor: Option<i64>,
+    ) -> sqlx::Result<Vec<(OrderItemRecord, ProductRecord)>> {
+        let rows = match &self.backend {
+            Backend::Postgres(pool) => {
+                sqlx::query_as::<_, ItemWithProduct>(PG_ITEMS_WITH_PRODUCTS)
+                    .bind(order_ids)
+                    .bind(vendor)
+                    .fetch_all(pool)
+                    .await
+            }
+            Backend::Sqlite(pool) => {
+                sqlx::query_as::<_, ItemWithProduct>(SQLITE_ITEMS_WITH_PRODUCTS)
+                    .bind(json_ids(order_ids))
+                    .bind(vendor)
+                    .fetch_all(pool)
+                    .await
+            }
+        }?;
+        Ok(rows.into_iter().map(ItemWithProduct::split).collect())
+    }
+
     /// Moves an order within `scope` to `next`, if the status machine allows it. Cancelling puts
     /// the stock back and, for a paid order, refunds through `refund` first (a failed refund
     /// changes nothing). Out-of-scope orders are `NOT_FOUND`.
@@ -295,6 +322,59 @@ const PG_ITEMS: &str = concat!(
     order_item_columns!(),
     " FROM order_items WHERE order_id = ANY($1) AND ($2::bigint IS NULL OR vendor_id = $2) ORDER BY order_id, id"
 );
+/// An order line joined with its product (products are never deleted, only archived).
+#[derive(FromRow)]
+struct ItemWithProduct {
+    #[sqlx(flatten)]
+    item: OrderItemRecord,
+    p_vendor_id: i64,
+    p_sku: String,
+    p_name: String,
+    p_description: String,
+    p_price_amount: i64,
+    p_currency_code: String,
+    p_status: String,
+    p_created_at: DateTime<Utc>,
+    p_updated_at: DateTime<Utc>,
+}
+
+impl ItemWithProduct {
+    fn split(self) -> (OrderItemRecord, ProductRecord) {
+        let product = ProductRecord {
+            id: self.item.product_id,
+            vendor_id: self.p_vendor_id,
+            sku: self.p_sku,
+            name: self.p_name,
+            description: self.p_description,
+            price_amount: self.p_price_amount,
+            currency_code: self.p_currency_code,
+            status: self.p_status,
+            created_at: self.p_created_at,
+            updated_at: self.p_updated_at,
+        };
+        (self.item, product)
+    }
+}
+
+macro_rules! items_with_products {
+    ($where:literal) => {
+        concat!(
+            "SELECT ",
+            order_item_columns!("oi."),
+            ", p.vendor_id AS p_vendor_id, p.sku AS p_sku, p.name AS p_name, p.description AS p_description, \
+             p.price_amount AS p_price_amount, p.currency_code AS p_currency_code, p.status AS p_status, \
+             p.created_at AS p_created_at, p.updated_at AS p_updated_at \
+             FROM order_items oi JOIN products p ON p.id = oi.product_id WHERE ",
+            $where,
+            " ORDER BY oi.order_id, oi.id"
+        )
+    };
+}
+const PG_ITEMS_WITH_PRODUCTS: &str =
+    items_with_products!("oi.order_id = ANY($1) AND ($2::bigint IS NULL OR oi.vendor_id = $2)");
+const SQLITE_ITEMS_WITH_PRODUCTS: &str =
+    items_with_products!("oi.order_id IN (SELECT value FROM json_each($1)) AND ($2 IS NULL OR oi.vendor_id = $2)");
+
 const SQLITE_ITEMS: &str = concat!(
     "SELECT ",
     order_item_columns!(),

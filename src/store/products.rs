@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
+use super::InventoryRecord;
 use super::columns::product_columns;
 use super::{Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, select_by_ids, through_cache};
 
@@ -133,9 +134,37 @@ macro_rules! product_select {
 }
 
 const PRODUCT_SELECT: &str = product_select!();
+const PRODUCT_WITH_STOCK_SELECT: &str = concat!(
+    "SELECT ",
+    product_columns!("p."),
+    ", i.available AS stock_available, i.reserved AS stock_reserved, i.updated_at AS stock_updated_at FROM products p"
+);
 
-fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter) {
-    if filter.in_stock.is_some() {
+/// A page row with its stock, read in the page's statement when the selection wants stock.
+#[derive(FromRow)]
+struct WithStock {
+    #[sqlx(flatten)]
+    product: ProductRecord,
+    stock_available: Option<i64>,
+    stock_reserved: Option<i64>,
+    stock_updated_at: Option<DateTime<Utc>>,
+}
+
+impl WithStock {
+    fn split(self) -> (ProductRecord, Option<InventoryRecord>) {
+        let stock = match (self.stock_available, self.stock_reserved, self.stock_updated_at) {
+            (Some(available), Some(reserved), Some(updated_at)) => {
+                Some(InventoryRecord { product_id: self.product.id, available, reserved, updated_at })
+            }
+            _ => None,
+        };
+        (self.product, stock)
+    }
+}
+
+/// `join_stock`: join the inventory (as `i`) even without an `inStock` filter.
+fn push_filter(sql: &mut SqlBuilder, filter: &ProductFilter, join_stock: bool) {
+    if filter.in_stock.is_some() || join_stock {
         // LEFT JOIN: a product without an inventory row counts as out of stock, as `Product.inventory` shows it.
         sql.push(" LEFT JOIN inventory i ON i.product_id = p.id");
     }
@@ -218,16 +247,18 @@ impl ProductSort {
 
 impl Store {
     /// One page of active products: up to `page.limit + 1` rows in sort order (the extra row
-    /// only tells the caller that more exist). One statement.
+    /// only tells the caller that more exist), each with its stock when `with_stock` (`None`
+    /// for a product without an inventory row). One statement either way.
     pub async fn list_products(
         &self,
         filter: &ProductFilter,
         sort: ProductSort,
         page: &PageQuery,
-    ) -> sqlx::Result<Vec<ProductRecord>> {
+        with_stock: bool,
+    ) -> sqlx::Result<Vec<(ProductRecord, Option<InventoryRecord>)>> {
         let mut sql = SqlBuilder::default();
-        sql.push(PRODUCT_SELECT);
-        push_filter(&mut sql, filter);
+        sql.push(if with_stock { PRODUCT_WITH_STOCK_SELECT } else { PRODUCT_SELECT });
+        push_filter(&mut sql, filter, with_stock);
         let asc = sort.ascending();
         if let Some(after) = &page.after {
             push_keyset(&mut sql, sort, after, asc);
@@ -237,9 +268,21 @@ impl Store {
         }
         sql.push(sort.order_by(page.backward)).push(" LIMIT ").bind(Bind::Int(i64::from(page.limit) + 1));
         let (sql, binds) = sql.finish();
-        let mut rows = on_pool!(self, pool => {
-            bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
-        })?;
+        let mut rows: Vec<(ProductRecord, Option<InventoryRecord>)> = if with_stock {
+            on_pool!(self, pool => {
+                bind_all!(sqlx::query_as::<_, WithStock>(sql), binds).fetch_all(pool).await
+            })?
+            .into_iter()
+            .map(WithStock::split)
+            .collect()
+        } else {
+            on_pool!(self, pool => {
+                bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
+            })?
+            .into_iter()
+            .map(|p| (p, None))
+            .collect()
+        };
         if page.backward {
             // Fetched in reverse to take the last rows; hand them back in sort order, keeping the
             // extra row (if any) first, where the caller looks for it.
@@ -252,7 +295,7 @@ impl Store {
     pub async fn count_products(&self, filter: &ProductFilter) -> sqlx::Result<i64> {
         let mut sql = SqlBuilder::default();
         sql.push("SELECT COUNT(*) FROM products p");
-        push_filter(&mut sql, filter);
+        push_filter(&mut sql, filter, false);
         let (sql, binds) = sql.finish();
         let count: i64 = on_pool!(self, pool => {
             bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await
@@ -366,7 +409,7 @@ mod tests {
             vendor_id: Some(3),
             ..Default::default()
         };
-        push_filter(&mut sql, &filter);
+        push_filter(&mut sql, &filter, false);
         push_keyset(&mut sql, ProductSort::PriceAsc, &ProductCursor { key: CursorKey::Int(500), id: 9 }, true);
         let (text, binds) = sql.finish();
         assert!(!text.0.contains("DROP"), "{}", text.0);

@@ -11,6 +11,8 @@ use crate::helpers::{Backend, TestApp, on_both_backends, spawn_app_with, token};
 on_both_backends!(the_writing_replica_never_reads_stale_data);
 
 const Q1: &str = "query($n: Int) { products(first: $n) { edges { node { name price { amount currencyCode } inventory { available } } } } }";
+const Q1_VENDOR: &str =
+    "query($n: Int) { products(first: $n) { edges { node { name vendor { name } inventory { available } } } } }";
 const Q2: &str = "query($id: ID!) { product(id: $id) { sku name description price { amount currencyCode } inventory { available } } }";
 const Q3: &str = "query($n: Int) { orders(first: $n) { edges { node { id status createdAt total { amount } lines { quantity unitPrice { amount } product { name } } } } } }";
 
@@ -35,8 +37,14 @@ async fn statements_per_request_are_bounded() {
             .unwrap();
         for n in [1, 20, 100] {
             let (count, body) = statements(&app, None, Q1, json!({ "n": n })).await;
-            assert_eq!(body["data"]["products"]["edges"].as_array().unwrap().len(), n as usize);
-            assert_eq!(count, 2, "Q1 with {n} products: the page and one batched inventory read");
+            let edges = body["data"]["products"]["edges"].as_array().unwrap();
+            assert_eq!(edges.len(), n as usize);
+            assert!(edges.iter().all(|e| e["node"]["inventory"]["available"].is_i64()), "{body}");
+            assert_eq!(count, 1, "Q1 with {n} products: the page with its stock, one statement");
+            let (count, body) = statements(&app, None, Q1_VENDOR, json!({ "n": n })).await;
+            let edges = body["data"]["products"]["edges"].as_array().unwrap();
+            assert!(edges.iter().all(|e| e["node"]["vendor"]["name"].is_string()), "{body}");
+            assert_eq!(count, 2, "Q1 with {n} products and their vendors: the page, one batched vendor read");
         }
         let (count, _) = statements(&app, None, Q2, json!({ "id": product(7) })).await;
         assert_eq!(count, 2, "Q2: the product and its inventory");
@@ -46,7 +54,12 @@ async fn statements_per_request_are_bounded() {
             let orders = body["data"]["orders"]["edges"].as_array().unwrap();
             assert!(!orders.is_empty() && orders.len() <= n as usize);
             assert!(orders.iter().all(|o| o["node"]["lines"].as_array().is_some_and(|l| !l.is_empty())));
-            assert!(count <= 3, "Q3 with {n} orders: orders, their lines, their products; got {count}");
+            let names = orders
+                .iter()
+                .flat_map(|o| o["node"]["lines"].as_array().unwrap())
+                .all(|l| l["product"]["name"].is_string());
+            assert!(names, "every line has its product's name: {body}");
+            assert!(count <= 2, "Q3 with {n} orders: the orders, then their lines with their products; got {count}");
         }
     }
 }
@@ -191,4 +204,40 @@ async fn anonymous_catalog_reads_carry_cache_hints() {
         .await
         .unwrap();
     assert_eq!(r.headers()["content-encoding"], "gzip", "responses are compressed");
+}
+
+/// A repeated document is parsed once: the same query with other variables, again and again,
+/// adds one parse to `securecart_documents_parsed_total`; another document adds one more.
+/// (A server process of its own: the counter is process-wide.)
+#[tokio::test]
+async fn a_repeated_document_is_parsed_once() {
+    let dir = std::env::temp_dir().join(format!("securecart-parse-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = crate::helpers::start_binary(&dir, &[]).await;
+    let client = reqwest::Client::new();
+    let parsed = async || {
+        crate::helpers::metric(&client, &server.internal, "securecart_documents_parsed_total").await.unwrap_or(0.0)
+    };
+    let run = async |query: &str, n: i64| {
+        let body: Value = client
+            .post(format!("{}/graphql", server.address))
+            .json(&json!({ "query": query, "variables": { "n": n } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(body["data"]["products"]["edges"].as_array().map(Vec::len), Some(n as usize), "{body}");
+    };
+    let before = parsed().await;
+    for n in 1..=5 {
+        run(Q1, n).await;
+    }
+    assert_eq!(parsed().await - before, 1.0, "five requests of one document: one parse");
+    run(Q1_VENDOR, 2).await;
+    run(Q1_VENDOR, 3).await;
+    assert_eq!(parsed().await - before, 2.0, "another document: one more");
+    let _ = std::fs::remove_dir_all(&dir);
 }

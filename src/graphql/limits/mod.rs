@@ -1,7 +1,8 @@
 //! Operation limits and cost budgets, checked before anything executes, by concern:
 //! `scan` (raw text, before parsing), `measure` (one pass over the parsed document),
-//! `cost` (the model, requested and actual), `billing` (per-caller budgets) and `extension`
-//! (where async-graphql calls them, once per request).
+//! `cost` (the model, requested and actual), `billing` (per-caller budgets), `documents` (parsed
+//! documents, cached per distinct text) and `gate` (where every operation passes them, once per
+//! request, around the engine).
 //!
 //! | limit (setting) | default | code |
 //! |---|---|---|
@@ -26,11 +27,12 @@
 
 pub mod billing;
 pub mod cost;
-pub mod extension;
+pub mod documents;
+pub mod gate;
 pub mod measure;
 pub mod scan;
 
-pub use extension::{CostCell, CostReport, Limits, OperationName};
+pub use gate::{CostCell, CostReport, Limits};
 pub use scan::{Scan, count_tokens, scan};
 
 use async_graphql::Name;
