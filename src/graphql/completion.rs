@@ -19,6 +19,7 @@
 //! for this object and stays absent.
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use async_graphql::parser::types::{BaseType, ExecutableDocument, Selection, SelectionSet, Type, TypeKind};
 use async_graphql::{Name, PathSegment, Response, Value};
@@ -84,7 +85,7 @@ impl Shapes {
                 errored.insert(error.path[..end].iter().map(Segment::from).collect::<Vec<_>>());
             }
         }
-        let mut walk = Walk { shapes: self, document, errored, path: Vec::new() };
+        let mut walk = Walk { shapes: self, document, errored, path: Vec::new(), memo: HashMap::new() };
         let map = match std::mem::take(&mut response.data) {
             Value::Object(map) => map,
             _ => Default::default(),
@@ -125,6 +126,9 @@ struct Walk<'a> {
     document: &'a ExecutableDocument,
     errored: HashSet<Vec<Segment>>,
     path: Vec<Segment>,
+    /// The collected fields of each (selection sets, type) met, so the items of a list collect
+    /// theirs once, not once per item.
+    memo: HashMap<(usize, usize, usize), Rc<Vec<Collected<'a>>>>,
 }
 
 /// Fragments nest at most this deep here (the limits refuse deeper documents anyway).
@@ -180,12 +184,27 @@ impl<'a> Walk<'a> {
         ty: Option<&'a str>,
         sets: &[&'a SelectionSet],
     ) -> Result<Value, Bubble> {
-        let mut collected = Vec::new();
-        for set in sets {
-            self.collect(set, ty, &mut collected, 0);
-        }
+        // Keyed by the sets' addresses in the document (all of them, folded) and the type's.
+        let fold = sets.iter().fold(sets.len(), |acc, s| acc.rotate_left(7) ^ (*s as *const SelectionSet as usize));
+        let key = (
+            sets.first().map_or(0, |s| *s as *const SelectionSet as usize),
+            fold,
+            ty.map_or(0, |t| t.as_ptr() as usize),
+        );
+        let collected = match self.memo.get(&key) {
+            Some(collected) => collected.clone(),
+            None => {
+                let mut collected = Vec::new();
+                for set in sets {
+                    self.collect(set, ty, &mut collected, 0);
+                }
+                let collected = Rc::new(collected);
+                self.memo.insert(key, collected.clone());
+                collected
+            }
+        };
         let mut out = async_graphql::indexmap::IndexMap::with_capacity(map.len().max(collected.len()));
-        for c in &collected {
+        for c in collected.iter() {
             self.path.push(Segment::Key(c.key.to_string()));
             let value = match map.swap_remove(c.key) {
                 Some(_) if ty == Some("__Schema") && c.name == "description" => Some(Value::Null),

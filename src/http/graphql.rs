@@ -425,7 +425,9 @@ async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Requ
         Ok(registration) => registration,
         Err((status, code, message)) => return refuse(http_error(status, code, message), call.response_type),
     };
-    let operation = stream::operation_type(&request);
+    // Only a GET or a streaming `Accept` needs the operation's type before it runs (the parse
+    // is the gate's, cached).
+    let operation = if call.get || call.stream.is_some() { state.limits.operation_type(&request) } else { None };
     let streamed = call.stream.filter(|m| stream::streams(*m, operation, call.json_accepted));
     // GET must not change anything: no mutation, and a subscription only as a stream.
     let over_get = match operation {

@@ -96,12 +96,6 @@ pub fn streams(mode: StreamMode, operation: Option<OperationType>, json_accepted
     }
 }
 
-/// The type of the operation `request` runs, when its document parses.
-pub fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
-    let document = async_graphql::parser::parse_query(&request.query).ok()?;
-    crate::graphql::limits::operation(&document, request.operation_name.as_deref()).map(|(_, op)| op.node.ty)
-}
-
 /// Streams a prepared request's results in `mode`; `on_first` runs with the first result
 /// (the persisted-query registration waits for it).
 pub fn respond(

@@ -241,3 +241,107 @@ async fn subscriptions_stream_over_sse_and_multipart() {
     let r = open("application/json, text/event-stream, multipart/mixed", None, "{ __typename }").await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
 }
+
+const TYPE_REF: &str = "fragment T on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }";
+
+/// Writes an introspected type reference in SDL notation (`[Product!]!`).
+fn type_text(t: &Value) -> String {
+    match t["kind"].as_str() {
+        Some("NON_NULL") => format!("{}!", type_text(&t["ofType"])),
+        Some("LIST") => format!("[{}]", type_text(&t["ofType"])),
+        _ => t["name"].as_str().unwrap_or("?").to_string(),
+    }
+}
+
+/// Every type, field, argument, input field and enum value the live schema introspects, with
+/// its type and description, is in schema/schema.graphql exactly so, and nothing more is.
+#[tokio::test]
+async fn introspection_lists_exactly_the_checked_in_schema() {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    use std::collections::BTreeSet;
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    let query = format!(
+        "{{ __schema {{ types {{ name kind description \
+         fields(includeDeprecated: true) {{ name description type {{ ...T }} args {{ name description type {{ ...T }} }} }} \
+         inputFields {{ name description type {{ ...T }} }} enumValues(includeDeprecated: true) {{ name description }} }} }} }} {TYPE_REF}"
+    );
+    let body = app.graphql(&query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let desc = |d: &Value| d.as_str().map(str::trim).unwrap_or("").to_string();
+    let mut live = BTreeSet::new();
+    for t in body["data"]["__schema"]["types"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        if name.starts_with("__") || ["String", "Int", "Float", "Boolean", "ID"].contains(&name) {
+            continue;
+        }
+        live.insert(format!("{name} ({}): {}", t["kind"].as_str().unwrap(), desc(&t["description"])));
+        for f in t["fields"].as_array().into_iter().flatten().chain(t["inputFields"].as_array().into_iter().flatten()) {
+            live.insert(format!(
+                "{name}.{}: {} — {}",
+                f["name"].as_str().unwrap(),
+                type_text(&f["type"]),
+                desc(&f["description"])
+            ));
+            for a in f["args"].as_array().into_iter().flatten() {
+                live.insert(format!(
+                    "{name}.{}({}): {}",
+                    f["name"].as_str().unwrap(),
+                    a["name"].as_str().unwrap(),
+                    type_text(&a["type"])
+                ));
+            }
+        }
+        for v in t["enumValues"].as_array().into_iter().flatten() {
+            live.insert(format!("{name}.{} — {}", v["name"].as_str().unwrap(), desc(&v["description"])));
+        }
+    }
+    let sdl = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/schema.graphql"))
+        .unwrap();
+    let document = async_graphql::parser::parse_schema(&sdl).unwrap();
+    let text = |d: &Option<async_graphql::Positioned<String>>| {
+        d.as_ref().map(|d| d.node.trim().to_string()).unwrap_or_default()
+    };
+    let mut file = BTreeSet::new();
+    for definition in &document.definitions {
+        let TypeSystemDefinition::Type(t) = definition else { continue };
+        let (t, name) = (&t.node, t.node.name.node.as_str());
+        let kind = match &t.kind {
+            TypeKind::Scalar => "SCALAR",
+            TypeKind::Object(_) => "OBJECT",
+            TypeKind::Interface(_) => "INTERFACE",
+            TypeKind::Union(_) => "UNION",
+            TypeKind::Enum(_) => "ENUM",
+            TypeKind::InputObject(_) => "INPUT_OBJECT",
+        };
+        file.insert(format!("{name} ({kind}): {}", text(&t.description)));
+        let fields = match &t.kind {
+            TypeKind::Object(o) => o.fields.iter().collect::<Vec<_>>(),
+            TypeKind::Interface(i) => i.fields.iter().collect(),
+            _ => Vec::new(),
+        };
+        for f in fields {
+            let f = &f.node;
+            file.insert(format!("{name}.{}: {} — {}", f.name.node, f.ty.node, text(&f.description)));
+            for a in &f.arguments {
+                file.insert(format!("{name}.{}({}): {}", f.name.node, a.node.name.node, a.node.ty.node));
+            }
+        }
+        if let TypeKind::InputObject(i) = &t.kind {
+            for f in &i.fields {
+                file.insert(format!("{name}.{}: {} — {}", f.node.name.node, f.node.ty.node, text(&f.node.description)));
+            }
+        }
+        if let TypeKind::Enum(e) = &t.kind {
+            for v in &e.values {
+                file.insert(format!("{name}.{} — {}", v.node.value.node, text(&v.node.description)));
+            }
+        }
+    }
+    let only_live: Vec<_> = live.difference(&file).collect();
+    let only_file: Vec<_> = file.difference(&live).collect();
+    assert!(
+        only_live.is_empty() && only_file.is_empty(),
+        "introspection only: {only_live:#?}\nSDL only: {only_file:#?}"
+    );
+    assert!(live.len() > 200, "{} entries compared", live.len());
+}

@@ -111,6 +111,12 @@ impl Limits {
         Self { settings, budgets, documents: Documents::default() }
     }
 
+    /// The type of the operation `request` runs, when its document parses (through the cache).
+    pub fn operation_type(&self, request: &Request) -> Option<OperationType> {
+        let document = self.documents.parse(&request.query).ok()?;
+        super::operation(&document, request.operation_name.as_deref()).map(|(_, op)| op.node.ty)
+    }
+
     /// Runs one operation through the gate and the engine.
     pub async fn execute(&self, schema: &AppSchema, mut request: Request) -> Response {
         let admitted = match self.admit(&mut request).await {
