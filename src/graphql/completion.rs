@@ -14,15 +14,18 @@
 //!   `null`), not the text async-graphql returns, which describes the `__Schema` meta-type.
 //!
 //! The walk follows the document and the value together, with the field types read once from
-//! the printed SDL (`Shapes`). Fields are collected without evaluating type conditions or
-//! `@skip`/`@include`: a key the value does not hold, with no error under it, was not selected
-//! for this object and stays absent.
+//! the printed SDL (`Shapes`), and `@skip`/`@include` evaluated with the request's variables.
+//! Type conditions are not evaluated (the runtime type of an interface's object is not in the
+//! result unless `__typename` is selected): a key the value does not hold, with no error under
+//! it, was not selected for this object and stays absent; and where fragments on different
+//! types of an interface select the same keys in different orders, the first order in the
+//! document wins (the one case where keys may differ from the spec's order).
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
-use async_graphql::parser::types::{BaseType, ExecutableDocument, Selection, SelectionSet, Type, TypeKind};
-use async_graphql::{Name, PathSegment, Response, Value};
+use async_graphql::parser::types::{BaseType, Directive, ExecutableDocument, Selection, SelectionSet, Type, TypeKind};
+use async_graphql::{Name, PathSegment, Positioned, Response, Value, Variables};
 
 /// The fields of each object and interface type, with their types, from the SDL.
 pub struct Shapes {
@@ -68,7 +71,13 @@ impl Shapes {
     /// Rewrites `response.data` as the specification completes it (see the module's text).
     /// `operation` is the executed operation's name; a response without `data` (a request
     /// error: nothing executed) is left alone.
-    pub fn complete(&self, document: &ExecutableDocument, operation: Option<&str>, response: &mut Response) {
+    pub fn complete(
+        &self,
+        document: &ExecutableDocument,
+        operation: Option<&str>,
+        variables: &Variables,
+        response: &mut Response,
+    ) {
         let Some((_, op)) = super::limits::operation(document, operation) else { return };
         let executed = !matches!(response.data, Value::Null) || response.errors.iter().any(|e| !e.path.is_empty());
         if !executed {
@@ -79,13 +88,15 @@ impl Shapes {
             async_graphql::parser::types::OperationType::Mutation => 1,
             async_graphql::parser::types::OperationType::Subscription => 2,
         }];
-        let mut errored = HashSet::new();
+        let (mut errored, mut exact) = (HashSet::new(), HashSet::new());
         for error in &response.errors {
             for end in 1..=error.path.len() {
                 errored.insert(error.path[..end].iter().map(Segment::from).collect::<Vec<_>>());
             }
+            exact.insert(error.path.iter().map(Segment::from).collect::<Vec<_>>());
         }
-        let mut walk = Walk { shapes: self, document, errored, path: Vec::new(), memo: HashMap::new() };
+        let mut walk =
+            Walk { shapes: self, document, variables, errored, exact, path: Vec::new(), memo: HashMap::new() };
         let map = match std::mem::take(&mut response.data) {
             Value::Object(map) => map,
             _ => Default::default(),
@@ -124,11 +135,32 @@ struct Collected<'a> {
 struct Walk<'a> {
     shapes: &'a Shapes,
     document: &'a ExecutableDocument,
+    variables: &'a Variables,
+    /// Every path with an error at or under it.
     errored: HashSet<Vec<Segment>>,
+    /// The paths errors were raised at.
+    exact: HashSet<Vec<Segment>>,
     path: Vec<Segment>,
     /// The collected fields of each (selection sets, type) met, so the items of a list collect
-    /// theirs once, not once per item.
-    memo: HashMap<(usize, usize, usize), Rc<Vec<Collected<'a>>>>,
+    /// theirs once, not once per item. Keyed by the sets' addresses in the document and the
+    /// type name's.
+    memo: HashMap<(Vec<usize>, usize), Rc<Vec<Collected<'a>>>>,
+}
+
+/// Whether `@skip`/`@include` leave a selection in, with the request's variables.
+fn included(directives: &[Positioned<Directive>], variables: &Variables) -> bool {
+    directives.iter().all(|d| {
+        let name = d.node.name.node.as_str();
+        if name != "skip" && name != "include" {
+            return true;
+        }
+        let condition = d
+            .node
+            .get_argument("if")
+            .and_then(|v| v.node.clone().into_const_with(|n| variables.get(&n).cloned().ok_or(())).ok());
+        let on = matches!(condition, Some(Value::Boolean(true)));
+        if name == "skip" { !on } else { on }
+    })
 }
 
 /// Fragments nest at most this deep here (the limits refuse deeper documents anyway).
@@ -141,6 +173,9 @@ impl<'a> Walk<'a> {
         }
         for item in &set.items {
             match &item.node {
+                Selection::Field(f) if !included(&f.node.directives, self.variables) => {}
+                Selection::InlineFragment(f) if !included(&f.node.directives, self.variables) => {}
+                Selection::FragmentSpread(f) if !included(&f.node.directives, self.variables) => {}
                 Selection::Field(f) => {
                     let field = &f.node;
                     let key = field.alias.as_ref().map_or(&field.name.node, |a| &a.node);
@@ -184,13 +219,8 @@ impl<'a> Walk<'a> {
         ty: Option<&'a str>,
         sets: &[&'a SelectionSet],
     ) -> Result<Value, Bubble> {
-        // Keyed by the sets' addresses in the document (all of them, folded) and the type's.
-        let fold = sets.iter().fold(sets.len(), |acc, s| acc.rotate_left(7) ^ (*s as *const SelectionSet as usize));
-        let key = (
-            sets.first().map_or(0, |s| *s as *const SelectionSet as usize),
-            fold,
-            ty.map_or(0, |t| t.as_ptr() as usize),
-        );
+        let key =
+            (sets.iter().map(|s| *s as *const SelectionSet as usize).collect(), ty.map_or(0, |t| t.as_ptr() as usize));
         let collected = match self.memo.get(&key) {
             Some(collected) => collected.clone(),
             None => {
@@ -232,7 +262,21 @@ impl<'a> Walk<'a> {
     fn value(&mut self, value: Value, ty: Option<&'a Type>, sets: &[&'a SelectionSet]) -> Result<Value, Bubble> {
         let nullable = ty.is_none_or(|t| t.nullable);
         let or_null = |nullable: bool| if nullable { Ok(Value::Null) } else { Err(Bubble) };
+        let selects = sets.iter().any(|s| !s.items.is_empty());
         match value {
+            // async-graphql answers `null` for an object every field of which failed (the
+            // errors are under it, none at it): rebuild it, each field `null` or bubbling.
+            Value::Null
+                if selects
+                    && ty.is_none_or(|t| matches!(t.base, BaseType::Named(_)))
+                    && self.errored_here()
+                    && !self.exact.contains(&self.path) =>
+            {
+                match self.object(Default::default(), ty.map(named_type), sets) {
+                    Ok(v) => Ok(v),
+                    Err(Bubble) => or_null(nullable),
+                }
+            }
             Value::Null if !nullable && self.errored_here() => Err(Bubble),
             Value::List(items) => {
                 let item_ty = match ty.map(|t| &t.base) {
@@ -251,7 +295,7 @@ impl<'a> Walk<'a> {
                 }
                 Ok(Value::List(out))
             }
-            Value::Object(map) if sets.iter().any(|s| !s.items.is_empty()) => {
+            Value::Object(map) if selects => {
                 let named = ty.map(named_type);
                 match self.object(map, named, sets) {
                     Ok(v) => Ok(v),
@@ -294,7 +338,7 @@ mod tests {
                 .collect();
             response.errors.push(e);
         }
-        shapes.complete(&document, None, &mut response);
+        shapes.complete(&document, None, &Variables::default(), &mut response);
         serde_json::to_value(&response.data).unwrap()
     }
 
@@ -322,6 +366,31 @@ mod tests {
         let out =
             complete("{ a { z { y } x } }", json!({"a": {"z": {}, "x": 3}}), &[&[json!("a"), json!("z"), json!("y")]]);
         assert_eq!(out, json!({"a": {"z": null, "x": 3}}));
+    }
+
+    #[test]
+    fn an_object_whose_fields_all_failed_is_rebuilt_not_lost() {
+        // async-graphql answers `b: null` when every field of `b` failed.
+        let out = complete("{ b { x } n }", json!({"b": null, "n": 1}), &[&[json!("b"), json!("x")]]);
+        assert_eq!(out, json!({"b": {"x": null}, "n": 1}));
+        let out =
+            complete("{ items { x } }", json!({"items": [{"x": 1}, null]}), &[&[json!("items"), json!(1), json!("x")]]);
+        assert_eq!(out, json!({"items": [{"x": 1}, {"x": null}]}));
+        // An error at the object itself keeps it null (and bubbles when it is non-null).
+        let out = complete("{ a { x } n }", json!({"a": null, "n": 1}), &[&[json!("a")]]);
+        assert_eq!(out, json!({"a": null, "n": 1}));
+        let out = complete("{ b { y } n }", json!({"b": null, "n": 1}), &[&[json!("b"), json!("y")]]);
+        assert_eq!(out, json!(null), "`b.y: Int!` failed, `b: A!` cannot be null: data is");
+    }
+
+    #[test]
+    fn skipped_fields_take_no_place_in_the_order() {
+        let shapes = Shapes::from_sdl(SDL);
+        let document = async_graphql::parser::parse_query("query($s: Boolean!) { n @skip(if: $s) a { x } n }").unwrap();
+        let mut response = Response::new(Value::from_json(json!({"a": {"x": 1}, "n": 2})).unwrap());
+        let variables = Variables::from_json(json!({"s": true}));
+        shapes.complete(&document, None, &variables, &mut response);
+        assert_eq!(serde_json::to_string(&response.data).unwrap(), r#"{"a":{"x":1},"n":2}"#);
     }
 
     #[test]
@@ -355,7 +424,7 @@ mod tests {
         let document = async_graphql::parser::parse_query("{ __schema { description } }").unwrap();
         let data = json!({"__schema": {"description": "A GraphQL Schema defines ..."}});
         let mut response = Response::new(Value::from_json(data).unwrap());
-        shapes.complete(&document, None, &mut response);
+        shapes.complete(&document, None, &Variables::default(), &mut response);
         assert_eq!(serde_json::to_value(&response.data).unwrap(), json!({"__schema": {"description": null}}));
     }
 }

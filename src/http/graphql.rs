@@ -175,7 +175,11 @@ pub async fn post(
         Ok(r) => r,
         Err(e) => return refuse(e, negotiate(&headers).unwrap_or(ResponseType::Json)),
     };
-    let call = call(&state, &headers, peer, caller.map(|c| c.0), false).await;
+    let mut call = call(&state, &headers, peer, caller.map(|c| c.0), false).await;
+    if matches!(requests, Batch::Many(_)) {
+        // A batch answers one JSON array: its operations are never streamed.
+        call.stream = None;
+    }
     match requests {
         Batch::Single(request) => execute(&state, &call, *request).await,
         Batch::Many(requests) => {

@@ -129,6 +129,13 @@ async fn transport_ws_accepts_a_valid_token(app: TestApp) {
     assert_eq!(message["type"], "next", "{message}");
     assert_eq!(message["payload"]["data"]["me"]["subject"], "alice");
     assert_eq!(message["payload"]["data"]["products"]["edges"].as_array().unwrap().len(), 2);
+    assert!(message["payload"]["extensions"]["cost"]["actualQueryCost"].is_u64(), "{message}");
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "complete");
+    // The same gate as over HTTP: the unused cost (10 asked, 3 exist) is given back, reported.
+    send(&mut ws, json!({ "id": "2", "type": "subscribe", "payload": { "query": "{ products(first: 10) { edges { node { name } } } }" } })).await;
+    let message = next(&mut ws).await.unwrap();
+    let cost = &message["payload"]["extensions"]["cost"];
+    assert!(cost["actualQueryCost"].as_u64() < cost["requestedQueryCost"].as_u64(), "{message}");
     assert_eq!(next(&mut ws).await.unwrap()["type"], "complete");
 
     // Without a token the connection is anonymous: public data yes, `me` no.

@@ -61,8 +61,12 @@ pub struct Limits {
 /// What admission leaves for after execution.
 struct Admitted {
     document: Arc<ExecutableDocument>,
+    operation: Option<String>,
+    variables: Variables,
     requested: u64,
+    /// Taken by the first result's refund.
     billed: Option<(BillingKey, ThrottleStatus)>,
+    cell: Option<CostCell>,
 }
 
 /// A request's data of type `T`, as the transport put it there (`http::graphql::prepare`).
@@ -113,51 +117,50 @@ impl Limits {
 
     /// The type of the operation `request` runs, when its document parses (through the cache).
     pub fn operation_type(&self, request: &Request) -> Option<OperationType> {
+        // The text limits first: nothing is parsed (nor kept) that they would refuse.
+        self.scan_text(request).ok()?;
         let document = self.documents.parse(&request.query).ok()?;
         super::operation(&document, request.operation_name.as_deref()).map(|(_, op)| op.node.ty)
     }
 
     /// Runs one operation through the gate and the engine.
     pub async fn execute(&self, schema: &AppSchema, mut request: Request) -> Response {
-        let admitted = match self.admit(&mut request).await {
+        let mut admitted = match self.admit(&mut request).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
-        let cell = data::<CostCell>(&request.data).cloned();
-        let operation = request.operation_name.clone();
         let mut response = schema.execute(request).await;
-        self.finish(admitted, operation.as_deref(), cell.as_ref(), &mut response).await;
+        self.finish(&mut admitted, &mut response).await;
         response
     }
 
     /// Runs a subscription (or any operation) as a stream through the gate and the engine:
-    /// admission once, then each result coded and completed.
+    /// admission once, then each result finished as a single one is (the refund with the
+    /// first).
     pub fn execute_stream(
         self: &Arc<Self>,
         schema: AppSchema,
         mut request: Request,
         session: Arc<Data>,
     ) -> BoxStream<'static, Response> {
-        let gate = self.clone();
+        let (gate, admitting) = (self.clone(), self.clone());
         futures::stream::once(async move {
-            let admitted = gate.admit(&mut request).await;
+            let admitted = admitting.admit(&mut request).await;
             (request, admitted)
         })
         .flat_map(move |(request, admitted)| match admitted {
             Err(refused) => futures::stream::once(async move { refused }).boxed(),
             Ok(admitted) => {
-                let operation = request.operation_name.clone();
-                let document = admitted.document;
+                let admitted = Arc::new(tokio::sync::Mutex::new(admitted));
+                let gate = gate.clone();
                 schema
                     .execute_stream_with_session_data(request, session.clone())
-                    .map(move |mut response| {
-                        if is_request_error(&response) {
-                            response.errors = validation_errors(std::mem::take(&mut response.errors));
-                        } else {
-                            execution_errors(&mut response);
-                            Shapes::of_schema().complete(&document, operation.as_deref(), &mut response);
+                    .then(move |mut response| {
+                        let (gate, admitted) = (gate.clone(), admitted.clone());
+                        async move {
+                            gate.finish(&mut *admitted.lock().await, &mut response).await;
+                            response
                         }
-                        response
                     })
                     .boxed()
             }
@@ -185,32 +188,34 @@ impl Limits {
             None => None,
         };
         request.set_parsed_query((*document).clone());
-        Ok(Admitted { document, requested, billed })
+        Ok(Admitted {
+            document,
+            operation: request.operation_name.clone(),
+            variables: request.variables.clone(),
+            requested,
+            billed,
+            cell: data::<CostCell>(&request.data).cloned(),
+        })
     }
 
     /// After execution: codes the engine's errors; completes the result as the spec says; gives
     /// back the unused cost and reports it. A document that did not validate ran nothing and
     /// keeps its bill (as a refused one does).
-    async fn finish(
-        &self,
-        admitted: Admitted,
-        operation: Option<&str>,
-        cell: Option<&CostCell>,
-        response: &mut Response,
-    ) {
+    async fn finish(&self, admitted: &mut Admitted, response: &mut Response) {
         if is_request_error(response) {
             response.errors = validation_errors(std::mem::take(&mut response.errors));
             return;
         }
         execution_errors(response);
-        Shapes::of_schema().complete(&admitted.document, operation, response);
+        let operation = admitted.operation.as_deref();
+        Shapes::of_schema().complete(&admitted.document, operation, &admitted.variables, response);
         let requested = admitted.requested;
         let actual = actual_cost(&admitted.document, operation, &response.data, requested);
-        let status = match admitted.billed {
+        let status = match admitted.billed.take() {
             Some((key, status)) => Some(refund(&self.budgets, &key, status, requested, actual).await),
             None => None,
         };
-        if let Some(cell) = cell {
+        if let Some(cell) = &admitted.cell {
             cell.update(|r| r.status = status);
         }
         response.extensions.insert("cost".to_string(), cost_value(requested, actual, status));
