@@ -201,6 +201,15 @@ pub mod metrics {
     /// Receivers listening on the event bus: one per running subscription, plus the catalog
     /// cache's invalidator (gauge, sampled at scrape time).
     pub const BUS_LISTENERS: &str = "securecart_bus_listeners";
+    /// Requested cost of each operation, by `operation` and `role` (histogram).
+    pub const COST_REQUESTED: &str = "securecart_operation_cost_requested";
+    /// Actual cost of each operation, by `operation` and `role` (histogram).
+    pub const COST_ACTUAL: &str = "securecart_operation_cost_actual";
+    /// Requests refused for an exhausted cost budget, by `role` (counter).
+    pub const BUDGET_EXHAUSTED: &str = "securecart_budget_exhausted_total";
+    /// Seconds from a change to its event reaching this replica's subscribers, by `type`
+    /// (histogram).
+    pub const EVENT_LAG: &str = "securecart_event_lag_seconds";
     /// Documents parsed: each distinct query text once while it stays in the cache (counter).
     pub const DOCUMENTS_PARSED: &str = "securecart_documents_parsed_total";
     /// Uses of deprecated schema fields, by `field` and `client` (counter).
@@ -211,8 +220,13 @@ pub mod metrics {
         static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
         HANDLE.get_or_init(|| {
             let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let costs = [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+            let lag = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(DURATION.into()), &buckets)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COST_REQUESTED.into()), &costs))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(COST_ACTUAL.into()), &costs))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(EVENT_LAG.into()), &lag))
                 .expect("valid buckets");
             match builder.install_recorder() {
                 Ok(handle) => handle,

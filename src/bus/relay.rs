@@ -196,6 +196,9 @@ impl Delivery {
         while i < out.len() {
             let r = out[i].clone();
             ledger.delivered(&r, &mut out);
+            // From the change to this replica's subscribers, once per event per replica.
+            let lag = (chrono::Utc::now() - r.event.at()).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            metrics::histogram!(crate::telemetry::metrics::EVENT_LAG, "type" => r.event.kind()).record(lag);
             // No local subscriber is not an error.
             let _ = self.local.send(r);
             i += 1;

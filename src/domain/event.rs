@@ -55,6 +55,16 @@ pub enum Event {
 }
 
 impl Event {
+    /// When the change happened (written with it, in its transaction).
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Inventory { at, .. }
+            | Self::OrderStatus { at, .. }
+            | Self::Product { at, .. }
+            | Self::Cart { at, .. } => *at,
+        }
+    }
+
     /// The event's kind, as metrics label it.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -368,14 +368,30 @@ fn read_get(state: &AppState, headers: &HeaderMap, raw: Option<&str>) -> Result<
 }
 
 /// Counts the operation, its latency, its errors by code, and refusals by limits and budgets.
-fn record_metrics(operation: &str, report: &CostReport, response: &async_graphql::Response, elapsed: Duration) {
+fn record_metrics(
+    operation: &str,
+    role: &str,
+    report: &CostReport,
+    response: &async_graphql::Response,
+    elapsed: Duration,
+) {
     use crate::telemetry::metrics as m;
-    let labels = [
-        ("type", report.operation_type.unwrap_or("unknown").to_string()),
-        ("operation", m::operation_label(Some(operation).filter(|o| !o.is_empty()))),
-    ];
+    let name = m::operation_label(Some(operation).filter(|o| !o.is_empty()));
+    let labels = [("type", report.operation_type.unwrap_or("unknown").to_string()), ("operation", name.clone())];
     metrics::counter!(m::REQUESTS, &labels).increment(1);
     metrics::histogram!(m::DURATION, &labels).record(elapsed.as_secs_f64());
+    // What each operation costs, by who asks: the top-N dearest operations are
+    // `topk(10, sum by (operation) (rate(securecart_operation_cost_actual_sum[5m])))`.
+    let by = [("operation", name), ("role", role.to_string())];
+    if let Some(requested) = report.requested {
+        metrics::histogram!(m::COST_REQUESTED, &by).record(requested as f64);
+    }
+    if let Some(actual) = report.actual {
+        metrics::histogram!(m::COST_ACTUAL, &by).record(actual as f64);
+    }
+    if report.throttled.is_some() {
+        metrics::counter!(m::BUDGET_EXHAUSTED, "role" => role.to_string()).increment(1);
+    }
     for error in &response.errors {
         let code = error
             .extensions
@@ -506,7 +522,13 @@ async fn run(
         return Err(http_error(StatusCode::GATEWAY_TIMEOUT, "EXECUTION_TIMEOUT", message));
     };
     let report = cost.0.lock().map(|r| r.clone()).unwrap_or_default();
-    record_metrics(report.operation_name.as_deref().unwrap_or(&operation), &report, &response, started.elapsed());
+    record_metrics(
+        report.operation_name.as_deref().unwrap_or(&operation),
+        &role,
+        &report,
+        &response,
+        started.elapsed(),
+    );
     Ok((response, report))
 }
 

@@ -139,6 +139,13 @@ async fn metrics_count_exactly_what_happened() {
     assert_eq!(sample(&m, "securecart_graphql_errors_total", &["code=\"PAGE_SIZE_EXCEEDED\""]), 1.0);
     assert_eq!(sample(&m, "securecart_limit_rejections_total", &["code=\"MAX_ALIASES_EXCEEDED\""]), 1.0);
     assert_eq!(sample(&m, "securecart_throttled_total", &["kind=\"budget\""]), 1.0);
+    // What each operation costs, by role: Probe asks 2 (a page of 2 leaves) and spends 2.
+    let probe_anonymous = ["operation=\"Probe\"", "role=\"anonymous\""];
+    assert_eq!(sample(&m, "securecart_operation_cost_requested_count", &probe_anonymous), 3.0, "{m}");
+    assert_eq!(sample(&m, "securecart_operation_cost_requested_sum", &probe_anonymous), 6.0, "{m}");
+    assert_eq!(sample(&m, "securecart_operation_cost_actual_sum", &probe_anonymous), 6.0, "{m}");
+    assert_eq!(sample(&m, "securecart_budget_exhausted_total", &["role=\"customer\""]), 1.0, "{m}");
+    assert_eq!(sample(&m, "securecart_event_lag_seconds_count", &["type=\"inventory\""]), 1.0, "{m}");
     assert_eq!(sample(&m, "securecart_events_published_total", &["type=\"inventory\""]), 1.0);
     assert_eq!(sample(&m, "securecart_events_delivered_total", &["type=\"inventory\""]), 1.0);
     // Operation names beyond the first 200 share one label.

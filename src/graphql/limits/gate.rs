@@ -39,6 +39,8 @@ pub struct CostReport {
     pub throttled: Option<Throttled>,
     /// The bucket after the request.
     pub status: Option<ThrottleStatus>,
+    /// The actual cost, once executed.
+    pub actual: Option<u64>,
 }
 
 /// Shared between the extension and the transport for one request.
@@ -216,7 +218,10 @@ impl Limits {
             None => None,
         };
         if let Some(cell) = &admitted.cell {
-            cell.update(|r| r.status = status);
+            cell.update(|r| {
+                r.status = status;
+                r.actual = Some(actual);
+            });
         }
         response.extensions.insert("cost".to_string(), cost_value(requested, actual, status));
     }
