@@ -84,7 +84,13 @@ struct Inner {
     roles_claim: String,
     vendor_claim: String,
     min_refetch: Duration,
+    /// Tokens verified already, with their identity, until they expire (see `Verifier::verify`).
+    verified: std::sync::Mutex<HashMap<String, Identity>>,
 }
+
+/// Verified tokens kept at most; past it the whole cache starts over (a bound, not an LRU:
+/// a flood of distinct valid tokens costs their verification, as without a cache).
+const MAX_VERIFIED: usize = 10_000;
 
 /// Verifies bearer tokens; cheap to clone.
 #[derive(Clone)]
@@ -147,6 +153,7 @@ impl Verifier {
             client_ids: auth.client_ids.clone(),
             token_use: auth.token_use.clone(),
             role_namespaces: auth.role_namespaces.clone(),
+            verified: Default::default(),
             plain_roles: auth.plain_roles,
             scope_roles: auth.scope_roles,
             cognito_groups: auth.cognito_groups,
@@ -207,6 +214,8 @@ impl Verifier {
         }
         let count = fresh.len();
         *keys.write().await = fresh;
+        // A token verified with a key that is now gone must not pass from the cache.
+        self.0.verified.lock().unwrap_or_else(|e| e.into_inner()).clear();
         tracing::info!(keys = count, "JWKS loaded");
         Ok(count)
     }
@@ -246,7 +255,31 @@ impl Verifier {
 
     /// Verifies a token and maps its claims to an identity. The error is the reason a client
     /// sees with `UNAUTHENTICATED`.
+    ///
+    /// A token that verified is kept with its identity until its `exp` (at most
+    /// `MAX_VERIFIED` of them), so a client's next requests cost a map lookup, not a signature
+    /// check. Nothing about a token changes before it expires except its keys: a JWKS refresh
+    /// that changes them empties the cache. Refusals are not kept.
     pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(identity) = self.0.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token)
+            && identity.expires_at > now
+        {
+            return Ok(identity.clone());
+        }
+        let identity = self.verify_signature(token).await?;
+        let mut verified = self.0.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.retain(|_, i| i.expires_at > now);
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_string(), identity.clone());
+        Ok(identity)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Identity, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token".to_string())?;
         if !self.0.algorithms.contains(&header.alg) {
             return Err(format!("token algorithm {:?} is not accepted", header.alg));

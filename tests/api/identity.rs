@@ -237,3 +237,31 @@ async fn production_hides_the_schema_from_non_admins() {
     let body = app.graphql_as(&token("ops", &[Role::Admin], None), "{ me { subject } }", json!({})).await;
     assert_eq!(first_error_code(&body), "UNAUTHENTICATED");
 }
+
+/// A verified token is served from the verifier's cache on the next requests, and refused once
+/// it expires all the same (polled, with a deadline: the expiry is the token's, 2 s out).
+#[tokio::test]
+async fn a_cached_token_is_refused_once_it_expires() {
+    let Some(app) = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |s| s.auth.leeway_secs = 0).await
+    else {
+        return;
+    };
+    let exp = chrono::Utc::now().timestamp() + 2;
+    let claims = json!({ "sub": "alice", "roles": ["customer"], "exp": exp });
+    let key = EncodingKey::from_secret(securecart::config::DEV_JWT_SECRET.as_bytes());
+    let token = jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+    for _ in 0..3 {
+        assert_eq!(me(&app, &format!("Bearer {token}")).await["data"]["me"]["subject"], "alice");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let body = me(&app, &format!("Bearer {token}")).await;
+        if body["data"].is_null() {
+            assert_eq!(first_error_code(&body), "UNAUTHENTICATED", "{body}");
+            assert!(chrono::Utc::now().timestamp() >= exp, "refused only once expired");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the expired token still passes: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
