@@ -144,7 +144,9 @@ async fn call(
     get: bool,
 ) -> Call {
     // `read_post` and `read_get` have refused what `Accept` does not allow.
-    let response_type = negotiate(headers).unwrap_or(ResponseType::Json);
+    let negotiated = negotiate(headers);
+    let json_accepted = negotiated.is_ok();
+    let response_type = negotiated.unwrap_or(ResponseType::Json);
     let caller = match caller {
         // Verified once, by the rate-limit layer in `app::routes`.
         Some(caller) => caller,
@@ -159,7 +161,6 @@ async fn call(
         headers.get("apollographql-client-name").or_else(|| headers.get("x-client-name")).and_then(|v| v.to_str().ok()),
     );
     let stream = stream::mode(headers);
-    let json_accepted = negotiate(headers).is_ok();
     Call { caller, client, billing, response_type, get, stream, json_accepted, client_ip }
 }
 
