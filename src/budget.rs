@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use crate::auth::{Caller, Role};
 use crate::config::{BudgetPolicy, Settings};
 
@@ -127,7 +125,7 @@ pub enum Budgets {
     /// In this process.
     Local(Mutex<HashMap<String, Bucket>>),
     /// In Redis, shared by every replica.
-    Redis { manager: ConnectionManager, script: redis::Script, prefix: String },
+    Redis { manager: crate::redis_client::RedisConn, script: redis::Script, prefix: String },
 }
 
 impl Budgets {
@@ -136,13 +134,12 @@ impl Budgets {
         Self::Local(Mutex::new(HashMap::new()))
     }
 
-    /// Buckets in Redis at `url`, under keys starting with `prefix`.
-    pub fn redis(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(500)))
-            .set_number_of_retries(1);
-        let manager = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
+    /// Buckets in Redis at `target`, under keys starting with `prefix`.
+    /// One key per bucket, so the script runs on the bucket's own shard of a cluster.
+    pub fn redis(target: &crate::redis_client::RedisTarget, prefix: &str) -> anyhow::Result<Self> {
+        let timeouts =
+            crate::redis_client::Timeouts { connect: Duration::from_millis(500), response: Duration::from_millis(500) };
+        let manager = crate::redis_client::RedisConn::open(target, timeouts)?;
         Ok(Self::Redis { manager, script: redis::Script::new(SCRIPT), prefix: prefix.to_string() })
     }
 

@@ -13,6 +13,7 @@ pub mod graphql;
 pub mod http;
 pub mod payments;
 pub mod playground;
+pub mod redis_client;
 pub mod rest;
 pub mod service;
 pub mod startup;

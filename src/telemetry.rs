@@ -212,6 +212,9 @@ pub mod metrics {
     pub const EVENT_LAG: &str = "securecart_event_lag_seconds";
     /// Documents parsed: each distinct query text once while it stays in the cache (counter).
     pub const DOCUMENTS_PARSED: &str = "securecart_documents_parsed_total";
+    /// How far the read replica's replay is behind the primary, at its last check (gauge, seconds;
+    /// absent without `DATABASE_READ_URL`).
+    pub const REPLICA_LAG: &str = "securecart_db_replica_lag_seconds";
     /// Uses of deprecated schema fields, by `field` and `client` (counter).
     pub const DEPRECATED_FIELDS: &str = "securecart_deprecated_field_usage_total";
 

@@ -62,6 +62,16 @@ impl App {
         let store = Store::connect_with(settings.database.url(), settings.database.max_connections, acquire)
             .await?
             .with_cache(std::time::Duration::from_secs(settings.database.cache_ttl_secs));
+        let store = match &settings.database.read_url {
+            Some(url) => {
+                let routing = crate::store::replica::Routing::new(
+                    std::time::Duration::from_millis(settings.database.read_your_writes_ms),
+                    std::time::Duration::from_millis(settings.database.replica_max_lag_ms),
+                );
+                store.with_replica(url, settings.database.max_connections, routing)?
+            }
+            None => store,
+        };
         if settings.auto_migrate() {
             store.migrate().await?;
         } else {
@@ -93,10 +103,11 @@ impl App {
             if settings.playground_enabled() { Some(Playground::load(&settings.playground.dir)?) } else { None };
         let verifier = Verifier::new(&settings.auth).await?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-        let bus = match &settings.redis.url {
-            Some(url) => {
-                warn_if_unreachable(url).await;
-                EventBus::redis(url, &settings.redis.channel)?
+        let redis = settings.redis.target();
+        let bus = match &redis {
+            Some(target) => {
+                crate::redis_client::warn_if_unreachable(target).await;
+                EventBus::redis(target, &settings.redis.channel)?
             }
             None => EventBus::in_process(),
         };
@@ -112,8 +123,8 @@ impl App {
         store.on_commit(Arc::new(bus.clone()));
         spawn_event_sweep(&store, &bus, &settings, shutdown_rx.clone());
         spawn_cache_invalidation(&store, &bus);
-        let budgets = Arc::new(match &settings.redis.url {
-            Some(url) => Budgets::redis(url, "securecart:budget:")?,
+        let budgets = Arc::new(match &redis {
+            Some(target) => Budgets::redis(target, "securecart:budget:")?,
             None => Budgets::local(),
         });
         // Forget refilled local buckets now and then, so their memory stays bounded.
@@ -129,7 +140,7 @@ impl App {
         let apq_prefix = format!("{}:apq:", settings.redis.channel);
         let persisted = Arc::new(PersistedQueries::new(
             settings.security.persisted_queries,
-            settings.redis.url.as_deref().map(|url| (url, apq_prefix.as_str())),
+            redis.as_ref().map(|target| (target, apq_prefix.as_str())),
             settings.security.safelist_file.as_deref(),
             settings.security.persisted_queries_max_bytes,
         )?);
@@ -291,28 +302,6 @@ impl App {
         );
         self.run_until(shutdown_signal()).await
     }
-}
-
-/// Redis is optional at run time (the server degrades without it), so an unreachable one does
-/// not stop the start; it is said once, plainly, at start-up rather than discovered later.
-async fn warn_if_unreachable(url: &str) {
-    let reached = async {
-        let mut connection = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
-    };
-    let failure = match tokio::time::timeout(std::time::Duration::from_secs(2), reached).await {
-        Ok(Ok(_)) => return,
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer in 2 s".to_string(),
-    };
-    let place = url.rsplit_once('@').map_or(url, |(_, host)| host);
-    tracing::warn!(
-        redis = place,
-        error = %failure,
-        "Redis (REDIS_URL) is unreachable: serving without it until it answers. Meanwhile events reach only this \
-         replica's subscribers, cost budgets are not enforced, and persisted queries are not shared. Start Redis, \
-         or unset REDIS_URL for a single instance."
-    );
 }
 
 /// Settles pending payments (see `Services::reconcile_payments`): at start-up, then every

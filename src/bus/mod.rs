@@ -73,11 +73,11 @@ impl EventBus {
         Self { local, delivery, redis: None }
     }
 
-    /// A bus fanned out through Redis pub/sub on `channel`.
-    pub fn redis(url: &str, channel: &str) -> anyhow::Result<Self> {
+    /// A bus fanned out through Redis pub/sub on `channel` (sharded channels on a cluster).
+    pub fn redis(target: &crate::redis_client::RedisTarget, channel: &str) -> anyhow::Result<Self> {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let delivery = relay::Delivery::new(local.clone());
-        let redis = redis::RedisLink::start(url, channel, delivery.clone())?;
+        let redis = redis::RedisLink::start(target, channel, delivery.clone())?;
         Ok(Self { local, delivery, redis: Some(redis) })
     }
 

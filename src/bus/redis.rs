@@ -1,5 +1,9 @@
 //! Redis pub/sub fan-out: one reconnecting connection per process (redis `ConnectionManager`
 //! with RESP3 push messages and automatic resubscription), one subscription to one channel.
+//! On a Redis Cluster (`SECURECART_REDIS_CLUSTER`) the same, with sharded pub/sub: one channel
+//! per event kind (`{channel}:{kind}` with the kind as hash tag), `SPUBLISH` to the shard that
+//! owns it and one `SSUBSCRIBE` per process to all of them (the cluster client keeps one
+//! connection per shard and resubscribes after a failover).
 //!
 //! - Publishing never waits on Redis: events go to a bounded queue that a task drains with
 //!   `PUBLISH`; when Redis is down they are not sent (the other replicas' outbox sweeps deliver
@@ -15,12 +19,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, PushKind, Value};
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::relay::Delivery;
 use super::{Event, Recorded};
+use crate::redis_client::{LazyCluster, RedisTarget, Timeouts, cluster_client};
+
+/// The event kinds, each with its own sharded channel on a cluster.
+const KINDS: [&str; 4] = ["inventory", "order_status", "product", "cart"];
+
+/// The sharded channel of one event kind: the kind is the hash tag, so kinds spread over shards.
+fn shard_channel(channel: &str, kind: &str) -> String {
+    format!("{channel}:{{{kind}}}")
+}
 
 /// The wire form. `seq` and `version` default to 0 so replicas of the previous release, which
 /// sent only `origin` and `event`, still interoperate during a rolling deploy.
@@ -55,8 +68,12 @@ fn resp3(url: &str) -> String {
 impl RedisLink {
     /// Connects lazily (the server starts even while Redis is down) and starts the tasks that
     /// publish, subscribe and watch the connection. `delivery` receives events from other processes.
-    pub fn start(url: &str, channel: &str, delivery: Arc<Delivery>) -> anyhow::Result<Self> {
-        let client = redis::Client::open(resp3(url))?;
+    pub fn start(target: &RedisTarget, channel: &str, delivery: Arc<Delivery>) -> anyhow::Result<Self> {
+        if target.cluster {
+            return Self::start_cluster(target, channel, delivery);
+        }
+        let url = target.nodes().into_iter().next().unwrap_or_default();
+        let client = redis::Client::open(resp3(&url))?;
         let (push_tx, mut push_rx) = mpsc::unbounded_channel::<PushInfo>();
         let config = ConnectionManagerConfig::new()
             .set_push_sender(push_tx)
@@ -96,17 +113,7 @@ impl RedisLink {
             tokio::spawn(async move {
                 while let Some(push) = push_rx.recv().await {
                     match push.kind {
-                        PushKind::Message => {
-                            let Some(Value::BulkString(bytes)) = push.data.get(1) else { continue };
-                            match serde_json::from_slice::<Envelope>(bytes) {
-                                Ok(envelope) if envelope.origin != origin => {
-                                    let Envelope { event, seq, version, .. } = envelope;
-                                    delivery.deliver(Arc::new(Recorded { seq, version, event }));
-                                }
-                                Ok(_) => {}
-                                Err(e) => tracing::warn!(error = %e, "ignoring a malformed event from Redis"),
-                            }
-                        }
+                        PushKind::Message => received(&push, &origin, &delivery),
                         PushKind::Subscribe => healthy.store(true, Ordering::Relaxed),
                         PushKind::Disconnection => {
                             healthy.store(false, Ordering::Relaxed);
@@ -154,6 +161,107 @@ impl RedisLink {
         Ok(Self { outbox, healthy })
     }
 
+    /// `start` on a Redis Cluster: sharded pub/sub, one channel per event kind.
+    fn start_cluster(target: &RedisTarget, channel: &str, delivery: Arc<Delivery>) -> anyhow::Result<Self> {
+        let (push_tx, mut push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let timeouts = Timeouts { connect: Duration::from_secs(1), response: Duration::from_secs(1) };
+        let client = cluster_client(target, timeouts, |b| b.use_protocol(ProtocolVersion::RESP3).push_sender(push_tx))?;
+        let cluster = Arc::new(LazyCluster::new(client));
+        let origin = uuid::Uuid::new_v4().to_string();
+        let healthy = Arc::new(AtomicBool::new(false));
+        let (outbox, mut queue) = mpsc::channel::<Arc<Recorded>>(10_000);
+        let channels: Vec<String> = KINDS.iter().map(|kind| shard_channel(channel, kind)).collect();
+
+        // Publisher: `SPUBLISH` to the event kind's channel, on the shard that owns it.
+        {
+            let (cluster, origin, channel, healthy) =
+                (cluster.clone(), origin.clone(), channel.to_string(), healthy.clone());
+            tokio::spawn(async move {
+                while let Some(r) = queue.recv().await {
+                    let envelope =
+                        Envelope { origin: origin.clone(), event: r.event.clone(), seq: r.seq, version: r.version };
+                    let Ok(payload) = serde_json::to_string(&envelope) else { continue };
+                    let target = shard_channel(&channel, r.event.kind());
+                    let sent: redis::RedisResult<i64> = async {
+                        let mut connection = cluster.connection().await?;
+                        redis::cmd("SPUBLISH").arg(&target).arg(payload).query_async(&mut connection).await
+                    }
+                    .await;
+                    if let Err(e) = sent {
+                        healthy.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "event not published to Redis (other replicas read it from the outbox)");
+                    }
+                }
+            });
+        }
+
+        // Subscriber: sharded messages become local events.
+        {
+            let (origin, healthy) = (origin.clone(), healthy.clone());
+            tokio::spawn(async move {
+                while let Some(push) = push_rx.recv().await {
+                    match push.kind {
+                        PushKind::SMessage => received(&push, &origin, &delivery),
+                        PushKind::Disconnection => {
+                            healthy.store(false, Ordering::Relaxed);
+                            tracing::warn!("lost a Redis Cluster connection; reconnecting");
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+
+        // Health: subscribe until it works (the client resubscribes by itself after that), then
+        // PING every second.
+        {
+            let healthy = healthy.clone();
+            tokio::spawn(async move {
+                // One `SSUBSCRIBE` per channel: the channels live in different slots.
+                let mut pending = channels;
+                let mut ticker = tokio::time::interval(Duration::from_millis(1000));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    let mut connection = match cluster.connection().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            healthy.store(false, Ordering::Relaxed);
+                            tracing::debug!(error = %e, "Redis Cluster unreachable; retrying");
+                            continue;
+                        }
+                    };
+                    if !pending.is_empty() {
+                        while let Some(channel) = pending.last() {
+                            match connection.ssubscribe(channel).await {
+                                Ok(()) => {
+                                    tracing::info!(channel = %channel, "subscribed to Redis Cluster events (sharded)");
+                                    pending.pop();
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "Redis Cluster subscribe failed; retrying");
+                                    break;
+                                }
+                            }
+                        }
+                        healthy.store(pending.is_empty(), Ordering::Relaxed);
+                        continue;
+                    }
+                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+                    match pong {
+                        Ok(_) => {
+                            if !healthy.swap(true, Ordering::Relaxed) {
+                                tracing::info!("Redis Cluster connection is back");
+                            }
+                        }
+                        Err(_) => healthy.store(false, Ordering::Relaxed),
+                    }
+                }
+            });
+        }
+        Ok(Self { outbox, healthy })
+    }
+
     /// Queues an event for the other processes.
     pub fn publish(&self, event: Arc<Recorded>) {
         if self.outbox.try_send(event).is_err() {
@@ -167,8 +275,26 @@ impl RedisLink {
     }
 }
 
+/// Delivers an event another process published (`data`: channel, payload); our own are skipped.
+fn received(push: &PushInfo, origin: &str, delivery: &Delivery) {
+    let Some(Value::BulkString(bytes)) = push.data.get(1) else { return };
+    match serde_json::from_slice::<Envelope>(bytes) {
+        Ok(envelope) if envelope.origin != origin => {
+            let Envelope { event, seq, version, .. } = envelope;
+            delivery.deliver(Arc::new(Recorded { seq, version, event }));
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "ignoring a malformed event from Redis"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_kind_has_its_own_hash_tag() {
+        assert_eq!(super::shard_channel("securecart:events", "cart"), "securecart:events:{cart}");
+    }
+
     #[test]
     fn urls_ask_for_resp3() {
         assert_eq!(super::resp3("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379/?protocol=resp3");

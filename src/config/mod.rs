@@ -129,6 +129,13 @@ pub struct DatabaseSettings {
     /// Seed a small demo catalog into an empty database at start-up
     /// (default: on in development, off in production).
     pub demo_seed: Option<bool>,
+    /// A PostgreSQL streaming replica for catalog, order-history and cart reads (see
+    /// `store::replica`); unset: every read goes to `url`.
+    pub read_url: Option<String>,
+    /// Milliseconds a caller's reads stay on the primary after they write (default 5000).
+    pub read_your_writes_ms: u64,
+    /// The most lag the replica may have before reads leave it for the primary (default 10000).
+    pub replica_max_lag_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -140,6 +147,9 @@ impl Default for DatabaseSettings {
             auto_migrate: None,
             demo_seed: None,
             cache_ttl_secs: 30,
+            read_url: None,
+            read_your_writes_ms: 5000,
+            replica_max_lag_ms: 10_000,
         }
     }
 }
@@ -163,11 +173,20 @@ pub struct RedisSettings {
     /// The pub/sub channel (default `securecart:events`); replicas
     /// of one deployment share it.
     pub channel: String,
+    /// `url` is a Redis Cluster (comma-separated node URLs; one is enough), see `redis_client`.
+    pub cluster: bool,
 }
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: None, channel: "securecart:events".into() }
+        Self { url: None, channel: "securecart:events".into(), cluster: false }
+    }
+}
+
+impl RedisSettings {
+    /// Where Redis is, when it is configured.
+    pub fn target(&self) -> Option<crate::redis_client::RedisTarget> {
+        self.url.as_ref().map(|url| crate::redis_client::RedisTarget { url: url.clone(), cluster: self.cluster })
     }
 }
 

@@ -129,11 +129,11 @@ impl Loaders {
     pub fn new(store: &Store) -> Self {
         let primed = Arc::new(Mutex::new(Primed::default()));
         Self {
-            vendors: DataLoader::new(VendorLoader(store.clone()), tokio::spawn),
-            inventory: DataLoader::new(InventoryLoader(store.clone()), tokio::spawn),
-            products: DataLoader::new(ProductLoader(store.clone()), tokio::spawn),
-            customers: DataLoader::new(CustomerLoader(store.clone()), tokio::spawn),
-            order_lines: DataLoader::new(OrderLinesLoader(store.clone(), primed.clone()), tokio::spawn),
+            vendors: DataLoader::new(VendorLoader(store.clone()), crate::store::replica::spawn),
+            inventory: DataLoader::new(InventoryLoader(store.clone()), crate::store::replica::spawn),
+            products: DataLoader::new(ProductLoader(store.clone()), crate::store::replica::spawn),
+            customers: DataLoader::new(CustomerLoader(store.clone()), crate::store::replica::spawn),
+            order_lines: DataLoader::new(OrderLinesLoader(store.clone(), primed.clone()), crate::store::replica::spawn),
             primed,
         }
     }

@@ -23,7 +23,6 @@ use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use axum::http::StatusCode;
-use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 
 /// A refusal: HTTP status, code, message.
@@ -61,7 +60,7 @@ struct Local {
 
 enum Cache {
     Local(Mutex<Local>),
-    Redis(ConnectionManager, String),
+    Redis(crate::redis_client::RedisConn, String),
 }
 
 /// The APQ cache and the optional safelist.
@@ -119,18 +118,21 @@ impl PersistedQueries {
     /// Its Redis keys start with `redis_prefix`.
     pub fn new(
         enabled: bool,
-        redis: Option<(&str, &str)>,
+        redis: Option<(&crate::redis_client::RedisTarget, &str)>,
         safelist: Option<&Path>,
         max_bytes: usize,
     ) -> anyhow::Result<Self> {
         let cache = match redis {
-            Some((url, prefix)) => {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
-                    .set_response_timeout(Some(std::time::Duration::from_millis(500)))
-                    .set_number_of_retries(1);
-                let manager = ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?;
-                Cache::Redis(manager, prefix.to_string())
+            Some((target, prefix)) => {
+                let timeouts = crate::redis_client::Timeouts {
+                    connect: std::time::Duration::from_millis(500),
+                    response: std::time::Duration::from_millis(500),
+                };
+                let manager = crate::redis_client::RedisConn::open(target, timeouts)?;
+                // A hash tag around the prefix keeps every key of the cache in one slot of a
+                // cluster: the store script touches the query, the order list and the byte count
+                // together.
+                Cache::Redis(manager, format!("{{{prefix}}}"))
             }
             None => Cache::Local(Mutex::new(Local::default())),
         };

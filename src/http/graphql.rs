@@ -438,7 +438,43 @@ pub fn prepare(
         IntrospectionPolicy::Nobody => false,
     };
     let request = if introspection { request } else { request.disable_introspection().data(IntrospectionDenied) };
+    if reads(state, &caller, &request) == Reads::Wrote {
+        mark_writer(state, &caller);
+    }
     request.data(Loaders::new(state.services.store())).data(caller).data(billing).data(cost)
+}
+
+/// Where an operation's reads go when a read replica is configured (see `store::replica`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// A query of a caller who has not written within the window.
+    Replica,
+    /// Anything else that only reads, or no replica at all.
+    Primary,
+    /// A mutation: the caller is marked as a recent writer.
+    Wrote,
+}
+
+fn reads(state: &AppState, caller: &Caller, request: &async_graphql::Request) -> Reads {
+    let store = state.services.store();
+    if !store.has_replica() {
+        return Reads::Primary;
+    }
+    match state.limits.operation_type(request) {
+        Some(OperationType::Mutation) => Reads::Wrote,
+        Some(OperationType::Query) => match caller {
+            Caller::Authenticated(i) if store.routing.wrote_recently(&i.subject) => Reads::Primary,
+            _ => Reads::Replica,
+        },
+        _ => Reads::Primary,
+    }
+}
+
+/// Marks the caller as a recent writer (their reads stay on the primary for the window).
+fn mark_writer(state: &AppState, caller: &Caller) {
+    if let Caller::Authenticated(identity) = caller {
+        state.services.store().routing.wrote(&identity.subject);
+    }
 }
 
 async fn execute(state: &AppState, call: &Call, mut request: async_graphql::Request) -> Response {
@@ -509,15 +545,24 @@ async fn run(
     );
     let started = std::time::Instant::now();
     let cost = CostCell::default();
+    let routed = reads(state, &call.caller, &request);
     let request = prepare(state, request, call.caller.clone(), call.billing.clone(), cost.clone())
         .data(crate::graphql::deprecations::ClientName(call.client.clone()))
         .data(crate::graphql::deprecations::Seen::default());
     let timeout_ms = state.settings.limits.execution_timeout_ms;
-    let executed = tokio::time::timeout(
-        Duration::from_millis(timeout_ms),
-        state.limits.execute(&state.schema, request).instrument(span.clone()),
-    );
-    let Ok(response) = executed.await else {
+    let execution = state.limits.execute(&state.schema, request).instrument(span.clone());
+    let executed = tokio::time::timeout(Duration::from_millis(timeout_ms), async {
+        match routed {
+            Reads::Replica => crate::store::replica::scope(execution).await,
+            _ => execution.await,
+        }
+    });
+    let executed = executed.await;
+    if routed == Reads::Wrote {
+        // The window runs from the end of the write, however long it took.
+        mark_writer(state, &call.caller);
+    }
+    let Ok(response) = executed else {
         tracing::warn!(parent: &span, timeout_ms, "execution timed out");
         let message = format!("the operation did not finish in {timeout_ms} ms");
         return Err(http_error(StatusCode::GATEWAY_TIMEOUT, "EXECUTION_TIMEOUT", message));

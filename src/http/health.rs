@@ -69,10 +69,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         "unknown".to_string()
     };
-    let body = json!({
-        "status": if status.is_success() { "ready" } else { "unavailable" },
-        "checks": { "database": database, "writes": writes, "bus": state.services.bus().health().as_str() },
-    });
+    let mut checks = json!({ "database": database, "writes": writes, "bus": state.services.bus().health().as_str() });
+    // The replica never fails readiness: without it, reads go to the primary.
+    if store.has_replica() {
+        checks["database_read"] = json!(store.routing.health().as_str());
+    }
+    let body = json!({ "status": if status.is_success() { "ready" } else { "unavailable" }, "checks": checks });
     (status, Json(body))
 }
 

@@ -372,7 +372,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/changelog", get(changelog));
     // A fallback, not a route: `dispatch` rewrites the path first, then the versioned routes
     // are matched afresh.
-    Router::new().fallback_service(routes).layer(axum::middleware::from_fn(dispatch))
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(dispatch))
+        .layer(axum::middleware::from_fn_with_state(state, replica_reads))
+}
+
+/// REST only reads: with a read replica configured, a caller who has not sent a mutation within
+/// the window reads it (see `store::replica`). The caller was verified by the rate-limit layer.
+async fn replica_reads(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let store = state.services.store();
+    let replica = store.has_replica()
+        && match request.extensions().get::<crate::auth::Caller>() {
+            Some(crate::auth::Caller::Authenticated(i)) => !store.routing.wrote_recently(&i.subject),
+            _ => true,
+        };
+    if replica { crate::store::replica::scope(next.run(request)).await } else { next.run(request).await }
 }
 
 impl Blanks for ProductListParams {

@@ -4,7 +4,7 @@ use chrono::Utc;
 use sqlx::FromRow;
 
 use super::outbox::record_events;
-use super::{Store, is_check_violation, on_pool};
+use super::{Store, is_check_violation, on_pool, on_reader};
 use crate::domain::event::Event;
 
 /// A cart line with what checkout needs of its product.
@@ -77,7 +77,7 @@ pub(crate) const EMPTY_CART: &str =
 impl Store {
     /// The customer's cart, line by line with product and stock (empty when there is none).
     pub async fn cart_lines(&self, customer_id: i64) -> sqlx::Result<Vec<CartLineRecord>> {
-        on_pool!(self, pool => sqlx::query_as::<_, CartLineRecord>(CART_LINES).bind(customer_id).fetch_all(pool).await)
+        on_reader!(self, pool => sqlx::query_as::<_, CartLineRecord>(CART_LINES).bind(customer_id).fetch_all(pool).await)
     }
 
     /// Adds `quantity` units of a product to the customer's cart (summing with a line already there).

@@ -44,6 +44,12 @@ impl Store {
 
     /// Customers by id (for admins' and vendors' order views).
     pub async fn customers_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<CustomerRecord>> {
-        select_by_ids!(self, CustomerRecord, concat!("SELECT ", customer_columns!(), " FROM customers"), "id", ids)
+        select_by_ids!(
+            &self.backend,
+            CustomerRecord,
+            concat!("SELECT ", customer_columns!(), " FROM customers"),
+            "id",
+            ids
+        )
     }
 }

@@ -77,7 +77,7 @@ impl Store {
     pub async fn inventory_by_product_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<InventoryRecord>> {
         let fetch = async |missing: &[i64]| {
             select_by_ids!(
-                self,
+                self.cache_reader(),
                 InventoryRecord,
                 concat!("SELECT ", inventory_columns!(), " FROM inventory"),
                 "product_id",

@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod replica;
 pub mod seed;
 pub mod vendors;
 
@@ -73,27 +74,47 @@ pub(crate) enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// The store: a connection pool and the catalog cache. Statements are counted at the driver
-/// (`telemetry::statements`), not here.
+/// The store: a connection pool (and a read replica's, see `replica`) and the catalog cache.
+/// Statements are counted at the driver (`telemetry::statements`), not here.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) backend: Backend,
+    /// The read replica's pool (`DATABASE_READ_URL`), PostgreSQL only.
+    replica: Option<Backend>,
+    /// Who wrote recently and whether the replica is usable (see `replica`).
+    pub routing: Arc<replica::Routing>,
     /// Product details and stock levels (see `cache`).
     pub cache: Arc<cache::CatalogCache>,
     /// Events of this store's committed transactions, for the bus (see `outbox`).
     events: outbox::Sink,
 }
 
-/// Runs `$body` with `$pool` bound to the concrete pool of either backend.
+/// Runs `$body` with `$pool` bound to the concrete pool of either backend (the primary).
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.backend {
+        $crate::store::on_backend!(&$store.backend, $pool => $body)
+    };
+}
+pub(crate) use on_pool;
+
+/// `on_pool!` for a read that may go to the replica (see `Store::reader`).
+macro_rules! on_reader {
+    ($store:expr, $pool:ident => $body:expr) => {
+        $crate::store::on_backend!($store.reader(), $pool => $body)
+    };
+}
+pub(crate) use on_reader;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$backend`.
+macro_rules! on_backend {
+    ($backend:expr, $pool:ident => $body:expr) => {
+        match $backend {
             $crate::store::Backend::Postgres($pool) => $body,
             $crate::store::Backend::Sqlite($pool) => $body,
         }
     };
 }
-pub(crate) use on_pool;
+pub(crate) use on_backend;
 
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -141,7 +162,70 @@ impl Store {
             let pool = pool_options(max_connections, acquire).connect_with(options);
             Backend::Sqlite(pool.await.context("opening SQLite database")?)
         };
-        Ok(Self { backend, cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)), events: outbox::Sink::default() })
+        Ok(Self {
+            backend,
+            replica: None,
+            routing: Arc::new(replica::Routing::new(Duration::ZERO, Duration::ZERO)),
+            cache: Arc::new(cache::CatalogCache::new(Duration::ZERO)),
+            events: outbox::Sink::default(),
+        })
+    }
+
+    /// Adds a PostgreSQL read replica (`DATABASE_READ_URL`) with a pool of `max_connections`,
+    /// and starts the task that checks it every second (see `replica`). Connects lazily: the
+    /// server starts, on the primary alone, while the replica is down.
+    pub fn with_replica(mut self, url: &str, max_connections: u32, routing: replica::Routing) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            self.kind() == BackendKind::Postgres,
+            "DATABASE_READ_URL needs DATABASE_URL to be PostgreSQL (SQLite has no replicas)"
+        );
+        let options = PgConnectOptions::from_str(url).context("parsing DATABASE_READ_URL")?;
+        let pool = pool_options(max_connections, Duration::from_secs(1)).connect_lazy_with(options);
+        let routing = Arc::new(routing);
+        let (watched, state) = (pool.clone(), routing.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(1));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Until `close` closes the pool.
+            while !watched.is_closed() {
+                ticker.tick().await;
+                let pool = &watched;
+                let lag = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    sqlx::query_scalar::<_, f64>(replica::LAG).fetch_one(pool),
+                )
+                .await;
+                let lag = match lag {
+                    Ok(Ok(secs)) => Some(Duration::from_secs_f64(secs.max(0.0))),
+                    _ => None,
+                };
+                if let Some(lag) = lag {
+                    metrics::gauge!(crate::telemetry::metrics::REPLICA_LAG).set(lag.as_secs_f64());
+                }
+                state.observed(lag);
+            }
+        });
+        self.replica = Some(Backend::Postgres(pool));
+        self.routing = routing;
+        Ok(self)
+    }
+
+    /// Whether a read replica is configured.
+    pub fn has_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
+    /// Where a read goes: the replica inside `replica::scope` while it is usable, else the primary.
+    pub(crate) fn reader(&self) -> &Backend {
+        match &self.replica {
+            Some(replica) if replica::allowed() && self.routing.usable() => replica,
+            _ => &self.backend,
+        }
+    }
+
+    /// `reader`, for a read that fills the catalog cache: the primary while the cache is on.
+    pub(crate) fn cache_reader(&self) -> &Backend {
+        if self.cache.on() { &self.backend } else { self.reader() }
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.
@@ -209,6 +293,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
+        if let Some(Backend::Postgres(replica)) = &self.replica {
+            replica.close().await;
+        }
         on_pool!(self, pool => pool.close().await)
     }
 
@@ -303,12 +390,12 @@ macro_rules! bind_all {
 }
 pub(crate) use bind_all;
 
-/// The rows of `$record` whose `$column` is one of `$ids`, in any order; one statement.
-/// `$select` is a literal `SELECT ... FROM ...` without `WHERE`. PostgreSQL takes the ids as an
-/// array (`= ANY($1)`), SQLite as a JSON array read by `json_each`.
+/// The rows of `$record` whose `$column` is one of `$ids`, in any order; one statement on
+/// `$backend`. `$select` is a literal `SELECT ... FROM ...` without `WHERE`. PostgreSQL takes
+/// the ids as an array (`= ANY($1)`), SQLite as a JSON array read by `json_each`.
 macro_rules! select_by_ids {
-    ($store:expr, $record:ty, $select:expr, $column:literal, $ids:expr) => {{
-        match &$store.backend {
+    ($backend:expr, $record:ty, $select:expr, $column:literal, $ids:expr) => {{
+        match $backend {
             $crate::store::Backend::Postgres(pool) => {
                 sqlx::query_as::<_, $record>(concat!($select, " WHERE ", $column, " = ANY($1)"))
                     .bind($ids)

@@ -5,7 +5,7 @@ use sqlx::FromRow;
 
 use super::InventoryRecord;
 use super::columns::product_columns;
-use super::{Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, select_by_ids, through_cache};
+use super::{Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, on_reader, select_by_ids, through_cache};
 
 /// A product row.
 #[derive(Debug, Clone, FromRow)]
@@ -269,14 +269,14 @@ impl Store {
         sql.push(sort.order_by(page.backward)).push(" LIMIT ").bind(Bind::Int(i64::from(page.limit) + 1));
         let (sql, binds) = sql.finish();
         let mut rows: Vec<(ProductRecord, Option<InventoryRecord>)> = if with_stock {
-            on_pool!(self, pool => {
+            on_reader!(self, pool => {
                 bind_all!(sqlx::query_as::<_, WithStock>(sql), binds).fetch_all(pool).await
             })?
             .into_iter()
             .map(WithStock::split)
             .collect()
         } else {
-            on_pool!(self, pool => {
+            on_reader!(self, pool => {
                 bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
             })?
             .into_iter()
@@ -297,7 +297,7 @@ impl Store {
         sql.push("SELECT COUNT(*) FROM products p");
         push_filter(&mut sql, filter, false);
         let (sql, binds) = sql.finish();
-        let count: i64 = on_pool!(self, pool => {
+        let count: i64 = on_reader!(self, pool => {
             bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await
         })?;
         Ok(count)
@@ -311,7 +311,9 @@ impl Store {
     /// Products by id, archived included (order lines point at them); through the cache, one
     /// statement for the misses.
     pub async fn products_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
-        let fetch = async |missing: &[i64]| select_by_ids!(self, ProductRecord, product_select!(), "p.id", missing);
+        let fetch = async |missing: &[i64]| {
+            select_by_ids!(self.cache_reader(), ProductRecord, product_select!(), "p.id", missing)
+        };
         through_cache(ids, |id| self.cache.product(id), fetch, |p, at| self.cache.fill_product(p, at)).await
     }
 

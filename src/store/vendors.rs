@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::vendor_columns;
-use super::{Store, is_unique_violation, on_pool, select_by_ids};
+use super::{Store, is_unique_violation, on_pool, on_reader, select_by_ids};
 
 /// A vendor row.
 #[derive(Debug, Clone, FromRow)]
@@ -31,13 +31,13 @@ pub enum NewVendor {
 impl Store {
     /// Vendors by id, in any order; missing ids are left out. One statement.
     pub async fn vendors_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<VendorRecord>> {
-        select_by_ids!(self, VendorRecord, concat!("SELECT ", vendor_columns!(), " FROM vendors"), "id", ids)
+        select_by_ids!(self.reader(), VendorRecord, concat!("SELECT ", vendor_columns!(), " FROM vendors"), "id", ids)
     }
 
     /// Vendors by name, a page at a time (`after` is the last id seen; names tie-break by id).
     pub async fn list_vendors(&self, after: Option<(String, i64)>, limit: u32) -> sqlx::Result<Vec<VendorRecord>> {
         let limit = i64::from(limit) + 1;
-        let rows = on_pool!(self, pool => match &after {
+        let rows = on_reader!(self, pool => match &after {
             Some((name, id)) => sqlx::query_as::<_, VendorRecord>(
                 concat!("SELECT ", vendor_columns!(), " FROM vendors WHERE (name, id) > ($1, $2) ORDER BY name, id LIMIT $3"),
             )
@@ -52,8 +52,7 @@ impl Store {
 
     /// How many vendors exist.
     pub async fn count_vendors(&self) -> sqlx::Result<i64> {
-        let n =
-            on_pool!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
+        let n = on_reader!(self, pool => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM vendors").fetch_one(pool).await)?;
         Ok(n)
     }
 

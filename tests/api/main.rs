@@ -20,5 +20,6 @@ mod performance;
 mod protection;
 mod realtime;
 mod rest;
+mod scale;
 mod schema;
 mod websocket;

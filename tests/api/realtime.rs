@@ -525,3 +525,182 @@ async fn a_redis_outage_loses_no_event_across_replicas() {
         r.abort();
     }
 }
+
+/// A Redis Cluster of the test's own: three `redis-server --cluster-enabled yes` on free ports,
+/// joined by `redis-cli --cluster create` (no replicas), killed when dropped.
+struct RedisCluster {
+    nodes: Vec<tokio::process::Child>,
+    ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("securecart-cluster-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                tokio::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("redis-server must be installed where TEST_REDIS_URL is set")
+            })
+            .collect();
+        for port in &ports {
+            let started = Instant::now();
+            while tokio::net::TcpStream::connect(("127.0.0.1", *port)).await.is_err() {
+                assert!(started.elapsed() < Duration::from_secs(10), "redis-server on {port}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut create = tokio::process::Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create.args(["--cluster-replicas", "0", "--cluster-yes"]).output().await.expect("redis-cli");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        // Every node sees every slot served before the cluster is used.
+        for port in &ports {
+            let started = Instant::now();
+            loop {
+                let info = tokio::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .await
+                    .unwrap();
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(20), "the cluster is ok on {port}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Self { nodes, ports, dir }
+    }
+
+    /// The URL the servers get: one node (the client discovers the others).
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two server processes on one real three-node Redis Cluster (and one PostgreSQL database, with
+/// the outbox sweep pushed out of the test's time, so only Redis can carry events): every event
+/// kind crosses, cost budgets are one budget, and a persisted query registered on one is found
+/// on the other.
+#[tokio::test]
+#[cfg_attr(any(no_test_database, no_test_redis), ignore = "needs TEST_DATABASE_URL and TEST_REDIS_URL")]
+async fn two_processes_share_one_redis_cluster() {
+    if redis_or_skip("two_processes_share_one_redis_cluster").is_none() {
+        return;
+    }
+    let Some(db) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
+    db.seed(3, 1).await;
+    let cluster = RedisCluster::start().await;
+    let (url, redis) = (db.database_url.clone(), cluster.url());
+    let channel = format!("securecart:test:{}", uuid::Uuid::new_v4());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("SECURECART_REDIS_CLUSTER", "true"),
+        ("SECURECART_REDIS_CHANNEL", channel.as_str()),
+        ("SECURECART_DEMO_SEED", "false"),
+        ("SECURECART_EVENT_SWEEP_MS", "600000"),
+        ("SECURECART_BUDGET_VENDOR", "50/0.001"),
+    ];
+    let start = async || {
+        let server = crate::helpers::start_binary(&std::env::temp_dir(), &env).await;
+        wait_ready(&server.address, Duration::from_secs(30)).await;
+        server
+    };
+    let (a, b) = (start().await, start().await);
+    let client = reqwest::Client::new();
+    let post = async |address: &str, tok: Option<&str>, body: Value| -> Value {
+        let mut request = client.post(format!("{address}/graphql")).json(&body);
+        if let Some(t) = tok {
+            request = request.bearer_auth(t);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    };
+    let (alice, root) = (token("alice", &[Role::Customer], None), admin());
+
+    // Every event kind: subscriptions on B, changes on A.
+    let listeners = crate::helpers::metric(&client, &b.internal, "securecart_bus_listeners").await.unwrap();
+    let mut stock = subscribe_at(&b.address, "graphql-transport-ws", None, INVENTORY).await;
+    let cart = "subscription { cartChanged { cart { totalQuantity } } }";
+    let mut carts = subscribe_at(&b.address, "graphql-transport-ws", Some(&alice), cart).await;
+    let orders = "subscription { orderStatusChanged { status } }";
+    let mut statuses = subscribe_at(&b.address, "graphql-transport-ws", Some(&alice), orders).await;
+    wait_listening(&b, listeners + 2.0).await;
+    let adjust = json!({ "query": ADJUST, "variables": { "p": product(1), "d": 5, "k": "cluster-1" } });
+    let adjusted = post(&a.address, Some(&root), adjust).await;
+    assert!(adjusted["data"]["adjustInventory"]["available"].is_i64(), "{adjusted}");
+    let event = result(&mut stock, Duration::from_secs(10)).await.expect("an inventory event crosses the cluster");
+    assert_eq!(event["data"]["inventoryChanged"]["delta"], 5, "{event}");
+    let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }";
+    post(&a.address, Some(&alice), json!({ "query": add, "variables": { "p": product(1) } })).await;
+    let event = result(&mut carts, Duration::from_secs(10)).await.expect("a cart event crosses the cluster");
+    assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 1, "{event}");
+    let checkout = "mutation { checkout(input: { idempotencyKey: \"cluster-1\", paymentToken: \"tok_visa\", shippingAddress: { name: \"A\", line1: \"1 Rd\", city: \"Oslo\", postalCode: \"0150\", country: \"NO\" } }) { order { status } userErrors { code } } }";
+    let body = post(&a.address, Some(&alice), json!({ "query": checkout })).await;
+    assert_eq!(body["data"]["checkout"]["order"]["status"], "PAID", "{body}");
+    let event = result(&mut statuses, Duration::from_secs(10)).await.expect("an order event crosses the cluster");
+    assert_eq!(event["data"]["orderStatusChanged"]["status"], "PAID", "{event}");
+    // Product changes invalidate the other process's catalog cache (on by default).
+    let name = json!({ "query": format!("{{ product(id: \"{}\") {{ name }} }}", product(2)) });
+    let cached = post(&b.address, None, name.clone()).await;
+    assert!(cached["data"]["product"]["name"].is_string(), "{cached}");
+    let rename = "mutation($p: ID!) { updateProduct(id: $p, input: { name: \"Renamed across the cluster\" }) { userErrors { code } } }";
+    let renamed = post(&a.address, Some(&root), json!({ "query": rename, "variables": { "p": product(2) } })).await;
+    assert_eq!(renamed["data"]["updateProduct"]["userErrors"], json!([]), "{renamed}");
+    let started = Instant::now();
+    while post(&b.address, None, name.clone()).await["data"]["product"]["name"] != "Renamed across the cluster" {
+        assert!(started.elapsed() < Duration::from_secs(10), "B's cache is invalidated through the cluster");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // One budget: a vendor spends theirs on A and is throttled on B at once.
+    let vendor = token("vendor-x", &[Role::Vendor], None);
+    let page = json!({ "query": "{ products(first: 10) { edges { node { name } } } }" });
+    let mut spent = 0;
+    let throttled = |body: &Value| body["errors"][0]["extensions"]["code"] == "THROTTLED";
+    while !throttled(&post(&a.address, Some(&vendor), page.clone()).await) {
+        spent += 1;
+        assert!(spent < 100, "a budget of 50 runs out");
+    }
+    assert!(spent >= 1, "some requests fit in the budget");
+    let on_b = post(&b.address, Some(&vendor), page.clone()).await;
+    assert!(throttled(&on_b), "B bills the same budget: {on_b}");
+
+    // A persisted query registered on A is found on B by its hash alone.
+    let query = "query ClusterApq { products(first: 2) { edges { node { name } } } }";
+    let hash = securecart::graphql::persisted::sha256_hex(query);
+    let ext = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let registered = post(&a.address, None, json!({ "query": query, "extensions": ext })).await;
+    assert!(registered["data"]["products"]["edges"].is_array(), "{registered}");
+    let found = post(&b.address, None, json!({ "extensions": ext })).await;
+    assert_eq!(found["data"], registered["data"], "B finds the query by its hash: {found}");
+    drop((a, b, cluster));
+}
