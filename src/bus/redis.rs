@@ -27,10 +27,8 @@ use super::relay::Delivery;
 use super::{Event, Recorded};
 use crate::redis_client::{LazyCluster, RedisTarget, Timeouts, cluster_client};
 
-/// The event kinds, each with its own sharded channel on a cluster.
-const KINDS: [&str; 4] = ["inventory", "order_status", "product", "cart"];
-
-/// The sharded channel of one event kind: the kind is the hash tag, so kinds spread over shards.
+/// The sharded channel of one event kind: the kind is the hash tag, so each kind's channel lives
+/// in its own slot (which shard owns it depends on the cluster's slot layout).
 fn shard_channel(channel: &str, kind: &str) -> String {
     format!("{channel}:{{{kind}}}")
 }
@@ -170,7 +168,9 @@ impl RedisLink {
         let origin = uuid::Uuid::new_v4().to_string();
         let healthy = Arc::new(AtomicBool::new(false));
         let (outbox, mut queue) = mpsc::channel::<Arc<Recorded>>(10_000);
-        let channels: Vec<String> = KINDS.iter().map(|kind| shard_channel(channel, kind)).collect();
+        let channels: Vec<String> = Event::KINDS.iter().map(|kind| shard_channel(channel, kind)).collect();
+        // Channels still to (re)subscribe: all at first, and any a slot move unsubscribed.
+        let pending = Arc::new(std::sync::Mutex::new(channels));
 
         // Publisher: `SPUBLISH` to the event kind's channel, on the shard that owns it.
         {
@@ -195,13 +195,26 @@ impl RedisLink {
             });
         }
 
-        // Subscriber: sharded messages become local events.
+        // Subscriber: sharded messages become local events. A slot that moves to another shard
+        // (resharding, a failover) ends its channel's subscription with `sunsubscribe`, which the
+        // client takes as final: the channel goes back on the list to subscribe again.
         {
-            let (origin, healthy) = (origin.clone(), healthy.clone());
+            let (origin, healthy, pending) = (origin.clone(), healthy.clone(), pending.clone());
             tokio::spawn(async move {
                 while let Some(push) = push_rx.recv().await {
                     match push.kind {
                         PushKind::SMessage => received(&push, &origin, &delivery),
+                        PushKind::SUnsubscribe => {
+                            if let Some(Value::BulkString(name)) = push.data.first() {
+                                let name = String::from_utf8_lossy(name).to_string();
+                                let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
+                                if !pending.contains(&name) {
+                                    tracing::warn!(channel = %name, "a sharded channel was unsubscribed (slot moved); subscribing again");
+                                    pending.push(name);
+                                }
+                                healthy.store(false, Ordering::Relaxed);
+                            }
+                        }
                         PushKind::Disconnection => {
                             healthy.store(false, Ordering::Relaxed);
                             tracing::warn!("lost a Redis Cluster connection; reconnecting");
@@ -218,7 +231,6 @@ impl RedisLink {
             let healthy = healthy.clone();
             tokio::spawn(async move {
                 // One `SSUBSCRIBE` per channel: the channels live in different slots.
-                let mut pending = channels;
                 let mut ticker = tokio::time::interval(Duration::from_millis(1000));
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -231,20 +243,23 @@ impl RedisLink {
                             continue;
                         }
                     };
-                    if !pending.is_empty() {
-                        while let Some(channel) = pending.last() {
-                            match connection.ssubscribe(channel).await {
+                    let next = pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if !next.is_empty() {
+                        let mut all = true;
+                        for channel in next {
+                            match connection.ssubscribe(&channel).await {
                                 Ok(()) => {
                                     tracing::info!(channel = %channel, "subscribed to Redis Cluster events (sharded)");
-                                    pending.pop();
+                                    pending.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| *c != channel);
                                 }
                                 Err(e) => {
                                     tracing::debug!(error = %e, "Redis Cluster subscribe failed; retrying");
+                                    all = false;
                                     break;
                                 }
                             }
                         }
-                        healthy.store(pending.is_empty(), Ordering::Relaxed);
+                        healthy.store(all, Ordering::Relaxed);
                         continue;
                     }
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;

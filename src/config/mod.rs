@@ -132,9 +132,10 @@ pub struct DatabaseSettings {
     /// A PostgreSQL streaming replica for catalog, order-history and cart reads (see
     /// `store::replica`); unset: every read goes to `url`.
     pub read_url: Option<String>,
-    /// Milliseconds a caller's reads stay on the primary after they write (default 5000).
+    /// Milliseconds a caller's reads stay on the primary after they write (default 5000; at least
+    /// `replica_max_lag_ms` + `REPLICA_CHECK_SLACK_MS`).
     pub read_your_writes_ms: u64,
-    /// The most lag the replica may have before reads leave it for the primary (default 10000).
+    /// The most lag the replica may have before reads leave it for the primary (default 2000).
     pub replica_max_lag_ms: u64,
 }
 
@@ -149,10 +150,13 @@ impl Default for DatabaseSettings {
             cache_ttl_secs: 30,
             read_url: None,
             read_your_writes_ms: 5000,
-            replica_max_lag_ms: 10_000,
+            replica_max_lag_ms: 2000,
         }
     }
 }
+
+/// How late the replica's lag can be known (its check runs every second, with a 2 s deadline).
+pub const REPLICA_CHECK_SLACK_MS: u64 = 3000;
 
 /// The default database when `DATABASE_URL` is unset: a file beside the process.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://securecart.db";
@@ -617,6 +621,18 @@ impl Settings {
         if limits.max_page_size == 0 || limits.default_page_size == 0 || limits.default_page_size > limits.max_page_size
         {
             problem("limits: need 0 < default_page_size <= max_page_size".into());
+        }
+        // The replica is checked every second with a 2 s deadline: a writer's window shorter than
+        // the allowed lag plus that could send them to a replica that has not replayed their write.
+        let database = &self.database;
+        if database.read_url.is_some()
+            && database.read_your_writes_ms < database.replica_max_lag_ms.saturating_add(REPLICA_CHECK_SLACK_MS)
+        {
+            problem(format!(
+                "SECURECART_READ_YOUR_WRITES_MS ({}) must be at least SECURECART_REPLICA_MAX_LAG_MS ({}) + {REPLICA_CHECK_SLACK_MS} \
+                 (how late the replica's lag is known), or a writer could read a replica that lacks their write",
+                database.read_your_writes_ms, database.replica_max_lag_ms
+            ));
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             problem("set both SECURECART_TLS_CERT and SECURECART_TLS_KEY, or neither".into());

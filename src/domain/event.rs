@@ -65,6 +65,10 @@ impl Event {
         }
     }
 
+    /// Every `kind`, in declaration order (the bus subscribes to one channel per kind on a Redis
+    /// Cluster, so a kind missing here would never cross between replicas; a test checks it).
+    pub const KINDS: [&'static str; 4] = ["inventory", "order_status", "product", "cart"];
+
     /// The event's kind, as metrics label it.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -118,5 +122,28 @@ impl Recorded {
     /// An event outside the outbox (never deduplicated or superseded).
     pub fn unrecorded(event: Event) -> Self {
         Self { seq: 0, version: 0, event }
+    }
+}
+
+#[cfg(test)]
+mod kinds {
+    use super::Event;
+
+    #[test]
+    fn kinds_lists_every_kind() {
+        let at = chrono::Utc::now();
+        let every = [
+            Event::Inventory { product_id: 1, vendor_id: 1, available: 1, delta: 1, at },
+            Event::OrderStatus { order_id: 1, customer_id: 1, vendor_ids: vec![], status: "PAID".into(), at },
+            Event::Product { product_id: 1, at },
+            Event::Cart { customer_id: 1, at },
+        ];
+        // A new variant makes this match fail to compile until it is listed above too.
+        for event in &every {
+            match event {
+                Event::Inventory { .. } | Event::OrderStatus { .. } | Event::Product { .. } | Event::Cart { .. } => {}
+            }
+        }
+        assert_eq!(every.map(|e| e.kind()), Event::KINDS);
     }
 }

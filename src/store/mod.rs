@@ -196,11 +196,15 @@ impl Store {
                 )
                 .await;
                 let lag = match lag {
-                    Ok(Ok(secs)) => Some(Duration::from_secs_f64(secs.max(0.0))),
+                    Ok(Ok(secs)) => Some(Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)),
                     _ => None,
                 };
                 if let Some(lag) = lag {
                     metrics::gauge!(crate::telemetry::metrics::REPLICA_LAG).set(lag.as_secs_f64());
+                }
+                // Every store is gone (only this task holds the routing): nothing reads it.
+                if Arc::strong_count(&state) == 1 {
+                    return;
                 }
                 state.observed(lag);
             }
@@ -293,10 +297,12 @@ impl Store {
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
-        if let Some(Backend::Postgres(replica)) = &self.replica {
-            replica.close().await;
-        }
-        on_pool!(self, pool => pool.close().await)
+        let replica = async {
+            if let Some(Backend::Postgres(replica)) = &self.replica {
+                replica.close().await;
+            }
+        };
+        tokio::join!(replica, async { on_pool!(self, pool => pool.close().await) });
     }
 
     /// Connections in the pool: (open, idle, maximum).

@@ -140,10 +140,15 @@ impl ReplicaHealth {
     }
 }
 
-/// How far the replica's replay is behind: zero when it has replayed all it received, else the
-/// age of the last transaction it replayed (which overstates the lag when the primary is idle,
-/// so an idle replica is never reported behind).
-pub(crate) const LAG: &str = "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
+/// How far the replica's replay is behind, in seconds: infinite when it is not streaming from
+/// its primary (a broken stream would otherwise look current, its replay caught up with what it
+/// received), zero when it has replayed all it received, else the age of the last transaction
+/// it replayed (which overstates the lag when the primary is idle, so an idle replica is never
+/// reported behind). A server that is not in recovery (a primary named as the replica) is 0.
+pub(crate) const LAG: &str = "SELECT CASE \
+     WHEN NOT pg_is_in_recovery() THEN 0::float8 \
+     WHEN NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 'Infinity'::float8 \
+     WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0::float8 \
      ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)::float8 END";
 
 #[cfg(test)]

@@ -538,18 +538,20 @@ impl RedisCluster {
     async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("securecart-cluster-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
+        // Six free ports: each node's client port and its cluster bus port (by default the client
+        // port + 10000, which fails above 55535).
+        let listeners: Vec<_> = (0..6).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        let free: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(listeners);
+        let ports = free[..3].to_vec();
         let nodes = ports
             .iter()
-            .map(|port| {
+            .zip(&free[3..])
+            .map(|(port, bus)| {
                 tokio::process::Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                     .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                    .args(["--cluster-port", &bus.to_string()])
                     .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                     .current_dir(&dir)
                     .stdout(Stdio::null())

@@ -203,9 +203,10 @@ async fn catalog_reads_use_the_replica_and_a_writer_reads_their_own_writes() {
         &[
             ("DATABASE_URL", primary_url.as_str()),
             ("DATABASE_READ_URL", replica_url.as_str()),
-            // Long enough that this test never outlasts it with the replica paused.
-            ("SECURECART_REPLICA_MAX_LAG_MS", "120000"),
-            ("SECURECART_READ_YOUR_WRITES_MS", "60000"),
+            // Long enough that this test never outlasts it with the replica paused (and the window
+            // at least the allowed lag + 3 s, as the settings require).
+            ("SECURECART_REPLICA_MAX_LAG_MS", "60000"),
+            ("SECURECART_READ_YOUR_WRITES_MS", "63000"),
             // The cache sends its fills to the primary; off, product reads show the routing too.
             ("SECURECART_CACHE_TTL_SECS", "0"),
         ],
@@ -230,6 +231,10 @@ async fn catalog_reads_use_the_replica_and_a_writer_reads_their_own_writes() {
 
     // The replica stops replaying; the primary renames the product.
     exec(&replica_url, "SELECT pg_wal_replay_pause()").await;
+    wait_for("replay pauses", async || {
+        sql(&replica_url, "SELECT pg_get_wal_replay_pause_state() AS state").await["state"] == "paused"
+    })
+    .await;
     exec(&primary_url, "UPDATE products SET name = 'Renamed on the primary' WHERE id = (SELECT max(id) FROM products)")
         .await;
     let anonymous = graphql(&client, &server.address, None, FIRST_NAME).await;
