@@ -7,8 +7,14 @@
 //! - delivery latency: from sending one `adjustInventory` mutation to each subscriber receiving
 //!   the event (p50, p99, max).
 //!
-//! Run: `cargo bench --bench subscribers` (N = 100, 1,000, 10,000; `BENCH_N=100,500` to choose).
-//! It prints a Markdown table; bench/SUBSCRIBERS.md records a run.
+//! Run: `cargo bench --bench subscribers` (N = 1,000, 10,000, 50,000; `BENCH_N=100,500` to
+//! choose). It prints a Markdown table with the previous recorded figures beside each row;
+//! bench/SUBSCRIBERS.md records a run.
+//!
+//! What the OS needs: about one file descriptor per subscriber on each side. The bench raises
+//! its own open-file limit (as root it lifts the hard limit too; the server inherits it and
+//! raises its soft limit itself), and spreads its client sockets over 127.0.0.1-127.0.0.4,
+//! because one source address has only ~28,000 ephemeral ports (`ip_local_port_range`).
 
 use std::time::{Duration, Instant};
 
@@ -26,11 +32,42 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Lifts this process's open-file limit to `want` (the hard limit too, when allowed: root).
+fn raise_open_files(want: u64) -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write the struct passed by pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        let wanted = libc::rlimit { rlim_cur: want, rlim_max: want.max(limit.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// The figures bench/SUBSCRIBERS.md recorded on 2026-11-24 (before fan-out by topic), by N:
+/// memory per subscriber (KiB), p50 and p99 delivery (ms).
+const PREVIOUS: [(usize, &str, &str, &str); 3] = [
+    (1000, "21.3 KiB", "19.8 ms", "26.9 ms"),
+    (10000, "19.2 KiB", "173.3 ms", "254.9 ms"),
+    (50000, "not measured", "-", "-"),
+];
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(n: usize, bin: &str) -> String {
+async fn run(n: usize, bin: &str, files: u64) -> String {
+    // One descriptor per subscriber in each process (this one and the server), plus some.
+    if n as u64 + 500 > files {
+        return format!(
+            "| {n} | not run: the open-file hard limit is {files}, and {} are needed per process (raise `ulimit -Hn` as root) | | | | |",
+            n + 500
+        );
+    }
     let dir = std::env::temp_dir().join(format!("securecart-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -39,7 +76,10 @@ async fn run(n: usize, bin: &str) -> String {
         .current_dir(&dir)
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))
         .env("SECURECART_INTERNAL_LISTEN", "127.0.0.1:0")
-        .env("SECURECART_WS_MAX_CONNECTIONS", "20000")
+        .env("SECURECART_WS_MAX_CONNECTIONS", "100000")
+        .env("SECURECART_MAX_CONNECTIONS", "100000")
+        .env("SECURECART_MAX_CONNECTIONS_PER_IP", "100000")
+        .env("SECURECART_WS_MAX_PER_IP", "100000")
         // 10,000 connections from one address: lift the anonymous per-IP rate for the bench.
         .env("SECURECART_ANON_RATE", "1000000")
         .env("SECURECART_ANON_BURST", "1000000")
@@ -63,21 +103,33 @@ async fn run(n: usize, bin: &str) -> String {
     let before = rss_kib(pid);
 
     let url = format!("ws://127.0.0.1:{port}/graphql/ws");
+    let server_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut sockets = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
-        let opened = futures::future::join_all(chunk.iter().map(|_| async {
-            let mut request = url.clone().into_client_request().unwrap();
-            request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
-            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
-            ws.send(Message::Text(json!({ "type": "connection_init" }).to_string().into())).await.unwrap();
-            let _ack = ws.next().await;
-            let query = "subscription { inventoryChanged { productId available delta } }";
-            ws.send(Message::Text(
-                json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }).to_string().into(),
-            ))
-            .await
-            .unwrap();
-            ws
+        let opened = futures::future::join_all(chunk.iter().map(|&i| {
+            let url = url.clone();
+            async move {
+                let mut request = url.into_client_request().unwrap();
+                request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+                // Source addresses 127.0.0.1-4: ~28,000 ephemeral ports each.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1 + (i % 4) as u8], 0))).unwrap();
+                let stream = socket.connect(server_addr).await.expect("connect");
+                let (mut ws, _) = tokio_tungstenite::client_async(request, stream).await.expect("connect");
+                ws.send(Message::Text(json!({ "type": "connection_init" }).to_string().into())).await.unwrap();
+                let _ack = ws.next().await;
+                // BENCH_SUBSCRIBE=0: connections only (what a connection costs without its subscription).
+                if std::env::var("BENCH_SUBSCRIBE").is_ok_and(|v| v == "0") {
+                    return ws;
+                }
+                let query = "subscription { inventoryChanged { productId available delta } }";
+                ws.send(Message::Text(
+                    json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }).to_string().into(),
+                ))
+                .await
+                .unwrap();
+                ws
+            }
         }))
         .await;
         sockets.extend(opened);
@@ -135,12 +187,19 @@ async fn run(n: usize, bin: &str) -> String {
     let _ = server.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    if latencies.is_empty() {
+        return format!("| {n} | 0 | {:.1} KiB | - | - | - |", per / 1024.0);
+    }
+    let previous = PREVIOUS.iter().find(|p| p.0 == n).map_or(("-", "-", "-"), |p| (p.1, p.2, p.3));
     format!(
-        "| {n} | {} | {:.1} KiB | {:.1} ms | {:.1} ms | {:.1} ms |",
+        "| {n} | {} | {:.1} KiB ({}) | {:.1} ms ({}) | {:.1} ms ({}) | {:.1} ms |",
         latencies.len(),
         per / 1024.0,
+        previous.0,
         percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
+        previous.1,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        previous.2,
         latencies.last().unwrap().as_secs_f64() * 1000.0,
     )
 }
@@ -156,13 +215,17 @@ async fn main() {
     assert!(status.success(), "release build failed");
     let bin = format!("{root}/target/release/securecart");
     let sizes: Vec<usize> = std::env::var("BENCH_N")
-        .unwrap_or_else(|_| "100,1000,10000".into())
+        .unwrap_or_else(|_| "1000,10000,50000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("| subscribers | events received | server memory per subscriber | p50 delivery | p99 delivery | max |");
+    let files = raise_open_files(200_000);
+    eprintln!("open-file limit: {files}");
+    println!(
+        "| subscribers | events received | server memory per subscriber (previous) | p50 delivery (previous) | p99 delivery (previous) | max |"
+    );
     println!("|---|---|---|---|---|---|");
     for n in sizes {
-        println!("{}", run(n, &bin).await);
+        println!("{}", run(n, &bin, files).await);
     }
 }

@@ -42,6 +42,22 @@ async fn run() -> anyhow::Result<()> {
             if let Some(listen) = listen {
                 settings.server.listen = listen;
             }
+            match securecart::startup::raise_open_file_limit() {
+                Ok((before, after)) => {
+                    let wanted = (settings.server.max_connections + 100) as u64;
+                    if after < wanted {
+                        tracing::warn!(
+                            open_files = after,
+                            max_connections = settings.server.max_connections,
+                            "the open-file limit is below SECURECART_MAX_CONNECTIONS: raise the hard limit \
+                             (ulimit -Hn, systemd LimitNOFILE=, docker --ulimit nofile=)"
+                        );
+                    } else if after > before {
+                        tracing::info!(before, after, "raised the open-file limit");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
             App::build(settings).await?.run().await
         }
         Command::Migrate => {

@@ -78,3 +78,37 @@ fn database_hint(e: &sqlx::Error, target: Option<&crate::store::PgTarget>) -> Op
         _ => None,
     }
 }
+
+/// Raises this process's open-file limit (`RLIMIT_NOFILE`) from its soft value to its hard one,
+/// as servers do: every client connection is a file descriptor, and a soft limit of 1,024 (a
+/// common default) would refuse connections long before `SECURECART_MAX_CONNECTIONS`. The hard
+/// limit is the operator's: `ulimit -Hn`, systemd's `LimitNOFILE=`, a container's `--ulimit
+/// nofile=`; 50,000 WebSocket subscribers need about 50,100. Answers (before, after).
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read or write the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
+#[cfg(test)]
+mod open_files {
+    #[test]
+    fn the_soft_limit_is_raised_to_the_hard_one() {
+        let (_, after) = super::raise_open_file_limit().unwrap();
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        assert_eq!((after, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
+    }
+}

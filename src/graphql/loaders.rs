@@ -98,8 +98,23 @@ impl Loader<LinesKey> for OrderLinesLoader {
     }
 }
 
-/// The DataLoaders of one request.
+/// The DataLoaders of one request, made on first use: a subscription whose selection never loads
+/// anything (most stay idle for hours) carries only a store handle, not five loaders.
 pub struct Loaders {
+    store: Store,
+    set: std::sync::OnceLock<LoaderSet>,
+}
+
+impl std::ops::Deref for Loaders {
+    type Target = LoaderSet;
+
+    fn deref(&self) -> &LoaderSet {
+        self.set.get_or_init(|| LoaderSet::new(&self.store))
+    }
+}
+
+/// The loaders themselves (see `Loaders`).
+pub struct LoaderSet {
     /// Vendors by id.
     pub vendors: DataLoader<VendorLoader>,
     /// Inventory by product id.
@@ -125,8 +140,14 @@ pub struct Primed {
 }
 
 impl Loaders {
-    /// Fresh loaders for one request.
+    /// Fresh loaders for one request (made when first used).
     pub fn new(store: &Store) -> Self {
+        Self { store: store.clone(), set: std::sync::OnceLock::new() }
+    }
+}
+
+impl LoaderSet {
+    fn new(store: &Store) -> Self {
         let primed = Arc::new(Mutex::new(Primed::default()));
         Self {
             vendors: DataLoader::new(VendorLoader(store.clone()), crate::store::replica::spawn),
@@ -137,7 +158,9 @@ impl Loaders {
             primed,
         }
     }
+}
 
+impl Loaders {
     fn primed(&self) -> MutexGuard<'_, Primed> {
         self.primed.lock().unwrap_or_else(|e| e.into_inner())
     }

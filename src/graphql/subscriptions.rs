@@ -194,7 +194,9 @@ where
                         e.set("missed", missed);
                     });
                     yield Err(error);
-                    match services.current_state(&feed).await {
+                    // Boxed: a stream's state is as large as its largest await, and this rare one
+                    // (a database read) would otherwise size every idle subscriber.
+                    match Box::pin(services.current_state(&feed)).await {
                         Ok(state) => {
                             for r in state {
                                 floor.insert(r.event.entity(), r.version);

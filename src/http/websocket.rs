@@ -88,9 +88,10 @@ pub async fn upgrade(
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
     };
     // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
-    // read buffer; client messages are small, so 64 KiB is a generous cap on one.
+    // read buffer. The read buffer is kept for the connection's life, so it is 1 KiB (client
+    // messages are small; a larger one is read in several steps), and 64 KiB caps one message.
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)

@@ -146,10 +146,13 @@ impl Limits {
         session: Arc<Data>,
     ) -> BoxStream<'static, Response> {
         let (gate, admitting) = (self.clone(), self.clone());
-        futures::stream::once(async move {
+        // The futures below are boxed while they run: a stream's state holds its futures inline,
+        // sized for their largest await (a budget script on Redis), and an idle subscription
+        // would keep that size for its whole life.
+        futures::stream::once(Box::pin(async move {
             let admitted = admitting.admit(&mut request).await;
             (request, admitted)
-        })
+        }))
         .flat_map(move |(request, admitted)| match admitted {
             Err(refused) => futures::stream::once(async move { refused }).boxed(),
             Ok(admitted) => {
@@ -159,10 +162,10 @@ impl Limits {
                     .execute_stream_with_session_data(request, session.clone())
                     .then(move |mut response| {
                         let (gate, admitted) = (gate.clone(), admitted.clone());
-                        async move {
+                        Box::pin(async move {
                             gate.finish(&mut *admitted.lock().await, &mut response).await;
                             response
-                        }
+                        })
                     })
                     .boxed()
             }
