@@ -320,13 +320,33 @@ impl Store {
     }
 }
 
+/// A connection idle longer than this is pinged before it is handed out (see `pool_options`).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// A pool of `max` connections that waits `acquire` for a free one. A connection released while
 /// still inside a transaction (its COMMIT or ROLLBACK failed, as on a full disk) is closed, not
 /// reused: a new one takes its place, so the pool recovers by itself once writes work again.
+///
+/// sqlx pings every connection before handing it out by default: one more round trip to the
+/// database per statement, which under load is most of a one-statement request's database work.
+/// Here only a connection idle for more than `PING_AFTER_IDLE` is pinged (one that sat through a
+/// database restart is found dead and replaced, as before); a busy pool's connections were in
+/// use a moment ago, and one that breaks meanwhile fails its statement and is closed by sqlx.
 fn pool_options<DB: sqlx::Database>(max: u32, acquire: Duration) -> sqlx::pool::PoolOptions<DB> {
     use sqlx::Connection;
-    sqlx::pool::PoolOptions::new().max_connections(max).acquire_timeout(acquire).after_release(
-        |conn: &mut DB::Connection, _| {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(acquire)
+        .test_before_acquire(false)
+        .before_acquire(|conn: &mut DB::Connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_release(|conn: &mut DB::Connection, _| {
             Box::pin(async move {
                 if conn.is_in_transaction() {
                     // A dropped transaction queues its ROLLBACK; a ping flushes it. Still inside a
@@ -335,8 +355,7 @@ fn pool_options<DB: sqlx::Database>(max: u32, acquire: Duration) -> sqlx::pool::
                 }
                 Ok(!conn.is_in_transaction())
             })
-        },
-    )
+        })
 }
 
 /// A value bound to a statement assembled from static fragments (see `SqlBuilder`).
