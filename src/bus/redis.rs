@@ -92,14 +92,11 @@ impl RedisLink {
                 (manager.clone(), origin.clone(), channel.clone(), healthy.clone());
             tokio::spawn(async move {
                 while let Some(r) = queue.recv().await {
-                    let envelope =
-                        Envelope { origin: origin.clone(), event: r.event.clone(), seq: r.seq, version: r.version };
-                    let Ok(payload) = serde_json::to_string(&envelope) else { continue };
+                    let Some(payload) = wire(&origin, &r) else { continue };
                     let sent: redis::RedisResult<i64> =
                         redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut manager).await;
                     if let Err(e) = sent {
-                        healthy.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "event not published to Redis (other replicas read it from the outbox)");
+                        publish_failed(&healthy, &e);
                     }
                 }
             });
@@ -144,15 +141,7 @@ impl RedisLink {
                         }
                         continue;
                     }
-                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut manager).await;
-                    match pong {
-                        Ok(_) => {
-                            if !healthy.swap(true, Ordering::Relaxed) {
-                                tracing::info!("Redis connection is back");
-                            }
-                        }
-                        Err(_) => healthy.store(false, Ordering::Relaxed),
-                    }
+                    ping(&mut manager, &healthy).await;
                 }
             });
         }
@@ -178,9 +167,7 @@ impl RedisLink {
                 (cluster.clone(), origin.clone(), channel.to_string(), healthy.clone());
             tokio::spawn(async move {
                 while let Some(r) = queue.recv().await {
-                    let envelope =
-                        Envelope { origin: origin.clone(), event: r.event.clone(), seq: r.seq, version: r.version };
-                    let Ok(payload) = serde_json::to_string(&envelope) else { continue };
+                    let Some(payload) = wire(&origin, &r) else { continue };
                     let target = shard_channel(&channel, r.event.kind());
                     let sent: redis::RedisResult<i64> = async {
                         let mut connection = cluster.connection().await?;
@@ -188,8 +175,7 @@ impl RedisLink {
                     }
                     .await;
                     if let Err(e) = sent {
-                        healthy.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "event not published to Redis (other replicas read it from the outbox)");
+                        publish_failed(&healthy, &e);
                     }
                 }
             });
@@ -262,15 +248,7 @@ impl RedisLink {
                         healthy.store(all, Ordering::Relaxed);
                         continue;
                     }
-                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
-                    match pong {
-                        Ok(_) => {
-                            if !healthy.swap(true, Ordering::Relaxed) {
-                                tracing::info!("Redis Cluster connection is back");
-                            }
-                        }
-                        Err(_) => healthy.store(false, Ordering::Relaxed),
-                    }
+                    ping(&mut connection, &healthy).await;
                 }
             });
         }
@@ -287,6 +265,31 @@ impl RedisLink {
     /// Whether the connection (and the subscription) is up.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// The wire form of an event published by `origin`.
+fn wire(origin: &str, r: &Recorded) -> Option<String> {
+    let envelope = Envelope { origin: origin.to_string(), event: r.event.clone(), seq: r.seq, version: r.version };
+    serde_json::to_string(&envelope).ok()
+}
+
+/// A publish failed: the bus is degraded; the other replicas read the event from the outbox.
+fn publish_failed(healthy: &AtomicBool, e: &redis::RedisError) {
+    healthy.store(false, Ordering::Relaxed);
+    tracing::warn!(error = %e, "event not published to Redis (other replicas read it from the outbox)");
+}
+
+/// The health check once subscribed: a PING, whose answer says whether the bus is connected.
+async fn ping(connection: &mut impl redis::aio::ConnectionLike, healthy: &AtomicBool) {
+    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(connection).await;
+    match pong {
+        Ok(_) => {
+            if !healthy.swap(true, Ordering::Relaxed) {
+                tracing::info!("Redis connection is back");
+            }
+        }
+        Err(_) => healthy.store(false, Ordering::Relaxed),
     }
 }
 
