@@ -266,7 +266,7 @@ impl Store {
         if let Some(before) = &page.before {
             push_keyset(&mut sql, sort, before, !asc);
         }
-        sql.push(sort.order_by(page.backward)).push(" LIMIT ").bind(Bind::Int(i64::from(page.limit) + 1));
+        sql.push(sort.order_by(page.backward)).limit(i64::from(page.limit) + 1);
         let (sql, binds) = sql.finish();
         let mut rows: Vec<(ProductRecord, Option<InventoryRecord>)> = if with_stock {
             on_reader!(self, pool => {

@@ -206,6 +206,53 @@ async fn anonymous_catalog_reads_carry_cache_hints() {
     assert_eq!(r.headers()["content-encoding"], "gzip", "responses are compressed");
 }
 
+/// PostgreSQL plans the hot reads once per connection, not once per execution: after the five
+/// custom plans it always tries first, each of Q1's page, Q2's lookups by one id and Q3's
+/// orders runs on its cached generic plan. (A bound `LIMIT $n` or `= ANY($1)` for one id made
+/// PostgreSQL re-plan on every execution; see `SqlBuilder::limit` and `select_by_ids!`.)
+#[tokio::test]
+#[cfg_attr(no_test_database, ignore = "needs TEST_DATABASE_URL (PostgreSQL)")]
+async fn postgres_reuses_the_plans_of_hot_statements() {
+    use securecart::store::{OrderScope, PageQuery, ProductFilter, ProductSort, Store};
+    let Some(app) = crate::helpers::spawn_app(Backend::Postgres).await else { return };
+    app.store
+        .seed(securecart::store::seed::SeedSize { products: 2000, vendors: 3, customers: 3, orders: 30 }, false)
+        .await
+        .unwrap();
+    // One connection, so every execution lands on the connection whose plans are read.
+    let store = Store::connect(&app.database_url, 1).await.unwrap();
+    // Statistics as autovacuum would leave them: with them, a generic plan of `LIMIT $n` is
+    // costed for a tenth of the catalog, against the custom plan's 21 rows.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&app.database_url).await.unwrap();
+    sqlx::Executor::execute(&mut db, "ANALYZE").await.unwrap();
+    let page = PageQuery { limit: 20, after: None, before: None, backward: false };
+    for round in 0..10 {
+        let rows = store.list_products(&ProductFilter::default(), ProductSort::Newest, &page, true).await.unwrap();
+        assert_eq!(rows.len(), 21);
+        let id = rows[round].0.id;
+        assert_eq!(store.products_by_ids(&[id]).await.unwrap().len(), 1);
+        assert_eq!(store.inventory_by_product_ids(&[id]).await.unwrap().len(), 1);
+        store.list_orders(&OrderScope::CustomerSubject("alice".into()), None, None, 10).await.unwrap();
+    }
+    let plans = store.prepared_plans().await.unwrap();
+    for (what, pattern) in [
+        ("Q1's page", "FROM products p LEFT JOIN inventory"),
+        ("a product by id", "FROM products p WHERE p.id ="),
+        ("an inventory row by product id", "FROM inventory WHERE"),
+        ("a customer's orders", "FROM orders o"),
+    ] {
+        let (statement, generic, custom) = plans
+            .iter()
+            .find(|(statement, _, _)| statement.contains(pattern))
+            .unwrap_or_else(|| panic!("{what}: no prepared statement with {pattern:?} in {plans:?}"));
+        assert!(
+            *generic >= 5 && *custom <= 5,
+            "{what} is re-planned: {generic} generic plans, {custom} custom plans in 10 runs of {statement}"
+        );
+    }
+    store.close().await;
+}
+
 /// A repeated document is parsed once: the same query with other variables, again and again,
 /// adds one parse to `securecart_documents_parsed_total`; another document adds one more.
 /// (A server process of its own: the counter is process-wide.)
