@@ -95,8 +95,17 @@ impl Shapes {
             }
             exact.insert(error.path.iter().map(Segment::from).collect::<Vec<_>>());
         }
-        let mut walk =
-            Walk { shapes: self, document, variables, errored, exact, path: Vec::new(), memo: HashMap::new() };
+        let tracking = !errored.is_empty();
+        let mut walk = Walk {
+            shapes: self,
+            document,
+            variables,
+            errored,
+            exact,
+            tracking,
+            path: Vec::new(),
+            memo: HashMap::new(),
+        };
         let map = match std::mem::take(&mut response.data) {
             Value::Object(map) => map,
             _ => Default::default(),
@@ -140,6 +149,8 @@ struct Walk<'a> {
     errored: HashSet<Vec<Segment>>,
     /// The paths errors were raised at.
     exact: HashSet<Vec<Segment>>,
+    /// Whether any field failed: only then is `path` kept (it is compared with `errored`).
+    tracking: bool,
     path: Vec<Segment>,
     /// The collected fields of each (selection sets, type) met, so the items of a list collect
     /// theirs once, not once per item. Keyed by the sets' addresses in the document and the
@@ -210,7 +221,7 @@ impl<'a> Walk<'a> {
     }
 
     fn errored_here(&self) -> bool {
-        self.errored.contains(&self.path)
+        self.tracking && self.errored.contains(&self.path)
     }
 
     fn object(
@@ -233,9 +244,23 @@ impl<'a> Walk<'a> {
                 collected
             }
         };
+        // The common case: no field failed and async-graphql wrote the keys in selection order
+        // (it does, but for fragments that repeat or reorder keys). Complete the values in place
+        // rather than rebuild the object: no new map, no moved entries, no path kept.
+        if !self.tracking
+            && ty != Some("__Schema")
+            && map.len() == collected.len()
+            && map.keys().zip(collected.iter()).all(|(k, c)| k == c.key)
+        {
+            for (value, c) in map.values_mut().zip(collected.iter()) {
+                let taken = std::mem::replace(value, Value::Null);
+                *value = self.value(taken, c.ty, &c.sets)?;
+            }
+            return Ok(Value::Object(map));
+        }
         let mut out = async_graphql::indexmap::IndexMap::with_capacity(map.len().max(collected.len()));
         for c in collected.iter() {
-            self.path.push(Segment::Key(c.key.to_string()));
+            self.path.push(Segment::Key(if self.tracking { c.key.to_string() } else { String::new() }));
             let value = match map.swap_remove(c.key) {
                 Some(_) if ty == Some("__Schema") && c.name == "description" => Some(Value::Null),
                 Some(value) => Some(value),
