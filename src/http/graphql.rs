@@ -580,18 +580,18 @@ async fn run(
 
 /// The response's JSON written straight to bytes, with no `serde_json::Value` tree in between
 /// (that copy of every key and string cost about a tenth of a catalog page's CPU). A request
-/// error has no `data` key (GraphQL over HTTP); otherwise the keys are async-graphql's:
-/// `data`, then `extensions` and `errors` when not empty.
+/// error has no `data` key (GraphQL over HTTP) and puts `errors` first; otherwise the keys are
+/// async-graphql's: `data`, then `extensions` and `errors` when not empty.
 fn response_bytes(response: &async_graphql::Response, request_error: bool) -> serde_json::Result<Vec<u8>> {
     if !request_error {
         return serde_json::to_vec(response);
     }
     #[derive(serde::Serialize)]
     struct WithoutData<'a> {
-        #[serde(skip_serializing_if = "no_extensions")]
-        extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
         #[serde(skip_serializing_if = "no_errors")]
         errors: &'a [async_graphql::ServerError],
+        #[serde(skip_serializing_if = "no_extensions")]
+        extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
     }
     fn no_extensions(map: &&std::collections::BTreeMap<String, async_graphql::Value>) -> bool {
         map.is_empty()

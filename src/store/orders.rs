@@ -158,10 +158,12 @@ impl Store {
         if let Some(id) = before_id {
             sql.push(" AND o.id < ").bind(Bind::Int(id));
         }
-        sql.push(" ORDER BY o.id DESC").limit(i64::from(limit) + 1);
+        let wanted = i64::from(limit) + 1;
+        sql.push(" ORDER BY o.id DESC").limit(wanted);
         let (sql, binds) = sql.finish();
-        let rows =
+        let mut rows =
             on_reader!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(sql), binds).fetch_all(pool).await)?;
+        rows.truncate(wanted as usize);
         Ok(rows)
     }
 

@@ -266,13 +266,15 @@ impl Store {
         if let Some(before) = &page.before {
             push_keyset(&mut sql, sort, before, !asc);
         }
-        sql.push(sort.order_by(page.backward)).limit(i64::from(page.limit) + 1);
+        let wanted = i64::from(page.limit) + 1;
+        sql.push(sort.order_by(page.backward)).limit(wanted);
         let (sql, binds) = sql.finish();
         let mut rows: Vec<(ProductRecord, Option<InventoryRecord>)> = if with_stock {
             on_reader!(self, pool => {
                 bind_all!(sqlx::query_as::<_, WithStock>(sql), binds).fetch_all(pool).await
             })?
             .into_iter()
+            .take(wanted as usize)
             .map(WithStock::split)
             .collect()
         } else {
@@ -280,6 +282,7 @@ impl Store {
                 bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
             })?
             .into_iter()
+            .take(wanted as usize)
             .map(|p| (p, None))
             .collect()
         };

@@ -250,6 +250,22 @@ async fn postgres_reuses_the_plans_of_hot_statements() {
             "{what} is re-planned: {generic} generic plans, {custom} custom plans in 10 runs of {statement}"
         );
     }
+    // Every page size from 1 to 100 returns its rows (and the one that says more exist), from
+    // at most six statements: the LIMIT is rounded up to a few steps, so clients cannot fill
+    // the per-connection statement cache with one statement per page size.
+    for limit in 1..=100u32 {
+        let page = PageQuery { limit, after: None, before: None, backward: limit % 2 == 0 };
+        let rows = store.list_products(&ProductFilter::default(), ProductSort::Newest, &page, true).await.unwrap();
+        assert_eq!(rows.len(), limit as usize + 1, "a page of {limit}");
+    }
+    let pages = store
+        .prepared_plans()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(statement, _, _)| statement.contains("FROM products p LEFT JOIN inventory"))
+        .count();
+    assert!(pages <= 12, "{pages} prepared page statements for 100 page sizes in two directions");
     store.close().await;
 }
 
