@@ -3,9 +3,11 @@
 //!
 //! Events are durable: each is written to the outbox in the transaction of its change (see
 //! `store::outbox`), and the store hands it to the bus only once that commits. The bus delivers
-//! it to this process's one broadcast channel at once and publishes it on Redis for the other
-//! replicas, whose single subscription per process feeds their channel (a WebSocket never opens
-//! a Redis connection of its own). Pub/sub is at most once, so every process also sweeps the
+//! it at once to this process's subscribers of its topics (`topics`: a subscriber is woken only
+//! for events it may want) and to the listeners of every event (a broadcast channel: the
+//! cache), and publishes it on Redis for the other replicas, whose single subscription per
+//! process feeds their router and channel (a WebSocket never opens a Redis connection of its
+//! own). Pub/sub is at most once, so every process also sweeps the
 //! outbox (`SECURECART_EVENT_SWEEP_MS`) for events that did not reach it: a Redis outage, a
 //! replica that crashed between commit and publish. `relay` delivers each event once, whichever
 //! path brings it first, and never after a newer version of its entity.
@@ -14,8 +16,9 @@ use std::sync::Arc;
 
 pub mod redis;
 pub mod relay;
+pub mod topics;
 
-pub use crate::domain::event::{Event, Recorded};
+pub use crate::domain::event::{Event, Recorded, Topic};
 use tokio::sync::broadcast;
 
 /// A store's commits reach the bus synchronously: delivering is a broadcast send and a queue
@@ -55,6 +58,7 @@ impl BusHealth {
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<Recorded>>,
+    router: Arc<topics::Router>,
     delivery: Arc<relay::Delivery>,
     redis: Option<redis::RedisLink>,
 }
@@ -69,16 +73,18 @@ impl EventBus {
     /// A bus inside this process only.
     pub fn in_process() -> Self {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        let delivery = relay::Delivery::new(local.clone());
-        Self { local, delivery, redis: None }
+        let router = Arc::new(topics::Router::default());
+        let delivery = relay::Delivery::new(local.clone(), router.clone());
+        Self { local, router, delivery, redis: None }
     }
 
     /// A bus fanned out through Redis pub/sub on `channel` (sharded channels on a cluster).
     pub fn redis(target: &crate::redis_client::RedisTarget, channel: &str) -> anyhow::Result<Self> {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
-        let delivery = relay::Delivery::new(local.clone());
+        let router = Arc::new(topics::Router::default());
+        let delivery = relay::Delivery::new(local.clone(), router.clone());
         let redis = redis::RedisLink::start(target, channel, delivery.clone())?;
-        Ok(Self { local, delivery, redis: Some(redis) })
+        Ok(Self { local, router, delivery, redis: Some(redis) })
     }
 
     /// Publishes an event that is not in the outbox (product details, which only invalidate
@@ -138,14 +144,25 @@ impl EventBus {
         }
     }
 
-    /// How many receivers this process's channel has (subscriptions, the cache's invalidation):
+    /// How many listen to this process's events (subscriptions, the cache's invalidation):
     /// tests wait on it instead of sleeping.
     pub fn receivers(&self) -> usize {
-        self.local.receiver_count()
+        self.local.receiver_count() + self.router.subscriptions()
     }
 
-    /// A receiver of this process's events.
+    /// A receiver of every event of this process (for listeners that want them all: the
+    /// cache's invalidation).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Recorded>> {
         self.local.subscribe()
+    }
+
+    /// A subscriber's receiver of the events on `topics` only (see `topics`).
+    pub fn subscribe_to(&self, topics: Vec<Topic>) -> topics::Subscription {
+        self.router.subscribe(topics)
+    }
+
+    /// Events put in a subscriber's mailbox so far (each wakes one subscriber).
+    pub fn routed(&self) -> u64 {
+        self.router.routed()
     }
 }

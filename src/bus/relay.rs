@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast};
 
 use super::Recorded;
+use super::topics::Router;
 
 /// How long an outbox id may stay missing below delivered ones before the cursor skips it: a
 /// transaction that wrote an event commits within this, or is rolled back.
@@ -159,15 +160,18 @@ impl Ledger {
 /// Delivers events to this process's subscribers, once each and in order per entity.
 pub struct Delivery {
     local: broadcast::Sender<Arc<Recorded>>,
+    /// The subscriptions, by topic: each delivered event wakes only those of its topics.
+    router: Arc<Router>,
     ledger: Mutex<Ledger>,
     /// Woken when an event is held for a gap: the sweep reads the outbox at once.
     gap: Notify,
 }
 
 impl Delivery {
-    /// Delivery into `local`.
-    pub fn new(local: broadcast::Sender<Arc<Recorded>>) -> Arc<Self> {
-        Arc::new(Self { local, ledger: Mutex::new(Ledger::default()), gap: Notify::new() })
+    /// Delivery into `local` (the process's listeners of every event: the cache) and `router`
+    /// (subscriptions, by topic).
+    pub fn new(local: broadcast::Sender<Arc<Recorded>>, router: Arc<Router>) -> Arc<Self> {
+        Arc::new(Self { local, router, ledger: Mutex::new(Ledger::default()), gap: Notify::new() })
     }
 
     /// Delivers `r` (and what it releases) unless it was seen before or is older than one
@@ -199,7 +203,8 @@ impl Delivery {
             // From the change to this replica's subscribers, once per event per replica.
             let lag = (chrono::Utc::now() - r.event.at()).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
             metrics::histogram!(crate::telemetry::metrics::EVENT_LAG, "type" => r.event.kind()).record(lag);
-            // No local subscriber is not an error.
+            self.router.route(&r);
+            // No local listener is not an error.
             let _ = self.local.send(r);
             i += 1;
         }
@@ -266,7 +271,7 @@ mod tests {
     #[test]
     fn each_event_is_delivered_once_and_in_version_order() {
         let (tx, mut rx) = broadcast::channel(16);
-        let delivery = Delivery::new(tx);
+        let delivery = Delivery::new(tx, Default::default());
         assert!(delivery.deliver(Arc::new(stock(1, 7, 1))));
         assert!(!delivery.deliver(Arc::new(stock(1, 7, 1))), "a duplicate");
         assert!(!delivery.deliver(Arc::new(stock(4, 7, 3))), "version 2 is missing: held");

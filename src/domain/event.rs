@@ -105,6 +105,53 @@ impl Event {
     }
 }
 
+/// What a subscription listens to, so that an event wakes only the subscribers that may want
+/// it (`bus::topics`): every event of a kind, or a narrower key. An event is published on its
+/// kind and on every narrower key it belongs to (`Event::topics`); a feed listens to the
+/// narrowest topics that cover what it accepts, such that each event it accepts is on exactly
+/// one of them (`Feed::topics`; a test checks both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Every event of a kind (`Event::KINDS`).
+    Kind(&'static str),
+    /// One product's stock.
+    Stock(i64),
+    /// The stock of one vendor's products.
+    VendorStock(i64),
+    /// One order's status.
+    Order(i64),
+    /// The status of one customer's orders.
+    CustomerOrders(i64),
+    /// The status of orders with one vendor's products in them.
+    VendorOrders(i64),
+    /// One customer's cart.
+    Cart(i64),
+}
+
+impl Event {
+    /// The topics the event is published on: its kind, then every narrower one it belongs to
+    /// (each once).
+    pub fn topics(&self) -> Vec<Topic> {
+        let mut topics = vec![Topic::Kind(self.kind())];
+        match self {
+            Self::Inventory { product_id, vendor_id, .. } => {
+                topics.extend([Topic::Stock(*product_id), Topic::VendorStock(*vendor_id)]);
+            }
+            Self::OrderStatus { order_id, customer_id, vendor_ids, .. } => {
+                topics.extend([Topic::Order(*order_id), Topic::CustomerOrders(*customer_id)]);
+                for v in vendor_ids {
+                    if !topics.contains(&Topic::VendorOrders(*v)) {
+                        topics.push(Topic::VendorOrders(*v));
+                    }
+                }
+            }
+            Self::Product { .. } => {}
+            Self::Cart { customer_id, .. } => topics.push(Topic::Cart(*customer_id)),
+        }
+        topics
+    }
+}
+
 /// An event as committed: its place in the outbox and its entity's version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recorded {

@@ -2,7 +2,8 @@
 //!
 //! Every subscription reads the process's event bus. Visibility is checked on every event
 //! (not only at subscribe time), and a subscription ends with an `UNAUTHENTICATED` error when
-//! the token it was opened with expires. A subscriber that falls more than
+//! the token it was opened with expires. A subscription is woken only for events on its feed's
+//! topics (`bus::topics`), not for every event in the process. A subscriber that falls more than
 //! `bus::SUBSCRIBER_BUFFER` events behind loses the oldest ones and carries on; inventory events
 //! carry the current quantity, so the next one puts the client right. It never slows the others.
 
@@ -12,7 +13,6 @@ use std::time::Duration;
 use async_graphql::{Context, ErrorExtensions, ID, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::catalog::Product;
 use super::commerce::Cart;
@@ -20,6 +20,7 @@ use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
 use crate::auth::{Role, RoleGuard, caller};
+use crate::bus::topics::Received;
 use crate::bus::{Event, EventBus, Recorded};
 use crate::domain::order::OrderStatus;
 use crate::domain::{GlobalId, NodeKind};
@@ -150,7 +151,8 @@ where
     T: Send + Sync + 'static,
     F: FnMut(&Recorded, &Feed) -> Option<T> + Send + 'static,
 {
-    let mut rx = bus.subscribe();
+    // Woken only for events on the feed's topics, not for every event in the process.
+    let mut rx = bus.subscribe_to(feed.topics());
     let services = services.clone();
     let expires_at = feed.expires_at;
     async_stream::stream! {
@@ -160,10 +162,11 @@ where
         });
         // Versions of the current state sent after a lag: older events are not shown after it.
         let mut floor: HashMap<String, i64> = HashMap::new();
+        let mut delivered: Option<(&'static str, metrics::Counter)> = None;
         loop {
             let next = match deadline {
                 Some(deadline) => tokio::select! {
-                    event = rx.recv() => event,
+                    next = rx.recv() => next,
                     _ = tokio::time::sleep_until(deadline) => {
                         yield Err(AppError::Unauthenticated(
                             "token expired; subscribe again with a fresh token".into()).extend());
@@ -173,16 +176,26 @@ where
                 None => rx.recv().await,
             };
             match next {
-                Ok(r) => {
+                Received::Event(r) => {
                     if !floor.is_empty() && floor.get(&r.event.entity()).is_some_and(|v| r.seq != 0 && *v >= r.version) {
                         continue;
                     }
                     if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
-                        metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => r.event.kind()).increment(1);
+                        // The counter's handle is kept (a subscription sees one kind), not looked
+                        // up by its labels for every subscriber of every event.
+                        let kind = r.event.kind();
+                        match &delivered {
+                            Some((k, counter)) if *k == kind => counter.increment(1),
+                            _ => {
+                                let counter = metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => kind);
+                                counter.increment(1);
+                                delivered = Some((kind, counter));
+                            }
+                        }
                         yield Ok(item);
                     }
                 }
-                Err(RecvError::Lagged(missed)) => {
+                Received::Missed(missed) => {
                     // Told, not skipped silently: the client knows it missed events.
                     tracing::debug!(missed, "a slow subscriber lost old events");
                     let mut error = async_graphql::Error::new(format!(
@@ -208,7 +221,6 @@ where
                         Err(e) => tracing::warn!(error = %e, "could not read the current state for a lagging subscriber"),
                     }
                 }
-                Err(RecvError::Closed) => break,
             }
         }
     }

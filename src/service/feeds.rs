@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::orders::order_scope;
 use super::{Services, decode_id, require_role};
 use crate::auth::{Caller, Role};
-use crate::bus::{Event, Recorded};
+use crate::bus::{Event, Recorded, Topic};
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, AppResult};
 use crate::store::OrderScope;
@@ -53,6 +53,26 @@ impl Feed {
             }
             (Rule::Cart(me), Event::Cart { customer_id, .. }) => me == customer_id,
             _ => false,
+        }
+    }
+
+    /// The topics the feed listens to (`bus::topics`): the narrowest that cover what it accepts,
+    /// such that every event it accepts is published on exactly one of them (so none arrives
+    /// twice). `accepts` still decides on each event; the topics only decide who is woken.
+    pub fn topics(&self) -> Vec<Topic> {
+        match &self.rule {
+            Rule::Inventory(None) | Rule::LowStock { vendor: None, .. } => vec![Topic::Kind("inventory")],
+            Rule::Inventory(Some(ids)) => ids.iter().map(|id| Topic::Stock(*id)).collect(),
+            Rule::LowStock { vendor: Some(v), .. } => vec![Topic::VendorStock(*v)],
+            Rule::OrderStatus { only: Some(order), .. } => vec![Topic::Order(*order)],
+            Rule::OrderStatus { scope, only: None } => match scope {
+                OrderScope::All => vec![Topic::Kind("order_status")],
+                OrderScope::Customer(c) => vec![Topic::CustomerOrders(*c)],
+                OrderScope::Vendor(v) => vec![Topic::VendorOrders(*v)],
+                // Never accepts anything (resolved to `Customer` when the feed was made).
+                OrderScope::CustomerSubject(_) => vec![],
+            },
+            Rule::Cart(c) => vec![Topic::Cart(*c)],
         }
     }
 
@@ -177,5 +197,65 @@ impl Services {
         let identity = require_role(caller, &[Role::Customer])?;
         let customer = self.as_customer(identity).await?;
         Ok(Feed { rule: Rule::Cart(customer.id), expires_at: Some(identity.expires_at) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every event a feed accepts is on exactly one of its topics (so it is woken once for it),
+    /// over a grid of feeds and events.
+    #[test]
+    fn a_feed_hears_each_event_it_accepts_on_exactly_one_topic() {
+        let at = chrono::Utc::now();
+        let mut events = vec![Event::Product { product_id: 1, at }];
+        for product_id in 1..=3 {
+            for vendor_id in 1..=2 {
+                for available in [0, 5, 9] {
+                    events.push(Event::Inventory { product_id, vendor_id, available, delta: -1, at });
+                }
+            }
+        }
+        for order_id in 1..=3 {
+            for customer_id in 1..=2 {
+                for vendor_ids in [vec![], vec![1], vec![1, 2], vec![2, 2]] {
+                    let status = "PAID".to_string();
+                    events.push(Event::OrderStatus { order_id, customer_id, vendor_ids, status, at });
+                }
+            }
+        }
+        events.extend((1..=2).map(|customer_id| Event::Cart { customer_id, at }));
+        let orders = |scope, only| Rule::OrderStatus { scope, only };
+        let rules = [
+            Rule::Inventory(None),
+            Rule::Inventory(Some([1, 2].into())),
+            Rule::Inventory(Some(HashSet::new())),
+            Rule::LowStock { threshold: 5, vendor: None },
+            Rule::LowStock { threshold: 5, vendor: Some(1) },
+            orders(OrderScope::All, None),
+            orders(OrderScope::All, Some(2)),
+            orders(OrderScope::Customer(1), None),
+            orders(OrderScope::Customer(1), Some(2)),
+            orders(OrderScope::Vendor(2), None),
+            orders(OrderScope::Vendor(2), Some(1)),
+            orders(OrderScope::CustomerSubject("alice".into()), None),
+            Rule::Cart(1),
+        ];
+        for rule in rules {
+            let feed = Feed { rule, expires_at: None };
+            let topics = feed.topics();
+            let mut accepted = 0;
+            for event in &events {
+                let on = event.topics().iter().filter(|t| topics.contains(t)).count();
+                if feed.accepts(event) {
+                    accepted += 1;
+                    assert_eq!(on, 1, "{feed:?} accepts {event:?} but hears it on {on} of {topics:?}");
+                }
+            }
+            let never = matches!(&feed.rule, Rule::Inventory(Some(ids)) if ids.is_empty())
+                || matches!(&feed.rule, Rule::OrderStatus { scope: OrderScope::CustomerSubject(_), .. });
+            assert_eq!(accepted == 0, never, "{feed:?} accepted {accepted} events");
+        }
     }
 }

@@ -121,11 +121,14 @@ async fn subscriptions_check_ownership_on_every_event(app: TestApp) {
     let mut laptop = subscribe(&app, "graphql-ws", Some(&alice), cart).await;
     let mut bobs_cart = subscribe(&app, "graphql-transport-ws", Some(&bob), cart).await;
     let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 2) { userErrors { code } } }";
+    let routed = app.bus.routed();
     app.graphql_as(&alice, add, json!({ "p": product(1) })).await;
     for ws in [&mut phone, &mut laptop] {
         let event = result(ws, Duration::from_secs(5)).await.expect("cart event");
         assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 2);
     }
+    // Fan-out by topic: her cart's event woke her two subscriptions, not bob's nor the vendor's.
+    assert_eq!(app.bus.routed() - routed, 2, "only alice's subscriptions are woken for her cart");
     // orderStatusChanged: alice hears about her order, bob does not.
     let orders = "subscription { orderStatusChanged { status order { total { amount } } } }";
     let mut alices = subscribe(&app, "graphql-transport-ws", Some(&alice), orders).await;
