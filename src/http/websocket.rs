@@ -116,11 +116,32 @@ struct Session {
     errored: HashSet<String>,
 }
 
-/// The `type` and `id` of a protocol message.
+/// The `type` and `id` of a protocol message, read without building the rest of it (every
+/// event a subscriber is sent passes through here, so its payload is skipped, not parsed into
+/// a tree).
 fn kind_and_id(text: &[u8]) -> Option<(String, Option<String>)> {
-    let value: serde_json::Value = serde_json::from_slice(text).ok()?;
-    let kind = value.get("type")?.as_str()?.to_string();
-    Some((kind, value.get("id").and_then(|i| i.as_str()).map(str::to_string)))
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow, deserialize_with = "string_or_none")]
+        id: Option<std::borrow::Cow<'a, str>>,
+    }
+    /// An `id` that is not a string counts as none (the message then passes unwatched).
+    fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::borrow::Cow<'de, str>>, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Id<'a> {
+            Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+            Other(serde::de::IgnoredAny),
+        }
+        Ok(match serde::Deserialize::deserialize(d)? {
+            Id::Text(id) => Some(id),
+            Id::Other(_) => None,
+        })
+    }
+    let head: Head = serde_json::from_slice(text).ok()?;
+    Some((head.kind.into_owned(), head.id.map(std::borrow::Cow::into_owned)))
 }
 
 /// Applies the per-request policy (caller, loaders, introspection) to each operation of a
@@ -319,7 +340,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                     let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
                     match kind.as_str() {
                         "next" | "data" => {
-                            let first = session.answered.insert(id.clone());
+                            let first = !session.answered.contains(&id) && session.answered.insert(id.clone());
                             if first && let Some(error) = as_error_message(&id, &text) {
                                 text = error;
                                 session.errored.insert(id.clone());
