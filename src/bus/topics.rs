@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 use super::{Recorded, SUBSCRIBER_BUFFER};
 use crate::domain::event::Topic;
@@ -32,10 +32,12 @@ pub struct Router {
     routed: AtomicU64,
 }
 
+/// One subscriber's queue. It has one reader, so a bare waker does (smaller than a `Notify`,
+/// and its `recv` future holds nothing but a reference: an idle subscriber's memory matters).
 #[derive(Default)]
 struct Mailbox {
     queue: Mutex<Queue>,
-    ready: Notify,
+    reader: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -59,7 +61,7 @@ pub enum Received {
 pub struct Subscription {
     router: Arc<Router>,
     id: u64,
-    topics: Vec<Topic>,
+    topics: Box<[Topic]>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -75,7 +77,7 @@ impl Router {
             }
         }
         self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        Subscription { router: self.clone(), id, topics, mailbox }
+        Subscription { router: self.clone(), id, topics: topics.into_boxed_slice(), mailbox }
     }
 
     /// Puts `r` in the mailbox of every subscriber of its topics and wakes them; how many.
@@ -113,8 +115,7 @@ impl Mailbox {
             }
             queue.events.push_back(r);
         }
-        // A permit is kept when the subscriber is not waiting yet: it finds the event next time.
-        self.ready.notify_one();
+        self.reader.wake();
     }
 
     fn take(&self) -> Option<Received> {
@@ -135,19 +136,25 @@ impl Subscription {
     /// The next event on this subscription's topics (or how many were missed). Cancel-safe:
     /// an event stays in the mailbox until a `recv` returns it.
     pub async fn recv(&mut self) -> Received {
-        loop {
+        std::future::poll_fn(|cx| {
             if let Some(next) = self.mailbox.take() {
-                return next;
+                return std::task::Poll::Ready(next);
             }
-            self.mailbox.ready.notified().await;
-        }
+            // Registered before looking again, so an event pushed in between wakes this task.
+            self.mailbox.reader.register(cx.waker());
+            match self.mailbox.take() {
+                Some(next) => std::task::Poll::Ready(next),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut index = self.router.topics.write().unwrap_or_else(|e| e.into_inner());
-        for topic in &self.topics {
+        for topic in self.topics.iter() {
             if let Some(mailboxes) = index.get_mut(topic) {
                 mailboxes.remove(&self.id);
                 if mailboxes.is_empty() {
