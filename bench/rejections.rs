@@ -4,11 +4,16 @@
 //! Starts the release server on a scratch SQLite database (tight limits are the defaults), sends
 //! each kind of abusive document `BENCH_REQUESTS` times (default 2,000) over one keep-alive
 //! connection, and reads the server's user+system CPU from `/proc/<pid>/stat` before and after.
-//! Run: `cargo bench --bench rejections`. Prints a Markdown table (bench/RESULTS.md keeps a run).
+//! Run: `cargo bench --bench rejections`, or as part of `bash bench/run.sh`. Prints a Markdown
+//! table with the last CPU figures recorded in bench/history.tsv beside its own, and `METRIC`
+//! lines on stderr for run.sh to record.
 
 use std::time::Instant;
 
 use serde_json::{Value, json};
+
+#[path = "history.rs"]
+mod history;
 
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -48,6 +53,9 @@ async fn main() {
         .env("SECURECART_ANON_RATE", "1000000")
         .env("SECURECART_ANON_BURST", "1000000")
         .env("SECURECART_BUDGET_ANONYMOUS", "1000000000/1000000000")
+        // Its start-up banner and warnings would land in the table run.sh captures.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -66,24 +74,26 @@ async fn main() {
     depth.push_str("name");
     depth.push_str(&" } } } }".repeat(24));
     depth.push_str(" } } } }");
-    let cases: Vec<(&str, String, &str)> = vec![
-        ("floor: `{ __typename }` (accepted)", "{ __typename }".into(), ""),
-        ("1,000 aliases", format!("{{ {} }}", (0..1000).map(|i| format!("a{i}: __typename")).collect::<Vec<_>>().join(" ")), "MAX_ALIASES_EXCEEDED"),
-        ("10,000 root fields", format!("{{ {} }}", "__typename ".repeat(10_000)), "MAX_ROOT_FIELDS_EXCEEDED"),
-        ("16,000 tokens", format!("{{ {} }}", "__typename ".repeat(16_000)), "MAX_TOKENS_EXCEEDED"),
-        ("depth 50", depth, "MAX_DEPTH_EXCEEDED"),
-        ("1 MB query", format!("{{ __typename }} # {}", "x".repeat(1_000_000)), "QUERY_TOO_LARGE"),
+    // (name, slug in bench/history.tsv, document, code expected)
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        ("floor: `{ __typename }` (accepted)", "floor", "{ __typename }".into(), ""),
+        ("1,000 aliases", "aliases_1000", format!("{{ {} }}", (0..1000).map(|i| format!("a{i}: __typename")).collect::<Vec<_>>().join(" ")), "MAX_ALIASES_EXCEEDED"),
+        ("10,000 root fields", "root_fields_10000", format!("{{ {} }}", "__typename ".repeat(10_000)), "MAX_ROOT_FIELDS_EXCEEDED"),
+        ("16,000 tokens", "tokens_16000", format!("{{ {} }}", "__typename ".repeat(16_000)), "MAX_TOKENS_EXCEEDED"),
+        ("depth 50", "depth_50", depth, "MAX_DEPTH_EXCEEDED"),
+        ("1 MB query", "query_1mb", format!("{{ __typename }} # {}", "x".repeat(1_000_000)), "QUERY_TOO_LARGE"),
         (
             "cost 20,000",
+            "cost_20000",
             "{ products(first: 100) { edges { node { vendor { products(first: 100) { edges { node { name vendor { name } } } } } } } } }".into(),
             "MAX_COMPLEXITY_EXCEEDED",
         ),
-        ("circular fragment", "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }".into(), "FRAGMENT_CYCLE"),
+        ("circular fragment", "fragment_cycle", "query { ...A } fragment A on QueryRoot { ...B } fragment B on QueryRoot { ...A }".into(), "FRAGMENT_CYCLE"),
     ];
-    println!("| document | bytes | code | server CPU per request | ratio to floor | wall per request |");
+    println!("| document | bytes | code | server CPU per request (previous) | ratio to floor | wall per request |");
     println!("|---|---|---|---|---|---|");
     let mut floor = None;
-    for (name, query, code) in cases {
+    for (name, slug, query, code) in cases {
         let body = json!({ "query": query }).to_string();
         // Warm up, and check the answer is the one expected.
         let answer: Value = client
@@ -113,11 +123,14 @@ async fn main() {
             }
             Some(f) => format!("{:.2}", cpu / f),
         };
+        let metric = format!("rejection.{slug}.cpu_us");
+        history::record(&metric, cpu * 1e6);
         println!(
-            "| {name} | {} | {} | {:.0} µs | {ratio} | {:.0} µs |",
+            "| {name} | {} | {} | {:.0} µs ({}) | {ratio} | {:.0} µs |",
             query.len(),
             if code.is_empty() { "-" } else { code },
             cpu * 1e6,
+            history::previous(&metric),
             wall * 1e6
         );
     }

@@ -12,7 +12,12 @@ Lines it reads (anything else is ignored):
         over rounds, weighted by requests.
     SHAPE <name> bytes=<n> leaves=<n> rows=<n>
         one response of each shape from each side (bench/peer/compare.py).
-Environment: BENCH_ROUNDS (rounds of Q1-Q3/P1-P3), BENCH_WARMUP (seconds), BENCH_PEER (the peer's version line).
+    METRIC <metric> <value>
+        a figure of the subscriber and rejection benches (bench/history.rs).
+Environment: BENCH_ROUNDS (rounds of Q1-Q3/P1-P3), BENCH_WARMUP (seconds), BENCH_PEER (the peer's
+version line), BENCH_SUBSCRIBERS_TABLE and BENCH_REJECTIONS_TABLE (the Markdown tables those
+benches printed), BENCH_HISTORY (bench/history.tsv: each figure is shown beside the last one
+recorded there, then this run's figures are appended to it).
 A missing P line (the peer did not start) prints "peer not measured".
 """
 import datetime
@@ -29,6 +34,7 @@ peer_version = os.environ.get("BENCH_PEER", "")
 runs = {}  # name -> [run]
 cpu_runs = {}  # name -> [(requests, {process: ms or None})]
 shapes = {}  # name -> {bytes, leaves, rows}
+metrics = {}  # metric -> value, from the subscriber and rejection benches
 
 
 def num(text):
@@ -53,6 +59,8 @@ for line in open(results_file):
     elif parts[0] == "CPU" and len(parts) >= 4:
         fields = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
         cpu_runs.setdefault(parts[1], []).append((int(parts[2]), {k: num(v) for k, v in fields.items()}))
+    elif parts[0] == "METRIC" and len(parts) == 3 and num(parts[2]) is not None:
+        metrics[parts[1]] = num(parts[2])
     elif parts[0] == "SHAPE" and len(parts) >= 3:
         shapes[parts[1]] = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
 
@@ -291,6 +299,84 @@ for q in ["Q1", "Q2", "Q3"]:
         pass
     w(f"- {q}: " + "; ".join(items) + ".")
 w("")
+
+
+def table_file(variable):
+    path = os.environ.get(variable, "")
+    if path and os.path.exists(path):
+        text = open(path).read().strip()
+        if text.startswith("|"):
+            return text
+    return None
+
+
+subscribers_table = table_file("BENCH_SUBSCRIBERS_TABLE")
+w("## Subscriber fan-out (`cargo bench --bench subscribers`, same run)")
+w("")
+if subscribers_table:
+    w("N idle graphql-transport-ws subscribers of `inventoryChanged` on the release server (SQLite, in-process")
+    w("bus), then one `adjustInventory`: memory is the server's RSS growth over N, delivery runs from sending the")
+    w("mutation to each subscriber receiving the event; server CPU covers the mutation and the delivery. The")
+    w("second table has each subscriber on its own product, so one change concerns one of them: fan-out by")
+    w("topic wakes only that one. In brackets: the last figure in `bench/history.tsv`. bench/SUBSCRIBERS.md")
+    w("explains the figures.")
+    w("")
+    w(subscribers_table)
+else:
+    w("Not measured in this run (the bench did not run or failed).")
+w("")
+rejections_table = table_file("BENCH_REJECTIONS_TABLE")
+w("## What a rejected document costs (`cargo bench --bench rejections`, same run)")
+w("")
+if rejections_table:
+    w("Server CPU per request for documents the limits refuse, against an accepted `{ __typename }` measured")
+    w("alongside (2,000 of each over one keep-alive connection, 10 ms CPU ticks, so ±5 µs). In brackets: the")
+    w("last figure in `bench/history.tsv`. bench/REJECTIONS.md explains the figures.")
+    w("")
+    w(rejections_table)
+else:
+    w("Not measured in this run (the bench did not run or failed).")
+w("")
+
+# Every figure that has a history, beside the last one recorded, then recorded itself.
+current = dict(metrics)
+for name in ("F", "Q1", "Q2", "Q3", "M1"):
+    r, c = rows.get(name), cpu.get(name, {})
+    if r and r["rps"]:
+        current[f"{name}.rps"] = r["rps"]
+        if r["p99"] is not None:
+            current[f"{name}.p99_ms"] = r["p99"]
+        if c.get("server") is not None:
+            current[f"{name}.server_cpu_ms"] = c["server"]
+history_path = os.environ.get("BENCH_HISTORY", "")
+last = {}  # metric -> (value, date, commit)
+if history_path and os.path.exists(history_path):
+    for line in open(history_path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) == 4 and not line.startswith("#") and num(f[3]) is not None:
+            last[f[2]] = (num(f[3]), f[0], f[1])
+if history_path:
+    w("## Beside the previous figures (no regression elsewhere)")
+    w("")
+    w("Each figure of this run beside the last one `bench/history.tsv` holds for it (recorded by an earlier")
+    w("run of this script or of the bench). `change` is this run over the previous one; for req/s higher is")
+    w("better, for everything else lower is. The machine is shared, so a change within about ±15% is noise;")
+    w("F, measured in the same run, shows how fast the machine was.")
+    w("")
+    w("| figure | this run | previous | recorded | change |")
+    w("|---|---|---|---|---|")
+    for metric in sorted(current, key=lambda m: (m.split(".")[0] not in ("F", "Q1", "Q2", "Q3", "M1"), m)):
+        value = current[metric]
+        was = last.get(metric)
+        if was:
+            change = f"×{value / was[0]:.2f}" if was[0] else "-"
+            w(f"| `{metric}` | {value:.3f} | {was[0]:.3f} | {was[1]}, {was[2]} | {change} |")
+        else:
+            w(f"| `{metric}` | {value:.3f} | - | - | - |")
+    w("")
+    with open(history_path, "a") as f:
+        for metric, value in sorted(current.items()):
+            f.write(f"{datetime.date.today()}\t{commit}\t{metric}\t{round(value, 3)}\n")
 
 here = os.path.dirname(os.path.abspath(__file__))
 profile = os.path.join(here, "profile-q1.txt")

@@ -13,8 +13,10 @@
 # 2, after an unrecorded warm-up of BENCH_WARMUP seconds per shape and side, default 3), reading
 # each process's CPU time (/proc/<pid>/stat) around every run; profiles Q1 with perf
 # (text profile and flame graph); runs Q1 and Q2 again with the cache ON (TTL 30 s: Q1c, Q2c);
-# runs the same SQL shapes through pgbench with 10 clients (S1-S3); and writes the results and
-# their ratios.
+# runs the same SQL shapes through pgbench with 10 clients (S1-S3); runs the subscriber fan-out
+# and rejection-cost benches (`cargo bench --bench subscribers|rejections`; BENCH_SUBSCRIBERS
+# picks the subscriber counts, default 1000,10000,50000); and writes the results and their
+# ratios, each figure beside the last one bench/history.tsv recorded (then appends this run's).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -297,9 +299,26 @@ for s in S1 S2 S3; do
   echo "RESULT $s $tps $lat - 0 0" | tee -a "$results"
 done
 
+echo "== subscriber fan-out and rejection cost (cargo bench: subscribers, rejections)"
+# Their own servers on scratch SQLite databases, so stop this one first.
+kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
+server=""
+for b in subscribers rejections; do
+  if BENCH_N="${BENCH_SUBSCRIBERS:-1000,10000,50000}" cargo bench --quiet --bench "$b" >"$work/$b.md" 2>"$work/$b.err"; then
+    cat "$work/$b.md"
+    grep '^METRIC ' "$work/$b.err" | tee -a "$results" || true
+  else
+    echo "cargo bench --bench $b failed; RESULTS.md says it was not measured:"; tail -20 "$work/$b.err"
+    : >"$work/$b.md"
+  fi
+done
+
 echo "== write bench/RESULTS.md"
 peer_version=""
 [ -n "$peer" ] && peer_version="PostGraphile $("$node22" -p 'require("'"$root"'/bench/peer/node_modules/postgraphile/package.json").version') on Node $("$node22" --version)"
 BENCH_ROUNDS="$rounds" BENCH_WARMUP="$warmup" BENCH_PEER="$peer_version" \
+  BENCH_SUBSCRIBERS_TABLE="$work/subscribers.md" BENCH_REJECTIONS_TABLE="$work/rejections.md" \
+  BENCH_HISTORY="$root/bench/history.tsv" \
   python3 "$root/bench/report.py" "$results" "$seed_out" "$duration" "$connections" >"$root/bench/RESULTS.md"
 cat "$root/bench/RESULTS.md"

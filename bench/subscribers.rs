@@ -5,11 +5,14 @@
 //! connections each subscribed to `inventoryChanged`, and measures
 //! - memory per subscriber: the server's RSS after the N subscriptions minus before, over N;
 //! - delivery latency: from sending one `adjustInventory` mutation to each subscriber receiving
-//!   the event (p50, p99, max).
+//!   the event (p50, p99, max), and the server's CPU for that change;
+//! - fan-out by topic: N idle subscribers each on its own product, one change: the one
+//!   subscriber's delivery and the server's CPU (the others must not be woken).
 //!
 //! Run: `cargo bench --bench subscribers` (N = 1,000, 10,000, 50,000; `BENCH_N=100,500` to
-//! choose). It prints a Markdown table with the previous recorded figures beside each row;
-//! bench/SUBSCRIBERS.md records a run.
+//! choose; `BENCH_BIN=path` runs another server binary, for an A/B), or as part of `bash bench/run.sh`. It prints a Markdown table with the last figures
+//! recorded in bench/history.tsv beside its own, and `METRIC` lines on stderr for run.sh
+//! to record.
 //!
 //! What the OS needs: about one file descriptor per subscriber on each side. The bench raises
 //! its own open-file limit (as root it lifts the hard limit too; the server inherits it and
@@ -22,6 +25,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use securecart::domain::{GlobalId, NodeKind};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -48,23 +53,18 @@ fn raise_open_files(want: u64) -> u64 {
     limit.rlim_cur
 }
 
-/// The figures bench/SUBSCRIBERS.md recorded on 2026-11-24 (before fan-out by topic), by N:
-/// memory per subscriber (KiB), p50 and p99 delivery (ms).
-const PREVIOUS: [(usize, &str, &str, &str); 3] = [
-    (1000, "21.3 KiB", "19.8 ms", "26.9 ms"),
-    (10000, "19.2 KiB", "173.3 ms", "254.9 ms"),
-    (50000, "not measured", "-", "-"),
-];
+#[path = "history.rs"]
+mod history;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn run(n: usize, bin: &str, files: u64) -> String {
+async fn run(n: usize, bin: &str, files: u64, spread: bool) -> String {
     // One descriptor per subscriber in each process (this one and the server), plus some.
     if n as u64 + 500 > files {
         return format!(
-            "| {n} | not run: the open-file hard limit is {files}, and {} are needed per process (raise `ulimit -Hn` as root) | | | | |",
+            "| {n} | not run: the open-file hard limit is {files}, and {} are needed per process (raise `ulimit -Hn` as root) | | | | | |",
             n + 500
         );
     }
@@ -87,6 +87,9 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
         // would drain the anonymous budget, which is not what this bench measures.
         .env("SECURECART_BUDGET_ANONYMOUS", "1000000000/1000000000")
         .env("SECURECART_LOG", "warn")
+        // Its start-up banner and warnings would land in the table run.sh captures.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("start the release server");
@@ -102,12 +105,36 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid);
 
+    let product: Value = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": "{ products(first: 1) { edges { node { id } } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = product["data"]["products"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
     let url = format!("ws://127.0.0.1:{port}/graphql/ws");
     let server_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut sockets = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(250) {
         let opened = futures::future::join_all(chunk.iter().map(|&i| {
             let url = url.clone();
+            // Spread: subscriber 0 watches the product that changes, the others products that
+            // do not exist (as many topics as subscribers; none of them hears the change).
+            let query = match (spread, i) {
+                (false, _) => "subscription { inventoryChanged { productId available delta } }".to_string(),
+                (true, 0) => format!(
+                    "subscription {{ inventoryChanged(productIds: [\"{id}\"]) {{ productId available delta }} }}"
+                ),
+                (true, i) => {
+                    let other = GlobalId::new(NodeKind::Product, 1_000_000 + i as i64).encode();
+                    format!(
+                        "subscription {{ inventoryChanged(productIds: [\"{other}\"]) {{ productId available delta }} }}"
+                    )
+                }
+            };
             async move {
                 let mut request = url.into_client_request().unwrap();
                 request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
@@ -122,7 +149,6 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
                 if std::env::var("BENCH_SUBSCRIBE").is_ok_and(|v| v == "0") {
                     return ws;
                 }
-                let query = "subscription { inventoryChanged { productId available delta } }";
                 ws.send(Message::Text(
                     json!({ "id": "1", "type": "subscribe", "payload": { "query": query } }).to_string().into(),
                 ))
@@ -141,20 +167,11 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
         std::process::Command::new(bin).args(["token", "--sub", "bench", "--role", "admin"]).output().unwrap().stdout,
     )
     .unwrap();
-    let product: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": "{ products(first: 1) { edges { node { id } } } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = product["data"]["products"]["edges"][0]["node"]["id"].as_str().unwrap().to_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let mut readers = tokio::task::JoinSet::new();
     for mut ws in sockets {
         let tx = tx.clone();
-        tokio::spawn(async move {
+        readers.spawn(async move {
             while let Some(Ok(Message::Text(text))) = ws.next().await {
                 if text.contains("inventoryChanged") {
                     let _ = tx.send(Instant::now());
@@ -166,6 +183,12 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
         });
     }
     drop(tx);
+    // BENCH_PAUSE=secs: time to attach a profiler to the server before the change.
+    if let Some(pause) = std::env::var("BENCH_PAUSE").ok().and_then(|s| s.parse().ok()) {
+        eprintln!("server pid {pid}: the change comes in {pause} s");
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
+    let ticks_before = cpu_ticks(pid);
     let sent = Instant::now();
     let mutation =
         "mutation($p: ID!) { adjustInventory(productId: $p, delta: 1, idempotencyKey: \"bench\") { available } }";
@@ -176,44 +199,78 @@ async fn run(n: usize, bin: &str, files: u64) -> String {
         .send()
         .await
         .unwrap();
-    let mut latencies = Vec::with_capacity(n);
-    while latencies.len() < n {
+    let expected = if spread { 1 } else { n };
+    let mut latencies = Vec::with_capacity(expected);
+    while latencies.len() < expected {
         match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
             Ok(Some(at)) => latencies.push(at - sent),
             _ => break,
         }
     }
     latencies.sort();
+    // The server's CPU for the change: the mutation, then delivering (or not waking) everyone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_ms = (cpu_ticks(pid) - ticks_before) as f64 * 1000.0 / 100.0;
+    // Close this run's sockets before the next run opens its own (the open-file limit).
+    readers.shutdown().await;
     let _ = server.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
-    if latencies.is_empty() {
-        return format!("| {n} | 0 | {:.1} KiB | - | - | - |", per / 1024.0);
-    }
-    let previous = PREVIOUS.iter().find(|p| p.0 == n).map_or(("-", "-", "-"), |p| (p.1, p.2, p.3));
-    format!(
-        "| {n} | {} | {:.1} KiB ({}) | {:.1} ms ({}) | {:.1} ms ({}) | {:.1} ms |",
-        latencies.len(),
+    let Some(last) = latencies.last().map(|l| l.as_secs_f64() * 1000.0) else {
+        return format!("| {n} | 0 | {:.1} KiB | - | - | - | - |", per / 1024.0);
+    };
+    let (kib, p50, p99) = (
         per / 1024.0,
-        previous.0,
         percentile(&latencies, 0.5).as_secs_f64() * 1000.0,
-        previous.1,
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
-        previous.2,
-        latencies.last().unwrap().as_secs_f64() * 1000.0,
+    );
+    let figure = |name: &str, value: f64| {
+        let metric = format!("subscribers.{}{n}.{name}", if spread { "spread." } else { "" });
+        history::record(&metric, value);
+        (value, history::previous(&metric))
+    };
+    let (cpu_ms, cpu_was) = figure("cpu_ms", cpu_ms);
+    if spread {
+        return format!(
+            "| {n} (1 on the changed product, {} on others) | {} | {last:.1} ms | {cpu_ms:.0} ms ({cpu_was}) |",
+            n - 1,
+            latencies.len(),
+        );
+    }
+    let [(kib, kib_was), (p50, p50_was), (p99, p99_was)] =
+        [("kib", kib), ("p50_ms", p50), ("p99_ms", p99)].map(|(name, value)| figure(name, value));
+    format!(
+        "| {n} | {} | {kib:.1} KiB ({kib_was}) | {p50:.1} ms ({p50_was}) | {p99:.1} ms ({p99_was}) | {last:.1} ms | {cpu_ms:.0} ms ({cpu_was}) |",
+        latencies.len(),
     )
+}
+
+/// The user + system CPU ticks (1/100 s) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').map(|i| i + 2).unwrap_or(0)..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
 #[tokio::main]
 async fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--release", "--quiet", "--bin", "securecart"])
-        .current_dir(root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "release build failed");
-    let bin = format!("{root}/target/release/securecart");
+    // BENCH_BIN: another server binary (an older build, for an A/B); otherwise this checkout's.
+    let bin = match std::env::var("BENCH_BIN") {
+        Ok(bin) => bin,
+        Err(_) => {
+            let status = std::process::Command::new("cargo")
+                .args(["build", "--release", "--quiet", "--bin", "securecart"])
+                .current_dir(root)
+                .status()
+                .unwrap();
+            assert!(status.success(), "release build failed");
+            format!("{root}/target/release/securecart")
+        }
+    };
     let sizes: Vec<usize> = std::env::var("BENCH_N")
         .unwrap_or_else(|_| "1000,10000,50000".into())
         .split(',')
@@ -222,10 +279,29 @@ async fn main() {
     let files = raise_open_files(200_000);
     eprintln!("open-file limit: {files}");
     println!(
-        "| subscribers | events received | server memory per subscriber (previous) | p50 delivery (previous) | p99 delivery (previous) | max |"
+        "| subscribers | events received | server memory per subscriber (previous) | p50 delivery (previous) | p99 delivery (previous) | max | server CPU for the change (previous) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for n in sizes {
-        println!("{}", run(n, &bin, files).await);
+        println!("{}", run(n, &bin, files, false).await);
+    }
+    // Fan-out by topic: the same number of idle subscribers, each on its own product; one
+    // change wakes the one subscriber of its product, and the server's CPU shows the others cost
+    // nothing (BENCH_SPREAD_N, default 10000; 0 skips it).
+    let spread: Vec<usize> = std::env::var("BENCH_SPREAD_N")
+        .unwrap_or_else(|_| "10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .collect();
+    if !spread.is_empty() {
+        println!();
+        println!(
+            "| subscribers, each on its own product | events received | delivery to the one | server CPU for the change (previous) |"
+        );
+        println!("|---|---|---|---|");
+        for n in spread {
+            println!("{}", run(n, &bin, files, true).await);
+        }
     }
 }
