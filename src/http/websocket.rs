@@ -31,7 +31,7 @@
 //!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
 //!   instead of being held forever.
 //!
-//! A subscriber that falls behind (more than the bus's buffer of events unread) is told, not
+//! A subscriber that falls behind (more than its mailbox holds, 1,024 events) is told, not
 //! silently skipped: it gets an error with code `EVENTS_MISSED` and the number missed, and the
 //! stream goes on with the next events; refetch the current state to catch up.
 
