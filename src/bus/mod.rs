@@ -21,8 +21,8 @@ pub mod topics;
 pub use crate::domain::event::{Event, Recorded, Topic};
 use tokio::sync::broadcast;
 
-/// A store's commits reach the bus synchronously: delivering is a broadcast send and a queue
-/// push, never a wait.
+/// A store's commits reach the bus synchronously: delivering is a push into the mailbox of each
+/// subscriber of the event's topics (short locks, no await), a broadcast send and a queue push.
 impl crate::store::outbox::CommitSink for EventBus {
     fn committed(&self, recorded: Arc<Recorded>) {
         self.send(recorded);

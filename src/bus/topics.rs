@@ -11,7 +11,9 @@
 //! A mailbox holds at most `SUBSCRIBER_BUFFER` events. When it is full the oldest is dropped
 //! and counted, and the subscriber's next `recv` says how many it missed (as a broadcast
 //! receiver's `Lagged` did), so a slow subscriber never slows the others or the publisher. An
-//! idle mailbox allocates nothing for its queue.
+//! idle mailbox allocates nothing for its queue; during a burst each subscriber that is behind
+//! holds up to `SUBSCRIBER_BUFFER` pointers (8 KiB; 80 MiB for 10,000 subscribers all behind),
+//! given back once it has caught up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

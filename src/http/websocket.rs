@@ -140,8 +140,14 @@ fn kind_and_id(text: &[u8]) -> Option<(String, Option<String>)> {
             Id::Other(_) => None,
         })
     }
-    let head: Head = serde_json::from_slice(text).ok()?;
-    Some((head.kind.into_owned(), head.id.map(std::borrow::Cow::into_owned)))
+    if let Ok(head) = serde_json::from_slice::<Head>(text) {
+        return Some((head.kind.into_owned(), head.id.map(std::borrow::Cow::into_owned)));
+    }
+    // serde also reads a message written as an array (`["subscribe", "1", {...}]`: the type,
+    // then the fields in order), and so does async-graphql: watch those ids too.
+    let fields: Vec<serde_json::Value> = serde_json::from_slice(text).ok()?;
+    let kind = fields.first()?.as_str()?.to_string();
+    Some((kind, fields.get(1).and_then(|id| id.as_str()).map(str::to_string)))
 }
 
 /// Applies the per-request policy (caller, loaders, introspection) to each operation of a

@@ -62,6 +62,9 @@ impl Feed {
     pub fn topics(&self) -> Vec<Topic> {
         match &self.rule {
             Rule::Inventory(None) | Rule::LowStock { vendor: None, .. } => vec![Topic::Kind("inventory")],
+            // A long list listens to every product (and `accepts` filters): one index entry
+            // instead of thousands, added and removed under the router's lock.
+            Rule::Inventory(Some(ids)) if ids.len() > TOPICS_MAX => vec![Topic::Kind("inventory")],
             Rule::Inventory(Some(ids)) => ids.iter().map(|id| Topic::Stock(*id)).collect(),
             Rule::LowStock { vendor: Some(v), .. } => vec![Topic::VendorStock(*v)],
             Rule::OrderStatus { only: Some(order), .. } => vec![Topic::Order(*order)],
@@ -84,6 +87,9 @@ impl Feed {
         }
     }
 }
+
+/// The most products a feed listens to one topic each for (see `Feed::topics`).
+const TOPICS_MAX: usize = 64;
 
 /// The most entities a feed's current state covers; a wider feed is told to refetch instead.
 const CURRENT_STATE_MAX: usize = 100;
@@ -230,6 +236,7 @@ mod tests {
         let rules = [
             Rule::Inventory(None),
             Rule::Inventory(Some([1, 2].into())),
+            Rule::Inventory(Some((1..=TOPICS_MAX as i64 + 1).collect())),
             Rule::Inventory(Some(HashSet::new())),
             Rule::LowStock { threshold: 5, vendor: None },
             Rule::LowStock { threshold: 5, vendor: Some(1) },

@@ -527,6 +527,15 @@ async fn websocket_protocol_abuse_is_closed() {
     send(&mut twice, json!({ "id": "same", "type": "subscribe", "payload": sub })).await;
     send(&mut twice, json!({ "id": "same", "type": "subscribe", "payload": sub })).await;
     assert_eq!(next(&mut twice).await, Err(4409));
+    drop(twice);
+    // The same message written as an array (which serde, and so async-graphql, also reads).
+    let mut array = connect(&app, "graphql-transport-ws").await;
+    send(&mut array, json!({ "type": "connection_init" })).await;
+    assert_eq!(next(&mut array).await.unwrap()["type"], "connection_ack");
+    send(&mut array, json!({ "id": "same", "type": "subscribe", "payload": sub })).await;
+    send(&mut array, json!(["subscribe", "same", sub])).await;
+    assert_eq!(next(&mut array).await, Err(4409));
+    drop(array);
     let _a = connect(&app, "graphql-transport-ws").await;
     let _b = connect(&app, "graphql-transport-ws").await;
     let url = app.address.replace("http://", "ws://") + "/graphql/ws";
