@@ -33,17 +33,25 @@ fn ticks_per_second() -> f64 {
 #[tokio::main]
 async fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let status = std::process::Command::new("cargo")
-        .args(["build", "--release", "--quiet", "--bin", "securecart"])
-        .current_dir(root)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // BENCH_BIN: another server binary (an older build, for an A/B; run.sh passes the one it
+    // built); otherwise this checkout's, built here.
+    let bin = match std::env::var("BENCH_BIN") {
+        Ok(bin) => bin,
+        Err(_) => {
+            let status = std::process::Command::new("cargo")
+                .args(["build", "--release", "--quiet", "--bin", "securecart"])
+                .current_dir(root)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            format!("{root}/target/release/securecart")
+        }
+    };
     let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
     let dir = std::env::temp_dir().join(format!("securecart-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = tokio::process::Command::new(format!("{root}/target/release/securecart"))
+    let mut server = tokio::process::Command::new(&bin)
         .arg("serve")
         .current_dir(&dir)
         .env("SECURECART_LISTEN", format!("127.0.0.1:{port}"))

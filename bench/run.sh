@@ -299,13 +299,19 @@ for s in S1 S2 S3; do
   echo "RESULT $s $tps $lat - 0 0" | tee -a "$results"
 done
 
+# The peer's version line for the report, read before the peer is stopped below.
+peer_version=""
+[ -n "$peer" ] && peer_version="PostGraphile $("$node22" -p 'require("'"$root"'/bench/peer/node_modules/postgraphile/package.json").version') on Node $("$node22" --version)"
+
 echo "== subscriber fan-out and rejection cost (cargo bench: subscribers, rejections)"
-# Their own servers on scratch SQLite databases, so stop this one first.
+# Their own servers on scratch SQLite databases, so stop this one and the peer first; they run
+# the binary built above (BENCH_BIN: a nested `cargo build` would not reuse it).
 kill "$server" 2>/dev/null || true
 wait "$server" 2>/dev/null || true
 server=""
+if [ -n "$peer" ]; then kill "$peer" 2>/dev/null || true; wait "$peer" 2>/dev/null || true; peer=""; fi
 for b in subscribers rejections; do
-  if BENCH_N="${BENCH_SUBSCRIBERS:-1000,10000,50000}" cargo bench --quiet --bench "$b" >"$work/$b.md" 2>"$work/$b.err"; then
+  if BENCH_BIN="$bin" BENCH_N="${BENCH_SUBSCRIBERS:-1000,10000,50000}" cargo bench --quiet --bench "$b" >"$work/$b.md" 2>"$work/$b.err"; then
     cat "$work/$b.md"
     grep '^METRIC ' "$work/$b.err" | tee -a "$results" || true
   else
@@ -315,8 +321,6 @@ for b in subscribers rejections; do
 done
 
 echo "== write bench/RESULTS.md"
-peer_version=""
-[ -n "$peer" ] && peer_version="PostGraphile $("$node22" -p 'require("'"$root"'/bench/peer/node_modules/postgraphile/package.json").version') on Node $("$node22" --version)"
 BENCH_ROUNDS="$rounds" BENCH_WARMUP="$warmup" BENCH_PEER="$peer_version" \
   BENCH_SUBSCRIBERS_TABLE="$work/subscribers.md" BENCH_REJECTIONS_TABLE="$work/rejections.md" \
   BENCH_HISTORY="$root/bench/history.tsv" \
