@@ -12,18 +12,9 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-#[path = "history.rs"]
-mod history;
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').map(|i| i + 2).unwrap_or(0)..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
+#[path = "common.rs"]
+mod common;
+use common::cpu_ticks;
 
 fn ticks_per_second() -> f64 {
     // SC_CLK_TCK is 100 on Linux for all supported architectures.
@@ -32,21 +23,7 @@ fn ticks_per_second() -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    // BENCH_BIN: another server binary (an older build, for an A/B; run.sh passes the one it
-    // built); otherwise this checkout's, built here.
-    let bin = match std::env::var("BENCH_BIN") {
-        Ok(bin) => bin,
-        Err(_) => {
-            let status = std::process::Command::new("cargo")
-                .args(["build", "--release", "--quiet", "--bin", "securecart"])
-                .current_dir(root)
-                .status()
-                .unwrap();
-            assert!(status.success());
-            format!("{root}/target/release/securecart")
-        }
-    };
+    let bin = common::server_binary();
     let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(2000);
     let dir = std::env::temp_dir().join(format!("securecart-bench-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -132,13 +109,13 @@ async fn main() {
             Some(f) => format!("{:.2}", cpu / f),
         };
         let metric = format!("rejection.{slug}.cpu_us");
-        history::record(&metric, cpu * 1e6);
+        common::record(&metric, cpu * 1e6);
         println!(
             "| {name} | {} | {} | {:.0} µs ({}) | {ratio} | {:.0} µs |",
             query.len(),
             if code.is_empty() { "-" } else { code },
             cpu * 1e6,
-            history::previous(&metric),
+            common::previous(&metric),
             wall * 1e6
         );
     }

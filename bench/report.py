@@ -13,7 +13,7 @@ Lines it reads (anything else is ignored):
     SHAPE <name> bytes=<n> leaves=<n> rows=<n>
         one response of each shape from each side (bench/peer/compare.py).
     METRIC <metric> <value>
-        a figure of the subscriber and rejection benches (bench/history.rs).
+        a figure of the subscriber and rejection benches (bench/common.rs).
 Environment: BENCH_ROUNDS (rounds of Q1-Q3/P1-P3), BENCH_WARMUP (seconds), BENCH_PEER (the peer's
 version line), BENCH_SUBSCRIBERS_TABLE and BENCH_REJECTIONS_TABLE (the Markdown tables those
 benches printed), BENCH_HISTORY (bench/history.tsv: each figure is shown beside the last one

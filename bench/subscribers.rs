@@ -53,8 +53,9 @@ fn raise_open_files(want: u64) -> u64 {
     limit.rlim_cur
 }
 
-#[path = "history.rs"]
-mod history;
+#[path = "common.rs"]
+mod common;
+use common::cpu_ticks;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -226,8 +227,8 @@ async fn run(n: usize, bin: &str, files: u64, spread: bool) -> String {
     );
     let figure = |name: &str, value: f64| {
         let metric = format!("subscribers.{}{n}.{name}", if spread { "spread." } else { "" });
-        history::record(&metric, value);
-        (value, history::previous(&metric))
+        common::record(&metric, value);
+        (value, common::previous(&metric))
     };
     let (cpu_ms, cpu_was) = figure("cpu_ms", cpu_ms);
     if spread {
@@ -245,32 +246,9 @@ async fn run(n: usize, bin: &str, files: u64, spread: bool) -> String {
     )
 }
 
-/// The user + system CPU ticks (1/100 s) a process has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').map(|i| i + 2).unwrap_or(0)..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-}
-
 #[tokio::main]
 async fn main() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    // BENCH_BIN: another server binary (an older build, for an A/B); otherwise this checkout's.
-    let bin = match std::env::var("BENCH_BIN") {
-        Ok(bin) => bin,
-        Err(_) => {
-            let status = std::process::Command::new("cargo")
-                .args(["build", "--release", "--quiet", "--bin", "securecart"])
-                .current_dir(root)
-                .status()
-                .unwrap();
-            assert!(status.success(), "release build failed");
-            format!("{root}/target/release/securecart")
-        }
-    };
+    let bin = common::server_binary();
     let sizes: Vec<usize> = std::env::var("BENCH_N")
         .unwrap_or_else(|_| "1000,10000,50000".into())
         .split(',')
