@@ -310,33 +310,34 @@ def table_file(variable):
     return None
 
 
-subscribers_table = table_file("BENCH_SUBSCRIBERS_TABLE")
-w("## Subscriber fan-out (`cargo bench --bench subscribers`, same run)")
-w("")
-if subscribers_table:
-    w("N idle graphql-transport-ws subscribers of `inventoryChanged` on the release server (SQLite, in-process")
-    w("bus), then one `adjustInventory`: memory is the server's RSS growth over N, delivery runs from sending the")
-    w("mutation to each subscriber receiving the event; server CPU covers the mutation and the delivery. The")
-    w("second table has each subscriber on its own product, so one change concerns one of them: fan-out by")
-    w("topic wakes only that one. In brackets: the last figure in `bench/history.tsv`. bench/SUBSCRIBERS.md")
-    w("explains the figures.")
+def bench_section(variable, title, intro):
+    """A cargo bench's table from the file `variable` names, under `title` and its `intro` lines."""
+    table = table_file(variable)
+    w(title)
     w("")
-    w(subscribers_table)
-else:
-    w("Not measured in this run (the bench did not run or failed).")
-w("")
-rejections_table = table_file("BENCH_REJECTIONS_TABLE")
-w("## What a rejected document costs (`cargo bench --bench rejections`, same run)")
-w("")
-if rejections_table:
-    w("Server CPU per request for documents the limits refuse, against an accepted `{ __typename }` measured")
-    w("alongside (2,000 of each over one keep-alive connection, 10 ms CPU ticks, so ±5 µs). In brackets: the")
-    w("last figure in `bench/history.tsv`. bench/REJECTIONS.md explains the figures.")
+    if table:
+        for line in intro:
+            w(line)
+        w("")
+        w(table)
+    else:
+        w("Not measured in this run (the bench did not run or failed).")
     w("")
-    w(rejections_table)
-else:
-    w("Not measured in this run (the bench did not run or failed).")
-w("")
+
+
+bench_section("BENCH_SUBSCRIBERS_TABLE", "## Subscriber fan-out (`cargo bench --bench subscribers`, same run)", [
+    "N idle graphql-transport-ws subscribers of `inventoryChanged` on the release server (SQLite, in-process",
+    "bus), then one `adjustInventory`: memory is the server's RSS growth over N, delivery runs from sending the",
+    "mutation to each subscriber receiving the event; server CPU covers the mutation and the delivery. The",
+    "second table has each subscriber on its own product, so one change concerns one of them: fan-out by",
+    "topic wakes only that one. In brackets: the last figure in `bench/history.tsv`. bench/SUBSCRIBERS.md",
+    "explains the figures.",
+])
+bench_section("BENCH_REJECTIONS_TABLE", "## What a rejected document costs (`cargo bench --bench rejections`, same run)", [
+    "Server CPU per request for documents the limits refuse, against an accepted `{ __typename }` measured",
+    "alongside (2,000 of each over one keep-alive connection, 10 ms CPU ticks, so ±5 µs). In brackets: the",
+    "last figure in `bench/history.tsv`. bench/REJECTIONS.md explains the figures.",
+])
 
 # Every figure that has a history, beside the last one recorded, then recorded itself.
 current = dict(metrics)
