@@ -50,10 +50,11 @@ function assert(cond, why) {
 }
 const show = (v) => JSON.stringify(v)?.slice(0, 400);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-async function check(name, fn) {
+async function check(name, fn, limitMs = 30_000) {
   const started = Date.now();
   try {
-    await Promise.race([fn(), sleep(30_000).then(() => Promise.reject(new Error('timed out after 30 s')))]);
+    const limit = sleep(limitMs).then(() => Promise.reject(new Error(`timed out after ${limitMs / 1000} s`)));
+    await Promise.race([fn(), limit]);
   } catch (err) {
     failures.push(name);
     console.log(`FAIL: ${name}: ${err?.stack || err}`);
@@ -108,7 +109,24 @@ function countingFetch(log) {
   };
 }
 
-const [p1, p2] = await firstProducts(2);
+const [p1, p2, p3] = await firstProducts(3);
+
+// A subscriber that stays quiet: graphql-ws with its defaults sends nothing after subscribing
+// (no keep-alive pings of its own), and its `ws` socket answers the server's pings by itself.
+// It must stay connected however long it is quiet: checked at the end, 65 s on, past the 60 s
+// after which async-graphql's own transport closed such clients (3008) and made them reconnect.
+// No other check touches p3, so its only event is the one made at the end.
+const quietStarted = Date.now();
+const quiet = { connects: 0, closes: [], events: [], errors: [] };
+quiet.client = createWsClient({
+  url: WS_URL,
+  webSocketImpl: WebSocket,
+  on: { connected: () => quiet.connects++, closed: (e) => quiet.closes.push(e?.code) },
+});
+quiet.dispose = quiet.client.subscribe(
+  { query: 'subscription($ids: [ID!]) { inventoryChanged(productIds: $ids) { productId available } }', variables: { ids: [p3.id] } },
+  { next: (v) => quiet.events.push(v), error: (e) => quiet.errors.push(e), complete: () => {} },
+);
 // A customer order exists for Relay's Order checks: alice buys one unit.
 await post(`mutation($p: ID!) { addCartItem(productId: $p, quantity: 1) { userErrors { code } } }`, { p: p1.id }, ALICE);
 const placed = await post(
@@ -419,6 +437,27 @@ await check('graphql-sse: subscription (distinct connections)', async () => {
     sse.dispose();
   }
 });
+
+await check(
+  'graphql-ws: a quiet subscriber stays connected past 60 s',
+  async () => {
+    const left = quietStarted + 65_000 - Date.now();
+    if (left > 0) await sleep(left);
+    const quietFor = Math.round((Date.now() - quietStarted) / 1000);
+    assert(quiet.connects === 1 && quiet.closes.length === 0 && quiet.errors.length === 0 && quiet.events.length === 0,
+      `after ${quietFor} s: connected ${quiet.connects} time(s), closes ${show(quiet.closes)}, errors ${show(quiet.errors.map(String))}, events ${show(quiet.events)}`);
+    try {
+      const levels = await changeStockUntil(p3.id, () => quiet.events.length > 0);
+      const e = quiet.events[0].data?.inventoryChanged;
+      assert(e?.productId === p3.id && levels.includes(e.available) && quiet.connects === 1, `event ${show(quiet.events[0])}, connects ${quiet.connects}`);
+      ok('graphql-ws: a quiet subscriber stays connected past 60 s', `quiet for ${quietFor} s, one connection, then inventoryChanged available=${e.available}`);
+    } finally {
+      quiet.dispose();
+      await quiet.client.dispose();
+    }
+  },
+  100_000,
+);
 
 if (failures.length) {
   console.log(`clients: ${failures.length} check(s) failed: ${failures.join('; ')}`);

@@ -222,7 +222,8 @@ pub struct WebSocketSettings {
     /// Operations at once per connection (default 100); more
     /// get `TOO_MANY_SUBSCRIPTIONS`.
     pub max_subscriptions: usize,
-    /// How often the server pings each connection (default 30).
+    /// How often the server pings each connection (default 30); a connection that answers
+    /// nothing (not even a pong) for one interval after a ping is closed with 1008.
     pub ping_secs: u64,
     /// Open connections at most from one client address.
     pub max_per_ip: usize,

@@ -30,25 +30,32 @@
 //! - 1008 when a message or ping has waited `SECURECART_WS_SEND_TIMEOUT_SECS` for a client that
 //!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
 //!   instead of being held forever.
+//! - 1008 also when a whole ping interval passes after a ping without a single frame from the
+//!   client, not even the pong that answers it (a dead peer or a frozen one).
+//!
+//! Silence is not a reason to close: browsers, `ws` and tungstenite answer pings by themselves,
+//! so a subscriber that sends nothing for hours stays connected. (async-graphql's own transport
+//! counts only protocol messages and would close such a client after 60 s; this loop does not
+//! use that timer.)
 //!
 //! A subscriber that falls behind (more than its mailbox holds, 1,024 events) is told, not
 //! silently skipped: it gets an error with code `EVENTS_MISSED` and the number missed, and the
 //! stream goes on with the next events; refetch the current state to catch up.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::futures_util::stream::BoxStream;
-use std::str::FromStr;
-
-use async_graphql::http::{WebSocket as GraphqlWebSocket, WebSocketProtocols, WsMessage};
-use async_graphql::{Data, Executor, ServerError};
+use async_graphql::http::{ClientMessage, WebSocketProtocols};
+use async_graphql::{Data, ServerError};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::stream::{AbortHandle, SelectAll};
 use futures::{SinkExt, StreamExt};
 
 use super::graphql::prepare;
@@ -62,7 +69,7 @@ use crate::graphql::AppSchema;
 use crate::graphql::limits::CostCell;
 use crate::state::AppState;
 
-/// Marks the init error that must become close code 4403.
+/// How the reason of a refused `connection_init` (close code 4403) begins.
 const REFUSED: &str = "Forbidden: ";
 
 /// `GET /graphql/ws`: upgrades to a GraphQL WebSocket. A missing or unknown
@@ -101,181 +108,213 @@ pub async fn upgrade(
         })
 }
 
-/// What the connection loop knows of its session: whether `connection_init` came, when its
-/// token expires, and which operation ids are running.
+/// The connection loop's own protocol implementation (both protocols), in place of
+/// async-graphql's `http::WebSocket`: that one counts only protocol messages as signs of life
+/// (closing quiet subscribers after 60 s), and serialises every result itself, so a result
+/// shared by many subscribers could not be written once (see `graphql::shared`).
+///
+/// What the connection knows of its session: the caller from `connection_init` and the running
+/// operations.
 #[derive(Default)]
 struct Session {
-    initialised: bool,
+    /// Set by `connection_init`: the caller's session data (caller and billing key).
+    data: Option<Arc<Data>>,
+    caller: Option<Caller>,
+    billing: Option<BillingKey>,
     expires_at: Option<i64>,
-    running: HashSet<String>,
-    /// Set when a client reuses a running id: the connection closes with 4409.
-    duplicate: Option<String>,
-    /// Operations that have sent their first result.
-    answered: HashSet<String>,
-    /// Operations answered with an `error` message, whose `complete` is not sent.
-    errored: HashSet<String>,
+    /// Running operations by id.
+    running: HashMap<String, Running>,
+    /// Numbers operations, so the end of one never completes a later one under the same id.
+    started: u64,
+    /// Whether any frame (a pong included) came from the client since the last ping.
+    heard: bool,
 }
 
-/// The `type` and `id` of a protocol message, read without building the rest of it (every
-/// event a subscriber is sent passes through here, so its payload is skipped, not parsed into
-/// a tree).
-fn kind_and_id(text: &[u8]) -> Option<(String, Option<String>)> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        #[serde(default, borrow, deserialize_with = "string_or_none")]
-        id: Option<std::borrow::Cow<'a, str>>,
+struct Running {
+    number: u64,
+    abort: AbortHandle,
+    /// Whether the operation has sent its first result.
+    answered: bool,
+}
+
+/// What a running operation yields to the connection loop: a result, or its end.
+type Item = (String, u64, Option<Outcome>);
+
+/// A result for one operation.
+pub(crate) enum Outcome {
+    /// A result executed for this operation.
+    Own(async_graphql::Response),
+}
+
+/// Starts one operation of a connection: the per-request policy (caller, loaders,
+/// introspection), the operation limit per connection, the token's expiry, then the gate.
+fn start(
+    state: &AppState,
+    active: &Arc<AtomicUsize>,
+    session: &Session,
+    request: async_graphql::Request,
+) -> BoxStream<'static, Outcome> {
+    let refused = |code: &str, message: String| {
+        let mut error = ServerError::new(message, None);
+        error.extensions.get_or_insert_with(Default::default).set("code", code);
+        let response = async_graphql::Response::from_errors(vec![error]);
+        futures::stream::once(async move { Outcome::Own(response) }).boxed()
+    };
+    let caller = session.caller.clone().unwrap_or(Caller::Anonymous);
+    if session.expires_at.is_some_and(|exp| exp <= chrono::Utc::now().timestamp()) {
+        return refused("UNAUTHENTICATED", "token expired; reconnect with a fresh token".into());
     }
-    /// An `id` that is not a string counts as none (the message then passes unwatched).
-    fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::borrow::Cow<'de, str>>, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Id<'a> {
-            Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
-            Other(serde::de::IgnoredAny),
-        }
-        Ok(match serde::Deserialize::deserialize(d)? {
-            Id::Text(id) => Some(id),
-            Id::Other(_) => None,
+    let billing = session.billing.clone().unwrap_or_else(|| BillingKey::of(&caller, "unknown", &state.settings));
+    let max = state.settings.websocket.max_subscriptions;
+    if active.fetch_add(1, Ordering::SeqCst) >= max {
+        active.fetch_sub(1, Ordering::SeqCst);
+        return refused("TOO_MANY_SUBSCRIPTIONS", format!("at most {max} operations at once per connection"));
+    }
+    let slot = Slot::new(active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
+    let request = prepare(state, request, caller, billing, CostCell::default());
+    let schema: AppSchema = state.schema.clone();
+    state
+        .limits
+        .execute_stream(schema, request, session.data.clone().unwrap_or_default())
+        .map(move |response| {
+            let _held = &slot;
+            Outcome::Own(response)
         })
-    }
-    if let Ok(head) = serde_json::from_slice::<Head>(text) {
-        return Some((head.kind.into_owned(), head.id.map(std::borrow::Cow::into_owned)));
-    }
-    // serde also reads a message written as an array (`["subscribe", "1", {...}]`: the type,
-    // then the fields in order), and so does async-graphql: watch those ids too.
-    let fields: Vec<serde_json::Value> = serde_json::from_slice(text).ok()?;
-    let kind = fields.first()?.as_str()?.to_string();
-    Some((kind, fields.get(1).and_then(|id| id.as_str()).map(str::to_string)))
+        .boxed()
 }
 
-/// Applies the per-request policy (caller, loaders, introspection) to each operation of a
-/// connection, reading the caller that `connection_init` stored in the session data.
-#[derive(Clone)]
-struct SessionExecutor {
-    state: AppState,
-    /// Operations running on this connection.
-    active: Arc<AtomicUsize>,
+/// The protocol's messages from server to client.
+fn ack() -> String {
+    r#"{"type":"connection_ack"}"#.to_string()
 }
 
-impl Executor for SessionExecutor {
-    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
-        self.state.limits.execute(&self.state.schema, request).await
-    }
+fn complete(id: &str) -> String {
+    format!(r#"{{"type":"complete","id":{}}}"#, json_string(id))
+}
 
-    fn execute_stream(
-        &self,
-        request: async_graphql::Request,
-        session_data: Option<Arc<Data>>,
-    ) -> BoxStream<'static, async_graphql::Response> {
-        fn get<T: Clone + 'static>(data: &Option<Arc<Data>>) -> Option<T> {
-            data.as_ref()?.get(&std::any::TypeId::of::<T>())?.downcast_ref::<T>().cloned()
+/// A result: `next` (graphql-transport-ws) or `data` (legacy), around its JSON payload.
+fn next(protocol: WebSocketProtocols, id: &str, payload: &str) -> String {
+    let kind = if protocol == WebSocketProtocols::SubscriptionsTransportWS { "data" } else { "next" };
+    format!(r#"{{"type":"{kind}","id":{},"payload":{payload}}}"#, json_string(id))
+}
+
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
+}
+
+/// The errors of an operation refused before it ran (parse, validation, limits, budget: no
+/// `data`, no error with a `path`, not an `EVENTS_MISSED` notice of a running stream).
+fn refused_before_execution(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| {
+            e.path.is_empty()
+                && e.extensions.as_ref().and_then(|x| x.get("code"))
+                    != Some(&async_graphql::Value::from("EVENTS_MISSED"))
+        })
+}
+
+/// How the loop goes on after a client message.
+enum Next {
+    Continue,
+    /// Close with this code and reason; `explain`: the legacy protocol gets a
+    /// `connection_error` saying why first.
+    Close {
+        code: u16,
+        reason: String,
+        explain: bool,
+    },
+    /// Send this reply (`connection_ack`, `pong`, `complete`).
+    Reply(String),
+    /// The client ended the session (`connection_terminate`).
+    End,
+}
+
+/// Handles one client message.
+async fn receive(
+    state: &AppState,
+    active: &Arc<AtomicUsize>,
+    session: &mut Session,
+    operations: &mut SelectAll<BoxStream<'static, Item>>,
+    client_ip: &str,
+    bytes: &[u8],
+) -> Next {
+    let Ok(message) = ClientMessage::from_bytes(bytes) else {
+        return Next::Close { code: 4400, reason: "Invalid message received".into(), explain: true };
+    };
+    match message {
+        ClientMessage::ConnectionInit { payload } => {
+            if session.data.is_some() {
+                return Next::Close { code: 4429, reason: "Too many initialisation requests.".into(), explain: true };
+            }
+            let authorization = payload
+                .as_ref()
+                .and_then(|p| p.as_object())
+                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
+                .and_then(|(_, v)| v.as_str());
+            let caller = authenticate(&state.verifier, state.services.store(), authorization).await;
+            if let Caller::Rejected(reason) = caller {
+                return Next::Close { code: 4403, reason: format!("{REFUSED}{reason}"), explain: true };
+            }
+            let billing = BillingKey::of(&caller, client_ip, &state.settings);
+            let mut data = Data::default();
+            data.insert(billing.clone());
+            data.insert(caller.clone());
+            session.expires_at = caller.identity().map(|i| i.expires_at);
+            session.data = Some(Arc::new(data));
+            session.caller = Some(caller);
+            session.billing = Some(billing);
+            Next::Reply(ack())
         }
-        let caller = get::<Caller>(&session_data).unwrap_or(Caller::Anonymous);
-        if let Some(identity) = caller.identity()
-            && identity.expires_at <= chrono::Utc::now().timestamp()
-        {
-            let message = "token expired; reconnect with a fresh token";
-            let mut error = ServerError::new(message, None);
-            error.extensions.get_or_insert_with(Default::default).set("code", "UNAUTHENTICATED");
-            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
+        ClientMessage::Start { id, payload } => {
+            if session.data.is_none() {
+                return Next::Close { code: 4401, reason: "Unauthorized".into(), explain: true };
+            }
+            if session.running.contains_key(&id) {
+                // async-graphql would silently replace the first operation; the spec says 4409.
+                return Next::Close {
+                    code: 4409,
+                    reason: format!("Subscriber for {id} already exists"),
+                    explain: false,
+                };
+            }
+            session.started += 1;
+            let number = session.started;
+            let (results, abort) = futures::stream::abortable(start(state, active, session, payload));
+            let (item_id, end_id) = (id.clone(), id.clone());
+            let results = results
+                .map(move |outcome| (item_id.clone(), number, Some(outcome)))
+                .chain(futures::stream::once(async move { (end_id, number, None) }));
+            operations.push(results.boxed());
+            session.running.insert(id, Running { number, abort, answered: false });
+            Next::Continue
         }
-        let billing = get::<BillingKey>(&session_data)
-            .unwrap_or_else(|| BillingKey::of(&caller, "unknown", &self.state.settings));
-        let max = self.state.settings.websocket.max_subscriptions;
-        if self.active.fetch_add(1, Ordering::SeqCst) >= max {
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            let mut error = ServerError::new(format!("at most {max} operations at once per connection"), None);
-            error.extensions.get_or_insert_with(Default::default).set("code", "TOO_MANY_SUBSCRIPTIONS");
-            return futures::stream::once(async move { async_graphql::Response::from_errors(vec![error]) }).boxed();
-        }
-        let slot = Slot::new(self.active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
-        let request = prepare(&self.state, request, caller, billing, CostCell::default());
-        let schema: AppSchema = self.state.schema.clone();
-        self.state
-            .limits
-            .execute_stream(schema, request, session_data.unwrap_or_default())
-            .map(move |response| {
-                let _held = &slot;
-                response
-            })
-            .boxed()
+        ClientMessage::Stop { id } => match session.running.remove(&id) {
+            Some(running) => {
+                running.abort.abort();
+                Next::Reply(complete(&id))
+            }
+            None => Next::Continue,
+        },
+        ClientMessage::ConnectionTerminate => Next::End,
+        ClientMessage::Ping { .. } => Next::Reply(r#"{"type":"pong"}"#.to_string()),
+        ClientMessage::Pong { .. } => Next::Continue,
     }
 }
 
 async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket, client_ip: String) {
-    let (mut sink, stream) = socket.split();
-    let session = Arc::new(Mutex::new(Session::default()));
-    let seen = session.clone();
-    // Wakes the connection loop when the input filter finds a reused id.
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let woken = wake.clone();
-    let input = stream
-        .take_while(|msg| futures::future::ready(msg.is_ok()))
-        .filter_map(|msg| {
-            futures::future::ready(match msg {
-                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
-                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        })
-        // Watch the ids the client starts and stops: a start under a running id is not passed
-        // on (async-graphql would silently replace the first operation); the loop closes 4409.
-        .filter(move |bytes| {
-            let mut session = seen.lock().unwrap_or_else(|e| e.into_inner());
-            let pass = match kind_and_id(bytes) {
-                Some((kind, Some(id))) if kind == "subscribe" || kind == "start" => {
-                    if session.running.insert(id.clone()) {
-                        true
-                    } else {
-                        session.duplicate = Some(id);
-                        woken.notify_one();
-                        false
-                    }
-                }
-                Some((kind, Some(id))) if kind == "complete" || kind == "stop" => {
-                    session.running.remove(&id);
-                    true
-                }
-                _ => true,
-            };
-            futures::future::ready(pass)
-        });
-    let init_state = state.clone();
-    let init_session = session.clone();
+    let (mut sink, mut stream) = socket.split();
+    let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
+    let mut session = Session::default();
+    let mut operations: SelectAll<BoxStream<'static, Item>> = SelectAll::new();
+    let active = Arc::new(AtomicUsize::new(0));
     let ping_every = Duration::from_secs(state.settings.websocket.ping_secs.max(1));
-    let send_timeout_secs = state.settings.websocket.send_timeout_secs;
-    let peer = client_ip.clone();
+    let send_timeout = Duration::from_secs(state.settings.websocket.send_timeout_secs.max(1));
     let init_deadline =
         tokio::time::Instant::now() + Duration::from_secs(state.settings.websocket.init_timeout_secs.max(1));
     let mut shutdown = state.shutdown.clone();
-    let executor = SessionExecutor { state, active: Arc::default() };
-    let output = GraphqlWebSocket::new(executor, input, protocol)
-        .on_connection_init(move |payload| async move {
-            let authorization = payload
-                .as_object()
-                .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
-                .and_then(|(_, v)| v.as_str().map(str::to_string));
-            let caller =
-                authenticate(&init_state.verifier, init_state.services.store(), authorization.as_deref()).await;
-            if let Caller::Rejected(reason) = caller {
-                return Err(async_graphql::Error::new(format!("{REFUSED}{reason}")));
-            }
-            {
-                let mut session = init_session.lock().unwrap_or_else(|e| e.into_inner());
-                session.initialised = true;
-                session.expires_at = caller.identity().map(|i| i.expires_at);
-            }
-            let mut data = Data::default();
-            data.insert(BillingKey::of(&caller, &client_ip, &init_state.settings));
-            data.insert(caller);
-            Ok(data)
-        })
-        .keepalive_timeout(Duration::from_secs(60));
-    futures::pin_mut!(output);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let send_timeout = Duration::from_secs(send_timeout_secs.max(1));
+    let mut pinged = false;
     // A send that waits longer than `send_timeout` means the client reads nothing: give up on it.
     macro_rules! send_or_drop {
         ($message:expr) => {
@@ -283,7 +322,7 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => break,
                 Err(_) => {
-                    tracing::info!(client_ip = %peer, "dropping a WebSocket client that reads nothing");
+                    tracing::info!(%client_ip, "dropping a WebSocket client that reads nothing");
                     let frame = CloseFrame { code: 1008, reason: "not reading: send timeout".into() };
                     let _ = tokio::time::timeout(Duration::from_millis(100), sink.send(Message::Close(Some(frame)))).await;
                     break;
@@ -291,109 +330,95 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
             }
         };
     }
+    macro_rules! close {
+        ($code:expr, $reason:expr) => {{
+            let frame = CloseFrame { code: $code, reason: close_reason($reason).into() };
+            let _ = tokio::time::timeout(send_timeout, sink.send(Message::Close(Some(frame)))).await;
+            break;
+        }};
+    }
     loop {
         // The next moment the session must end: the init deadline, or the token's expiry.
-        let (deadline, close) = {
-            let session = session.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(id) = &session.duplicate {
-                (None, Some((4409, format!("Subscriber for {id} already exists"))))
-            } else if !session.initialised {
-                (Some(init_deadline), Some((4408, "Connection initialisation timeout".to_string())))
-            } else if let Some(exp) = session.expires_at {
-                // A second's grace: each subscription ends itself at `exp` with UNAUTHENTICATED,
-                // which the client should see before the close.
-                let left = (exp + 1 - chrono::Utc::now().timestamp()).max(0) as u64;
-                (
-                    Some(tokio::time::Instant::now() + Duration::from_secs(left)),
-                    Some((4403, "token expired".to_string())),
-                )
-            } else {
-                (None, None)
-            }
+        let (deadline, close) = if session.data.is_none() {
+            (Some(init_deadline), (4408, "Connection initialisation timeout".to_string()))
+        } else if let Some(exp) = session.expires_at {
+            // A second's grace: each subscription ends itself at `exp` with UNAUTHENTICATED,
+            // which the client should see before the close.
+            let left = (exp + 1 - chrono::Utc::now().timestamp()).max(0) as u64;
+            (Some(tokio::time::Instant::now() + Duration::from_secs(left)), (4403, "token expired".to_string()))
+        } else {
+            (None, (1000, String::new()))
         };
-        if deadline.is_none()
-            && let Some((code, reason)) = close.clone()
-        {
-            let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-            break;
-        }
-        let message = tokio::select! {
-            message = output.next() => match message {
-                Some(message) => message,
-                None => break,
-            },
-            _ = wake.notified() => continue,
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(far_future)).await }, if deadline.is_some() => {
-                if let Some((code, reason)) = close {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                }
-                break;
-            }
-            _ = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
-                let frame = CloseFrame { code: 1001, reason: "server shutting down".into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                break;
-            }
-            _ = ping.tick() => {
-                send_or_drop!(Message::Ping(Default::default()));
-                continue;
-            }
-        };
-        let message = match message {
-            WsMessage::Text(text) => {
-                let mut text = text;
-                if let Some((kind, Some(id))) = kind_and_id(text.as_bytes()) {
-                    let mut session = session.lock().unwrap_or_else(|e| e.into_inner());
-                    match kind.as_str() {
-                        "next" | "data" => {
-                            let first = !session.answered.contains(&id) && session.answered.insert(id.clone());
-                            if first && let Some(error) = as_error_message(&id, &text) {
-                                text = error;
-                                session.errored.insert(id.clone());
-                                session.running.remove(&id);
-                            }
+        tokio::select! {
+            frame = stream.next() => {
+                let message = match frame {
+                    Some(Ok(message)) => message,
+                    _ => break,
+                };
+                // Any frame is a sign of life, the pong that answers a ping included.
+                session.heard = true;
+                let bytes = match &message {
+                    Message::Text(text) => text.as_bytes(),
+                    Message::Binary(bytes) => bytes.as_ref(),
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                match receive(&state, &active, &mut session, &mut operations, &client_ip, bytes).await {
+                    Next::Continue => {}
+                    Next::Reply(reply) => send_or_drop!(Message::Text(reply.into())),
+                    Next::End => break,
+                    Next::Close { code, reason, explain } => {
+                        if explain && legacy {
+                            // The legacy protocol has no close codes of its own: say why in a
+                            // `connection_error` first, as its servers do, then close with the
+                            // code graphql-transport-ws would use.
+                            let error = serde_json::json!({ "type": "connection_error", "payload": { "message": reason } });
+                            send_or_drop!(Message::Text(error.to_string().into()));
                         }
-                        "complete" => {
-                            session.running.remove(&id);
-                            session.answered.remove(&id);
-                            // graphql-transport-ws: nothing follows an `error` message.
-                            if session.errored.remove(&id) {
-                                continue;
-                            }
-                        }
-                        "error" => {
-                            session.running.remove(&id);
-                        }
-                        _ => {}
+                        close!(code, reason)
                     }
                 }
-                Message::Text(text.into())
             }
-            WsMessage::Close(code, reason) => {
-                let (code, reason) = close_code(code, reason);
-                if protocol == WebSocketProtocols::SubscriptionsTransportWS && code != 1000 {
-                    // The legacy protocol has no close codes of its own: say why in a
-                    // `connection_error` first, as its servers do, then close with the same
-                    // code graphql-transport-ws would use.
-                    let error = serde_json::json!({ "type": "connection_error", "payload": { "message": reason } });
-                    send_or_drop!(Message::Text(error.to_string().into()));
+            Some((id, number, outcome)) = operations.next(), if !operations.is_empty() => {
+                let Some(running) = session.running.get_mut(&id).filter(|r| r.number == number) else { continue };
+                let text = match outcome {
+                    None => {
+                        session.running.remove(&id);
+                        complete(&id)
+                    }
+                    Some(Outcome::Own(response)) => {
+                        let first = !std::mem::replace(&mut running.answered, true);
+                        if first && refused_before_execution(&response) {
+                            // One `error` message with the errors, as both protocols say; no
+                            // `complete` follows it.
+                            if let Some(running) = session.running.remove(&id) {
+                                running.abort.abort();
+                            }
+                            serde_json::json!({ "id": id, "type": "error", "payload": response.errors }).to_string()
+                        } else {
+                            next(protocol, &id, &serde_json::to_string(&response).unwrap_or_default())
+                        }
+                    }
+                };
+                send_or_drop!(Message::Text(text.into()));
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                let (code, reason) = close;
+                close!(code, reason)
+            }
+            _ = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
+                close!(1001, "server shutting down".to_string())
+            }
+            _ = ping.tick() => {
+                if pinged && !std::mem::take(&mut session.heard) {
+                    tracing::info!(%client_ip, "dropping a WebSocket client that answered no ping");
+                    close!(1008, "no pong: the client answered no ping".to_string())
                 }
-                Message::Close(Some(CloseFrame { code, reason: close_reason(reason).into() }))
+                session.heard = false;
+                pinged = true;
+                send_or_drop!(Message::Ping(Default::default()));
             }
-        };
-        send_or_drop!(message);
-    }
-}
-
-/// The close code the protocol specifies for what async-graphql closed the connection for:
-/// 4400 for a message that is not one of the protocol's, 4401 for an operation before
-/// `connection_ack`, 4403 for a refused `connection_init`; others (4429, ...) pass as they are.
-fn close_code(code: u16, reason: String) -> (u16, String) {
-    match code {
-        1002 if reason.starts_with(REFUSED) => (4403, reason),
-        1002 => (4400, "Invalid message received".to_string()),
-        1011 => (4401, "Unauthorized".to_string()),
-        _ => (code, reason),
+        }
     }
 }
 
@@ -406,24 +431,6 @@ fn close_reason(mut reason: String) -> String {
     }
     reason.truncate(end);
     reason
-}
-
-/// An operation refused before it ran (parse, validation, limits, budget: no `data`, no error
-/// with a `path`) is answered with one `error` message carrying the errors, not `next` (or the
-/// legacy `data`) and `complete`: both protocols say so (GQL_ERROR in the legacy one). `None` for anything else (an `EVENTS_MISSED` notice
-/// is part of a running stream).
-fn as_error_message(id: &str, text: &str) -> Option<String> {
-    let message: serde_json::Value = serde_json::from_str(text).ok()?;
-    let payload = message.get("payload")?;
-    if !payload.get("data").is_none_or(serde_json::Value::is_null) {
-        return None;
-    }
-    let errors = payload.get("errors")?.as_array()?;
-    let before_execution = !errors.is_empty()
-        && errors.iter().all(|e| {
-            e.get("path").is_none() && e.pointer("/extensions/code").and_then(|c| c.as_str()) != Some("EVENTS_MISSED")
-        });
-    before_execution.then(|| serde_json::json!({ "id": id, "type": "error", "payload": errors }).to_string())
 }
 
 fn far_future() -> tokio::time::Instant {

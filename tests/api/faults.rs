@@ -572,6 +572,45 @@ async fn a_stuck_subscriber_is_dropped() {
     assert!(ended.is_none_or(|code| code == 1008), "closed with {ended:?}");
 }
 
+/// A subscriber that sends nothing but answers pings (browsers, `ws` and tungstenite do that
+/// by themselves) stays connected however long it is quiet, and still gets events; one that
+/// answers nothing, not even a pong, is closed with 1008 one ping interval after a ping.
+/// (async-graphql's transport closed any client quiet for 60 s, whatever its pongs said.)
+#[tokio::test]
+async fn quiet_subscribers_stay_and_silent_peers_go() {
+    use tokio_tungstenite::tungstenite::Message;
+    let app = spawn_app_with(Backend::Sqlite, |s| s.websocket.ping_secs = 1).await.unwrap();
+    let mut quiet = crate::websocket::connect(&app, "graphql-transport-ws").await;
+    listen(&app, &mut quiet).await;
+    let mut silent = crate::websocket::connect(&app, "graphql-transport-ws").await;
+    listen(&app, &mut silent).await;
+    // The quiet one reads (so its pongs go back) and sends nothing for 4 ping intervals.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    let mut pings = 0;
+    while let Ok(message) = tokio::time::timeout_at(until, futures::StreamExt::next(&mut quiet)).await {
+        match message.expect("open").expect("no transport error") {
+            Message::Ping(_) => pings += 1,
+            other => panic!("a quiet subscriber that answers pings got {other:?}"),
+        }
+    }
+    assert!(pings >= 3, "{pings} pings in 4 s at one per second");
+    app.bus.publish(stock_event(1)).await;
+    let event = crate::websocket::next(&mut quiet).await.expect("still connected");
+    assert_eq!(event["payload"]["data"]["inventoryChanged"]["available"], 1, "{event}");
+    // The silent one read nothing: its pings went unanswered, and the server closed it.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(message)) = futures::StreamExt::next(&mut silent).await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the silent connection ends");
+    assert_eq!(ended, Some(1008));
+}
+
 /// Unmounts a test's file system when dropped.
 struct Mounted(std::path::PathBuf);
 
