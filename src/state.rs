@@ -23,6 +23,8 @@ pub struct AppState {
     pub schema: AppSchema,
     /// The gate every operation passes around the schema (`graphql::limits`).
     pub limits: Arc<crate::graphql::limits::Limits>,
+    /// Subscriptions executed once per distinct selection and caller (`graphql::shared`).
+    pub groups: Arc<crate::graphql::shared::Groups>,
     /// GraphiQL, when enabled.
     pub playground: Option<Playground>,
     /// Verifies bearer tokens.

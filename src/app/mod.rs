@@ -40,6 +40,7 @@ pub struct App {
     internal_router: axum::Router,
     store: Store,
     bus: EventBus,
+    groups: Arc<crate::graphql::shared::Groups>,
     budgets: Arc<Budgets>,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
     /// What the start-up banner offers: the playground, and the token command (development).
@@ -167,11 +168,13 @@ impl App {
                 .map(|p| crate::client::Cidr::parse(p))
                 .collect::<anyhow::Result<_>>()?,
         };
+        let groups = Arc::new(crate::graphql::shared::Groups::new(bus.clone()));
         let state = AppState {
             settings,
             services,
             schema,
             limits,
+            groups: groups.clone(),
             playground,
             verifier,
             websockets: Default::default(),
@@ -194,6 +197,7 @@ impl App {
             internal_router,
             store,
             bus,
+            groups,
             budgets: state_budgets,
             shutdown_tx,
             playground,
@@ -229,6 +233,11 @@ impl App {
     /// The event bus the server publishes to (tests subscribe to it).
     pub fn bus(&self) -> &EventBus {
         &self.bus
+    }
+
+    /// The shared subscriptions (`graphql::shared`).
+    pub fn groups(&self) -> &Arc<crate::graphql::shared::Groups> {
+        &self.groups
     }
 
     /// Serves until `shutdown` completes; then stops accepting, closes WebSockets with 1001,

@@ -61,6 +61,9 @@ pub struct EventBus {
     router: Arc<topics::Router>,
     delivery: Arc<relay::Delivery>,
     redis: Option<redis::RedisLink>,
+    /// Subscribers that listen through another's subscription, less those it stands for
+    /// (`graphql::shared`; see `shared_listeners`).
+    shared: Arc<std::sync::atomic::AtomicIsize>,
 }
 
 impl Default for EventBus {
@@ -75,7 +78,7 @@ impl EventBus {
         let (local, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let router = Arc::new(topics::Router::default());
         let delivery = relay::Delivery::new(local.clone(), router.clone());
-        Self { local, router, delivery, redis: None }
+        Self { local, router, delivery, redis: None, shared: Arc::default() }
     }
 
     /// A bus fanned out through Redis pub/sub on `channel` (sharded channels on a cluster).
@@ -84,7 +87,7 @@ impl EventBus {
         let router = Arc::new(topics::Router::default());
         let delivery = relay::Delivery::new(local.clone(), router.clone());
         let redis = redis::RedisLink::start(target, channel, delivery.clone())?;
-        Ok(Self { local, router, delivery, redis: Some(redis) })
+        Ok(Self { local, router, delivery, redis: Some(redis), shared: Arc::default() })
     }
 
     /// Publishes an event that is not in the outbox (product details, which only invalidate
@@ -147,7 +150,15 @@ impl EventBus {
     /// How many listen to this process's events (subscriptions, the cache's invalidation):
     /// tests wait on it instead of sleeping.
     pub fn receivers(&self) -> usize {
-        self.local.receiver_count() + self.router.subscriptions()
+        let own = (self.local.receiver_count() + self.router.subscriptions()) as isize;
+        (own + self.shared.load(std::sync::atomic::Ordering::SeqCst)).max(0) as usize
+    }
+
+    /// Counts subscribers that share one bus subscription (`graphql::shared`'s groups): +1 per
+    /// subscriber that joins, -1 per group that starts (its own subscription is counted by the
+    /// bus), and the reverse when they go; so `receivers` counts every subscriber once.
+    pub fn shared_listeners(&self, delta: isize) {
+        self.shared.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// A receiver of every event of this process (for listeners that want them all: the

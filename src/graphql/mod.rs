@@ -13,6 +13,7 @@ pub mod node;
 pub mod orders;
 pub mod persisted;
 pub mod schema;
+pub mod shared;
 pub mod subscriptions;
 pub mod vendors;
 

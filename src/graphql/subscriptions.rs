@@ -19,6 +19,7 @@ use super::commerce::Cart;
 use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
+use super::shared::{Audience, Replay};
 use crate::auth::{Role, RoleGuard, caller};
 use crate::bus::topics::Received;
 use crate::bus::{Event, EventBus, Recorded};
@@ -141,21 +142,38 @@ impl CartChangedEvent {
 /// feed's token expires. A subscriber that falls behind is told (`EVENTS_MISSED`) and sent the
 /// current state of what it watches where that is bounded (`Services::current_state`); events
 /// older than that state are then skipped.
+///
+/// With a `Replay` in the request (a subscriber that fell behind its group, `graphql::shared`),
+/// the stream is only that notice and the current state: `EVENTS_MISSED`, the state, the end.
 fn event_stream<T, F>(
-    services: &Services,
-    bus: &EventBus,
+    ctx: &Context<'_>,
     feed: Feed,
     mut show: F,
-) -> impl Stream<Item = async_graphql::Result<T>> + use<T, F>
+) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<T>> + use<T, F>>
 where
     T: Send + Sync + 'static,
     F: FnMut(&Recorded, &Feed) -> Option<T> + Send + 'static,
 {
+    let replay = ctx.data_opt::<Replay>().copied();
+    // A group's stream serves all its subscribers: each delivered event counts once per each.
+    let audience = ctx.data_opt::<Audience>().cloned();
     // Woken only for events on the feed's topics, not for every event in the process.
-    let mut rx = bus.subscribe_to(feed.topics());
-    let services = services.clone();
+    let rx = match replay {
+        None => Some(ctx.data::<EventBus>()?.subscribe_to(feed.topics())),
+        Some(_) => None,
+    };
+    let services = services(ctx)?.clone();
     let expires_at = feed.expires_at;
-    async_stream::stream! {
+    Ok(async_stream::stream! {
+        if let Some(Replay { missed }) = replay {
+            yield Err(missed_error(missed));
+            for r in Box::pin(current_state(&services, &feed)).await {
+                if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                    yield Ok(item);
+                }
+            }
+        }
+        let Some(mut rx) = rx else { return };
         let deadline = expires_at.map(|exp| {
             let left = (exp - Utc::now().timestamp()).max(0) as u64;
             tokio::time::Instant::now() + Duration::from_secs(left)
@@ -184,11 +202,12 @@ where
                         // The counter's handle is kept (a subscription sees one kind), not looked
                         // up by its labels for every subscriber of every event.
                         let kind = r.event.kind();
+                        let reached = audience.as_ref().map_or(1, Audience::size);
                         match &delivered {
-                            Some((k, counter)) if *k == kind => counter.increment(1),
+                            Some((k, counter)) if *k == kind => counter.increment(reached),
                             _ => {
                                 let counter = metrics::counter!(crate::telemetry::metrics::EVENTS_DELIVERED, "type" => kind);
-                                counter.increment(1);
+                                counter.increment(reached);
                                 delivered = Some((kind, counter));
                             }
                         }
@@ -198,32 +217,39 @@ where
                 Received::Missed(missed) => {
                     // Told, not skipped silently: the client knows it missed events.
                     tracing::debug!(missed, "a slow subscriber lost old events");
-                    let mut error = async_graphql::Error::new(format!(
-                        "{missed} events were missed while this subscriber fell behind; the current state follows \
-                         where the subscription watches a bounded set, otherwise refetch it"
-                    ));
-                    error = error.extend_with(|_, e| {
-                        e.set("code", "EVENTS_MISSED");
-                        e.set("missed", missed);
-                    });
-                    yield Err(error);
+                    yield Err(missed_error(missed));
                     // Boxed: a stream's state is as large as its largest await, and this rare one
                     // (a database read) would otherwise size every idle subscriber.
-                    match Box::pin(services.current_state(&feed)).await {
-                        Ok(state) => {
-                            for r in state {
-                                floor.insert(r.event.entity(), r.version);
-                                if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
-                                    yield Ok(item);
-                                }
-                            }
+                    for r in Box::pin(current_state(&services, &feed)).await {
+                        floor.insert(r.event.entity(), r.version);
+                        if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                            yield Ok(item);
                         }
-                        Err(e) => tracing::warn!(error = %e, "could not read the current state for a lagging subscriber"),
                     }
                 }
             }
         }
-    }
+    })
+}
+
+/// The `EVENTS_MISSED` error of a subscriber that lost `missed` events.
+fn missed_error(missed: u64) -> async_graphql::Error {
+    async_graphql::Error::new(format!(
+        "{missed} events were missed while this subscriber fell behind; the current state follows \
+         where the subscription watches a bounded set, otherwise refetch it"
+    ))
+    .extend_with(|_, e| {
+        e.set("code", "EVENTS_MISSED");
+        e.set("missed", missed);
+    })
+}
+
+/// The current state of what `feed` watches, where that is bounded (none when it cannot be read).
+async fn current_state(services: &Services, feed: &Feed) -> Vec<Recorded> {
+    services.current_state(feed).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the current state for a lagging subscriber");
+        Vec::new()
+    })
 }
 
 fn inventory_event(r: &Recorded) -> Option<InventoryEvent> {
@@ -254,7 +280,7 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
         let ids: Option<Vec<String>> = product_ids.map(|ids| ids.into_iter().map(|id| id.0).collect());
         let feed = services(ctx)?.inventory_feed(caller(ctx), ids.as_deref()).gql()?;
-        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| inventory_event(r)))
+        event_stream(ctx, feed, |r, _| inventory_event(r))
     }
 
     /// Products whose stock falls to `threshold` or below (default 5): a vendor's own
@@ -266,7 +292,7 @@ impl SubscriptionRoot {
         #[graphql(default = 5)] threshold: i64,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<InventoryEvent>> + use<>> {
         let feed = services(ctx)?.low_stock_feed(caller(ctx), threshold).gql()?;
-        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| inventory_event(r)))
+        event_stream(ctx, feed, |r, _| inventory_event(r))
     }
 
     /// Status changes of the caller's orders (one order when `orderId` is given): a customer's
@@ -279,18 +305,16 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<OrderStatusEvent>> + use<>> {
         let feed =
             services(ctx)?.order_status_feed(caller(ctx), order_id.as_ref().map(|id| id.as_str())).await.gql()?;
-        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, feed| {
-            match (&r.event, feed.order_scope()) {
-                (Event::OrderStatus { order_id, status, at, .. }, Some(scope)) => Some(OrderStatusEvent {
-                    version: r.version,
-                    order_id: *order_id,
-                    status: status.clone(),
-                    at: *at,
-                    scope: scope.clone(),
-                }),
-                _ => None,
-            }
-        }))
+        event_stream(ctx, feed, |r, feed| match (&r.event, feed.order_scope()) {
+            (Event::OrderStatus { order_id, status, at, .. }, Some(scope)) => Some(OrderStatusEvent {
+                version: r.version,
+                order_id: *order_id,
+                status: status.clone(),
+                at: *at,
+                scope: scope.clone(),
+            }),
+            _ => None,
+        })
     }
 
     /// Changes of the caller's cart, so several devices stay in step (customers).
@@ -300,11 +324,11 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<CartChangedEvent>> + use<>> {
         let feed = services(ctx)?.cart_feed(caller(ctx)).await.gql()?;
-        Ok(event_stream(services(ctx)?, ctx.data::<EventBus>()?, feed, |r, _| match &r.event {
+        event_stream(ctx, feed, |r, _| match &r.event {
             Event::Cart { customer_id, at } => {
                 Some(CartChangedEvent { version: r.version, customer_id: *customer_id, at: *at })
             }
             _ => None,
-        }))
+        })
     }
 }

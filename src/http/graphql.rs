@@ -432,6 +432,12 @@ pub fn prepare(
     billing: BillingKey,
     cost: CostCell,
 ) -> async_graphql::Request {
+    prepare_unbilled(state, request, caller).data(billing).data(cost)
+}
+
+/// `prepare` without a bill: for an execution paid for by its subscribers' own admissions (a
+/// shared subscription's group, `graphql::shared`).
+pub fn prepare_unbilled(state: &AppState, request: async_graphql::Request, caller: Caller) -> async_graphql::Request {
     let introspection = match state.settings.introspection() {
         IntrospectionPolicy::Everyone => true,
         IntrospectionPolicy::Admins => caller.is_admin(),
@@ -441,7 +447,7 @@ pub fn prepare(
     if reads(state, &caller, &request) == Reads::Wrote {
         mark_writer(state, &caller);
     }
-    request.data(Loaders::new(state.services.store())).data(caller).data(billing).data(cost)
+    request.data(Loaders::new(state.services.store())).data(caller)
 }
 
 /// Where an operation's reads go when a read replica is configured (see `store::replica`).

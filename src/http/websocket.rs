@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, ServerError};
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -58,15 +59,15 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{AbortHandle, SelectAll};
 use futures::{SinkExt, StreamExt};
 
-use super::graphql::prepare;
+use super::graphql::{prepare, prepare_unbilled};
 use super::stream::{Slot, connection_slots};
 use crate::auth::Caller;
 use crate::auth::authenticate;
 use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::error::ClientError;
-use crate::graphql::AppSchema;
 use crate::graphql::limits::CostCell;
+use crate::graphql::shared::{Outcome, Replay, Selection, refused_before_execution};
 use crate::state::AppState;
 
 /// How the reason of a refused `connection_init` (close code 4403) begins.
@@ -140,12 +141,6 @@ struct Running {
 /// What a running operation yields to the connection loop: a result, or its end.
 type Item = (String, u64, Option<Outcome>);
 
-/// A result for one operation.
-pub(crate) enum Outcome {
-    /// A result executed for this operation.
-    Own(async_graphql::Response),
-}
-
 /// Starts one operation of a connection: the per-request policy (caller, loaders,
 /// introspection), the operation limit per connection, the token's expiry, then the gate.
 fn start(
@@ -171,16 +166,64 @@ fn start(
         return refused("TOO_MANY_SUBSCRIPTIONS", format!("at most {max} operations at once per connection"));
     }
     let slot = Slot::new(active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
-    let request = prepare(state, request, caller, billing, CostCell::default());
-    let schema: AppSchema = state.schema.clone();
-    state
-        .limits
-        .execute_stream(schema, request, session.data.clone().unwrap_or_default())
-        .map(move |response| {
+    let session_data = session.data.clone().unwrap_or_default();
+    let results = if state.limits.operation_type(&request) == Some(OperationType::Subscription) {
+        shared(state, request, caller, billing, session_data)
+    } else {
+        let request = prepare(state, request, caller, billing, CostCell::default());
+        state.limits.execute_stream(state.schema.clone(), request, session_data).map(Outcome::Own).boxed()
+    };
+    results
+        .map(move |outcome| {
             let _held = &slot;
-            Outcome::Own(response)
+            outcome
         })
         .boxed()
+}
+
+/// A subscription, through its group (`graphql::shared`): admitted and billed for itself, its
+/// results executed and serialised once for every subscriber of the same selection and caller.
+fn shared(
+    state: &AppState,
+    request: async_graphql::Request,
+    caller: Caller,
+    billing: BillingKey,
+    session_data: Arc<Data>,
+) -> BoxStream<'static, Outcome> {
+    let selection = Selection::of(&request, &caller);
+    // What the group runs, and a replay for this subscriber: the same request, not billed again.
+    let (query, operation, variables, extensions) =
+        (request.query.clone(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
+    let unbilled = {
+        let (state, caller) = (state.clone(), caller.clone());
+        move |replay: Option<Replay>| {
+            let mut request = async_graphql::Request::new(query.clone()).variables(variables.clone());
+            request.operation_name = operation.clone();
+            request.extensions = extensions.clone();
+            let request = prepare_unbilled(&state, request, caller.clone());
+            match replay {
+                Some(replay) => request.data(replay),
+                None => request,
+            }
+        }
+    };
+    let mut admitted = prepare(state, request, caller, billing, CostCell::default());
+    let state = state.clone();
+    // Boxed while it runs, as in the gate: an idle subscription keeps only its receiver.
+    futures::stream::once(Box::pin(async move {
+        let ticket = match state.limits.admit_alone(&mut admitted).await {
+            Ok(ticket) => ticket,
+            Err(refused) => return futures::stream::once(async move { Outcome::Own(refused) }).boxed(),
+        };
+        drop(admitted);
+        let (limits, schema, data) = (state.limits.clone(), state.schema.clone(), session_data.clone());
+        let execute = |audience| limits.execute_stream(schema, unbilled(None).data(audience), data);
+        let (limits, schema, unbilled) = (state.limits.clone(), state.schema.clone(), unbilled.clone());
+        let replay = move |replay| limits.execute_stream(schema.clone(), unbilled(Some(replay)), session_data.clone());
+        state.groups.subscribe(selection, ticket, execute, replay)
+    }))
+    .flatten()
+    .boxed()
 }
 
 /// The protocol's messages from server to client.
@@ -200,18 +243,6 @@ fn next(protocol: WebSocketProtocols, id: &str, payload: &str) -> String {
 
 fn json_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_string())
-}
-
-/// The errors of an operation refused before it ran (parse, validation, limits, budget: no
-/// `data`, no error with a `path`, not an `EVENTS_MISSED` notice of a running stream).
-fn refused_before_execution(response: &async_graphql::Response) -> bool {
-    response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| {
-            e.path.is_empty()
-                && e.extensions.as_ref().and_then(|x| x.get("code"))
-                    != Some(&async_graphql::Value::from("EVENTS_MISSED"))
-        })
 }
 
 /// How the loop goes on after a client message.
@@ -385,6 +416,17 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                     None => {
                         session.running.remove(&id);
                         complete(&id)
+                    }
+                    Some(Outcome::Shared(result)) => {
+                        let first = !std::mem::replace(&mut running.answered, true);
+                        if first && result.refused {
+                            if let Some(running) = session.running.remove(&id) {
+                                running.abort.abort();
+                            }
+                            format!(r#"{{"id":{},"type":"error","payload":{}}}"#, json_string(&id), result.json)
+                        } else {
+                            next(protocol, &id, &result.json)
+                        }
                     }
                     Some(Outcome::Own(response)) => {
                         let first = !std::mem::replace(&mut running.answered, true);

@@ -67,6 +67,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub bus: securecart::bus::EventBus,
+    /// The shared subscriptions (`graphql::shared`).
+    pub groups: std::sync::Arc<securecart::graphql::shared::Groups>,
     pub budgets: std::sync::Arc<securecart::budget::Budgets>,
     /// The database the server uses (other processes may share it).
     pub database_url: String,
@@ -249,6 +251,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
     let internal_address = format!("http://{}", app.internal_addr());
     let store = app.store().clone();
     let bus = app.bus().clone();
+    let groups = app.groups().clone();
     let budgets = app.budgets().clone();
     let (tx, rx) = oneshot::channel();
     tokio::spawn(app.run_until(async {
@@ -261,6 +264,7 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settin
         client,
         store,
         bus,
+        groups,
         budgets,
         database_url: url,
         shutdown: Some(tx),

@@ -121,14 +121,17 @@ async fn subscriptions_check_ownership_on_every_event(app: TestApp) {
     let mut laptop = subscribe(&app, "graphql-ws", Some(&alice), cart).await;
     let mut bobs_cart = subscribe(&app, "graphql-transport-ws", Some(&bob), cart).await;
     let add = "mutation($p: ID!) { addCartItem(productId: $p, quantity: 2) { userErrors { code } } }";
-    let routed = app.bus.routed();
+    let (routed, serialised) = (app.bus.routed(), app.groups.serialised());
     app.graphql_as(&alice, add, json!({ "p": product(1) })).await;
     for ws in [&mut phone, &mut laptop] {
         let event = result(ws, Duration::from_secs(5)).await.expect("cart event");
         assert_eq!(event["data"]["cartChanged"]["cart"]["totalQuantity"], 2);
     }
-    // Fan-out by topic: her cart's event woke her two subscriptions, not bob's nor the vendor's.
-    assert_eq!(app.bus.routed() - routed, 2, "only alice's subscriptions are woken for her cart");
+    // Fan-out by topic: her cart's event woke one subscription, not bob's nor the vendor's: her
+    // two devices run the same selection as the same caller, so they share one execution and
+    // one serialisation (`graphql::shared`), over both protocols.
+    assert_eq!(app.bus.routed() - routed, 1, "only alice's subscription is woken for her cart");
+    assert_eq!(app.groups.serialised() - serialised, 1, "one serialisation for both of alice's devices");
     // orderStatusChanged: alice hears about her order, bob does not.
     let orders = "subscription { orderStatusChanged { status order { total { amount } } } }";
     let mut alices = subscribe(&app, "graphql-transport-ws", Some(&alice), orders).await;
@@ -160,6 +163,53 @@ async fn subscriptions_check_ownership_on_every_event(app: TestApp) {
     assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "FORBIDDEN");
     let mut ws = subscribe_refused(&app, "graphql-transport-ws", None, "subscription { cartChanged { at } }").await;
     assert_eq!(first_error_code(&result(&mut ws, Duration::from_secs(5)).await.unwrap()), "UNAUTHENTICATED");
+}
+
+/// Identical subscriptions of one caller form a group (`graphql::shared`): each event is
+/// executed and serialised once for all of them and every subscriber gets the same result; one
+/// leaving does not end the others, and the group goes (with its bus subscription) when the
+/// last one leaves. Another caller with the same document gets a group of its own.
+#[tokio::test]
+async fn identical_subscriptions_share_one_execution() {
+    let Some(app) = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await else { return };
+    app.seed(2, 1).await;
+    let baseline = app.bus.receivers();
+    let alice = token("alice", &[Role::Customer], None);
+    let mut tabs = Vec::new();
+    for protocol in ["graphql-transport-ws", "graphql-ws", "graphql-transport-ws"] {
+        tabs.push(subscribe(&app, protocol, None, INVENTORY).await);
+    }
+    let mut signed_in = subscribe(&app, "graphql-transport-ws", Some(&alice), INVENTORY).await;
+    assert_eq!(app.groups.len(), 2, "the three anonymous tabs share one group; alice has her own");
+    assert_eq!(app.bus.receivers(), baseline + 4, "every subscriber counted once");
+    let serialised = app.groups.serialised();
+    app.graphql_as(&admin(), ADJUST, json!({ "p": product(1), "d": 3, "k": "s1" })).await;
+    let mut seen = Vec::new();
+    for ws in tabs.iter_mut().chain([&mut signed_in]) {
+        seen.push(result(ws, Duration::from_secs(5)).await.expect("an event"));
+    }
+    assert!(
+        seen.iter().all(|e| e["data"] == seen[0]["data"] && e["data"]["inventoryChanged"]["delta"] == 3),
+        "{seen:?}"
+    );
+    assert_eq!(app.groups.serialised() - serialised, 2, "one serialisation per group, not per subscriber");
+    // One tab closes: the others go on.
+    drop(tabs.pop());
+    app.graphql_as(&admin(), ADJUST, json!({ "p": product(1), "d": 1, "k": "s2" })).await;
+    for ws in tabs.iter_mut() {
+        let event = result(ws, Duration::from_secs(5)).await.expect("the group goes on");
+        assert_eq!(event["data"]["inventoryChanged"]["delta"], 1, "{event}");
+    }
+    // All close: the groups go, and so do their bus subscriptions.
+    drop(tabs);
+    drop(signed_in);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !app.groups.is_empty() || app.bus.receivers() != baseline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} groups and {} receivers left", app.groups.len(), app.bus.receivers()));
 }
 
 #[tokio::test]

@@ -173,6 +173,14 @@ impl Limits {
         .boxed()
     }
 
+    /// Admission alone, for a subscriber that joins a running execution of the same selection
+    /// (`graphql::shared`): its own limits and bill, without the engine. The ticket gives back
+    /// the unused cost when the subscriber's first result comes (`Ticket::settle`).
+    pub async fn admit_alone(self: &Arc<Self>, request: &mut Request) -> Result<Ticket, Response> {
+        let admitted = self.admit(request).await?;
+        Ok(Ticket { gate: self.clone(), requested: admitted.requested, billed: admitted.billed })
+    }
+
     /// Before execution: the text limits, the parse (cached), the measures and the bill, in that
     /// order, refusing on the first limit passed; hands the document to the engine.
     async fn admit(&self, request: &mut Request) -> Result<Admitted, Response> {
@@ -311,6 +319,22 @@ impl Limits {
             return Err(refuse("MAX_COMPLEXITY_EXCEEDED", message));
         }
         Ok((document, m.cost))
+    }
+}
+
+/// A subscriber's admission (`Limits::admit_alone`): what it was billed.
+pub struct Ticket {
+    gate: Arc<Limits>,
+    requested: u64,
+    billed: Option<(BillingKey, ThrottleStatus)>,
+}
+
+impl Ticket {
+    /// Gives back what the subscriber was billed beyond `actual`, the cost of its first result.
+    pub async fn settle(self, actual: u64) {
+        if let Some((key, status)) = self.billed {
+            refund(&self.gate.budgets, &key, status, self.requested, actual.min(self.requested)).await;
+        }
     }
 }
 
