@@ -232,8 +232,11 @@ async fn run(n: usize, bin: &str, files: u64, spread: bool) -> String {
     };
     let (cpu_ms, cpu_was) = figure("cpu_ms", cpu_ms);
     if spread {
+        // Every subscription differs here, so none shares a group (`graphql::shared`): this is
+        // the memory of a subscription with an execution of its own.
+        let (kib, kib_was) = figure("kib", per / 1024.0);
         return format!(
-            "| {n} (1 on the changed product, {} on others) | {} | {last:.1} ms | {cpu_ms:.0} ms ({cpu_was}) |",
+            "| {n} (1 on the changed product, {} on others) | {} | {kib:.1} KiB ({kib_was}) | {last:.1} ms | {cpu_ms:.0} ms ({cpu_was}) |",
             n - 1,
             latencies.len(),
         );
@@ -275,9 +278,9 @@ async fn main() {
     if !spread.is_empty() {
         println!();
         println!(
-            "| subscribers, each on its own product | events received | delivery to the one | server CPU for the change (previous) |"
+            "| subscribers, each on its own product | events received | server memory per subscriber (previous) | delivery to the one | server CPU for the change (previous) |"
         );
-        println!("|---|---|---|---|");
+        println!("|---|---|---|---|---|");
         for n in spread {
             println!("{}", run(n, &bin, files, true).await);
         }

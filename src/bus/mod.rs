@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+pub mod mailbox;
 pub mod redis;
 pub mod relay;
 pub mod topics;

@@ -8,20 +8,17 @@
 //! every event and threw most of them away.) Visibility is still checked on each event the
 //! mailbox brings (`Feed::accepts`): the index decides who is woken, not who may see.
 //!
-//! A mailbox holds at most `SUBSCRIBER_BUFFER` events. When it is full the oldest is dropped
-//! and counted, and the subscriber's next `recv` says how many it missed (as a broadcast
-//! receiver's `Lagged` did), so a slow subscriber never slows the others or the publisher. An
-//! idle mailbox allocates nothing for its queue; during a burst each subscriber that is behind
-//! holds up to `SUBSCRIBER_BUFFER` pointers (8 KiB; 80 MiB for 10,000 subscribers all behind),
-//! given back once it has caught up.
+//! A mailbox (`bus::mailbox`) holds at most `SUBSCRIBER_BUFFER` events; a subscriber that
+//! falls behind loses the oldest and is told how many, and never slows the others or the
+//! publisher. During a burst each subscriber that is behind holds up to `SUBSCRIBER_BUFFER`
+//! pointers (8 KiB; 80 MiB for 10,000 subscribers all behind), given back once it has caught up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
-use futures::task::AtomicWaker;
-
-use super::{Recorded, SUBSCRIBER_BUFFER};
+use super::Recorded;
+use super::mailbox::Taken;
 use crate::domain::event::Topic;
 
 /// The subscriptions of this process, by topic.
@@ -34,20 +31,7 @@ pub struct Router {
     routed: AtomicU64,
 }
 
-/// One subscriber's queue. It has one reader, so a bare waker does (smaller than a `Notify`,
-/// and its `recv` future holds nothing but a reference: an idle subscriber's memory matters).
-#[derive(Default)]
-struct Mailbox {
-    queue: Mutex<Queue>,
-    reader: AtomicWaker,
-}
-
-#[derive(Default)]
-struct Queue {
-    events: VecDeque<Arc<Recorded>>,
-    /// Events dropped since the subscriber last looked.
-    missed: u64,
-}
+type Mailbox = super::mailbox::Mailbox<Arc<Recorded>>;
 
 /// What a subscription's `recv` brings.
 #[derive(Debug)]
@@ -71,7 +55,7 @@ impl Router {
     /// Registers a subscriber under `topics` (none: it never hears anything).
     pub fn subscribe(self: &Arc<Self>, topics: Vec<Topic>) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mailbox = Arc::new(Mailbox::default());
+        let mailbox: Arc<Mailbox> = Arc::default();
         {
             let mut index = self.topics.write().unwrap_or_else(|e| e.into_inner());
             for topic in &topics {
@@ -107,49 +91,14 @@ impl Router {
     }
 }
 
-impl Mailbox {
-    fn push(&self, r: Arc<Recorded>) {
-        {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if queue.events.len() >= SUBSCRIBER_BUFFER {
-                queue.events.pop_front();
-                queue.missed += 1;
-            }
-            queue.events.push_back(r);
-        }
-        self.reader.wake();
-    }
-
-    fn take(&self) -> Option<Received> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.missed > 0 {
-            return Some(Received::Missed(std::mem::take(&mut queue.missed)));
-        }
-        let next = queue.events.pop_front().map(Received::Event);
-        if queue.events.is_empty() && queue.events.capacity() > 16 {
-            // A burst is over: an idle subscriber goes back to costing nothing for its queue.
-            queue.events = VecDeque::new();
-        }
-        next
-    }
-}
-
 impl Subscription {
     /// The next event on this subscription's topics (or how many were missed). Cancel-safe:
     /// an event stays in the mailbox until a `recv` returns it.
     pub async fn recv(&mut self) -> Received {
-        std::future::poll_fn(|cx| {
-            if let Some(next) = self.mailbox.take() {
-                return std::task::Poll::Ready(next);
-            }
-            // Registered before looking again, so an event pushed in between wakes this task.
-            self.mailbox.reader.register(cx.waker());
-            match self.mailbox.take() {
-                Some(next) => std::task::Poll::Ready(next),
-                None => std::task::Poll::Pending,
-            }
-        })
-        .await
+        match self.mailbox.recv().await {
+            Taken::Item(r) => Received::Event(r),
+            Taken::Missed(n) => Received::Missed(n),
+        }
     }
 }
 
@@ -171,7 +120,7 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Event;
+    use crate::bus::{Event, SUBSCRIBER_BUFFER};
 
     fn cart(seq: i64, customer_id: i64) -> Arc<Recorded> {
         Arc::new(Recorded { seq, version: seq, event: Event::Cart { customer_id, at: chrono::Utc::now() } })
@@ -179,7 +128,7 @@ mod tests {
 
     fn seqs(sub: &mut Subscription) -> Vec<i64> {
         let mut out = Vec::new();
-        while let Some(Received::Event(r)) = sub.mailbox.take() {
+        while let Some(Taken::Item(r)) = sub.mailbox.take() {
             out.push(r.seq);
         }
         out

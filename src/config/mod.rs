@@ -223,7 +223,8 @@ pub struct WebSocketSettings {
     /// get `TOO_MANY_SUBSCRIPTIONS`.
     pub max_subscriptions: usize,
     /// How often the server pings each connection (default 30); a connection that answers
-    /// nothing (not even a pong) for one interval after a ping is closed with 1008.
+    /// nothing (not even a pong) for this plus `send_timeout_secs` after a ping is closed
+    /// with 1008.
     pub ping_secs: u64,
     /// Open connections at most from one client address.
     pub max_per_ip: usize,

@@ -17,44 +17,52 @@
 //!   given back to each subscriber's budget with its first result, as for any operation.
 //! - A subscriber that falls more than `bus::SUBSCRIBER_BUFFER` results behind its group (its
 //!   client reads too slowly) is told with `EVENTS_MISSED` and the number missed, then sent the
-//!   current state of what it watches, executed for it alone (`Replay`); the group goes on.
+//!   current state of what it watches, executed for it alone (`Replay`); results it still holds
+//!   that are older than that state are skipped (`Stamp`), as on a subscription of its own. The
+//!   group and its other subscribers go on.
 //! - Group membership is by caller, not by role: subscribers with different identities never
 //!   share a result, whatever their subscription.
 //!
-//! When the last subscriber of a group leaves, the group's task is stopped and its bus
+//! Each subscriber has its own mailbox (`bus::mailbox`), which allocates nothing while idle, so
+//! a subscription that shares with nobody costs little more than one with an execution of its
+//! own. When the last subscriber of a group leaves, the group's task is stopped and its bus
 //! subscription dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Request, Response};
 use futures::StreamExt;
-use tokio::sync::broadcast;
 
 use super::limits::gate::Ticket;
 use crate::auth::Caller;
-use crate::bus::{EventBus, SUBSCRIBER_BUFFER};
+use crate::bus::EventBus;
+use crate::bus::mailbox::{Mailbox, Taken};
 
 /// A result for one subscriber.
+// Unboxed on purpose: an outcome is moved once, from its stream to the connection loop, and
+// boxing would cost every own result an allocation to spare a few hundred bytes of stack.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// Executed for this subscriber alone.
     Own(Response),
     /// Executed and serialised once for its whole group.
-    Shared(SharedResult),
+    Shared(Arc<SharedResult>),
 }
 
 /// One result of a group, serialised once.
-#[derive(Clone)]
 pub struct SharedResult {
     /// The JSON of the response (`{"data":...}`), or of its errors when `refused`.
-    pub json: Arc<str>,
+    pub json: Box<str>,
     /// Refused before execution (it did not validate): `json` is the errors, which the
     /// transport sends as the protocol's `error` message.
     pub refused: bool,
     /// Its actual cost, for each subscriber's refund.
     actual: u64,
+    /// The entity and version of the event it shows (see `Stamp`).
+    stamp: Option<(String, i64)>,
 }
 
 /// Asks a subscription for the current state of what it watches, after `missed` results were
@@ -64,6 +72,23 @@ pub struct SharedResult {
 pub struct Replay {
     /// How many results the subscriber missed.
     pub missed: u64,
+}
+
+/// In a request's data: the subscription's stream writes here the entity and version of the
+/// event behind each item it yields (`Recorded::entity`, `Recorded::version`), so results
+/// serialised without them can still be ordered against a replayed current state.
+#[derive(Debug, Clone, Default)]
+pub struct Stamp(Arc<Mutex<Option<(String, i64)>>>);
+
+impl Stamp {
+    /// Marks the next item as showing `entity` at `version`.
+    pub fn set(&self, entity: String, version: i64) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((entity, version));
+    }
+
+    fn take(&self) -> Option<(String, i64)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// How many subscribers a group's results reach now: in the group's request data, so its
@@ -96,8 +121,7 @@ impl Selection {
                 format!("{}\u{0}{:?}\u{0}{:?}\u{0}{}", i.subject, i.roles, i.vendor_id, i.expires_at)
             }
             Caller::Anonymous => String::new(),
-            // Never shared: a refused token does not open a WebSocket session, and an HTTP
-            // stream with one runs alone.
+            // Never shared with an identity: a refused token does not open a WebSocket session.
             Caller::Rejected(reason) => format!("rejected\u{0}{reason}"),
         };
         Self {
@@ -110,10 +134,54 @@ impl Selection {
     }
 }
 
-#[derive(Clone)]
 enum Message {
-    Result(SharedResult),
+    Result(Arc<SharedResult>),
     End,
+}
+
+/// A group's subscribers, each with its mailbox.
+#[derive(Default)]
+struct Fanout {
+    members: Mutex<Members>,
+}
+
+#[derive(Default)]
+struct Members {
+    mailboxes: HashMap<u64, Arc<Mailbox<Message>>>,
+    next: u64,
+    /// The group's stream ended (`End` was sent): nobody joins any more.
+    ended: bool,
+}
+
+impl Fanout {
+    /// A new member's id and mailbox; `None` once the group has ended.
+    fn add(&self) -> Option<(u64, Arc<Mailbox<Message>>)> {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.ended {
+            return None;
+        }
+        members.next += 1;
+        let (id, mailbox) = (members.next, Arc::<Mailbox<Message>>::default());
+        members.mailboxes.insert(id, mailbox.clone());
+        Some((id, mailbox))
+    }
+
+    fn send(&self, result: Arc<SharedResult>) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        for mailbox in members.mailboxes.values() {
+            mailbox.push(Message::Result(result.clone()));
+        }
+    }
+
+    /// Ends the group: every member gets `End`, and nobody joins after (under one lock, so a
+    /// member either is told or never joins).
+    fn end(&self) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.ended = true;
+        for mailbox in members.mailboxes.values() {
+            mailbox.push(Message::End);
+        }
+    }
 }
 
 type Registry = Arc<Mutex<HashMap<Selection, Weak<Group>>>>;
@@ -125,12 +193,11 @@ pub struct Groups {
     serialised: Arc<AtomicU64>,
 }
 
-/// A running shared subscription: its task and the channel of its results.
+/// A running shared subscription: its task and its subscribers.
 struct Group {
     selection: Selection,
-    results: broadcast::Sender<Message>,
+    fanout: Arc<Fanout>,
     task: tokio::task::AbortHandle,
-    ended: Arc<AtomicBool>,
     audience: Audience,
     groups: Registry,
     bus: EventBus,
@@ -151,11 +218,13 @@ impl Drop for Group {
 /// One subscriber of a group.
 struct Member {
     group: Arc<Group>,
-    results: broadcast::Receiver<Message>,
+    id: u64,
+    mailbox: Arc<Mailbox<Message>>,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
+        self.group.fanout.members.lock().unwrap_or_else(|e| e.into_inner()).mailboxes.remove(&self.id);
         self.group.audience.0.fetch_sub(1, Ordering::Relaxed);
         self.group.bus.shared_listeners(-1);
     }
@@ -184,102 +253,130 @@ impl Groups {
 
     /// A subscriber of `selection`, admitted with `ticket`: joins its running group, or starts
     /// one whose results come from `execute` (the engine's stream for the first subscriber's
-    /// request with the group's `Audience` in its data, not billed: each subscriber pays
-    /// through its own ticket). `replay` runs the
-    /// subscriber's own request with a `Replay` when it falls behind.
+    /// request with the group's `Audience` and `Stamp` in its data, not billed: each
+    /// subscriber pays through its own ticket). `replay` runs the subscriber's own request with
+    /// a `Replay` and a `Stamp` when it falls behind.
     pub fn subscribe(
         &self,
         selection: Selection,
         ticket: Ticket,
-        execute: impl FnOnce(Audience) -> BoxStream<'static, Response>,
-        replay: impl Fn(Replay) -> BoxStream<'static, Response> + Send + 'static,
+        execute: impl FnOnce(Audience, Stamp) -> BoxStream<'static, Response>,
+        replay: impl Fn(Replay, Stamp) -> BoxStream<'static, Response> + Send + 'static,
     ) -> BoxStream<'static, Outcome> {
         let member = self.join(selection, execute);
         member_stream(member, ticket, replay)
     }
 
-    fn join(&self, selection: Selection, execute: impl FnOnce(Audience) -> BoxStream<'static, Response>) -> Member {
+    fn join(
+        &self,
+        selection: Selection,
+        execute: impl FnOnce(Audience, Stamp) -> BoxStream<'static, Response>,
+    ) -> Member {
+        // Declared before the lock, so a group dropped here (its last member just left) is
+        // dropped after the lock is given back: its `Drop` takes the same lock.
+        let running: Option<Arc<Group>>;
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        let running = groups.get(&selection).and_then(Weak::upgrade).filter(|g| !g.ended.load(Ordering::Acquire));
+        running = groups.get(&selection).and_then(Weak::upgrade);
         self.bus.shared_listeners(1);
-        if let Some(group) = running {
+        if let Some(group) = &running
+            && let Some((id, mailbox)) = group.fanout.add()
+        {
             group.audience.0.fetch_add(1, Ordering::Relaxed);
-            let results = group.results.subscribe();
-            return Member { group, results };
+            return Member { group: group.clone(), id, mailbox };
         }
-        let (sender, results) = broadcast::channel(SUBSCRIBER_BUFFER);
-        let ended = Arc::new(AtomicBool::new(false));
+        let fanout = Arc::new(Fanout::default());
+        let (id, mailbox) = fanout.add().expect("a new group has not ended");
         let audience = Audience(Arc::new(AtomicUsize::new(1)));
-        let task =
-            tokio::spawn(lead(execute(audience.clone()), sender.clone(), ended.clone(), self.serialised.clone()));
+        let stamp = Stamp::default();
+        let results = execute(audience.clone(), stamp.clone());
+        let task = tokio::spawn(lead(results, stamp, fanout.clone(), self.serialised.clone()));
         // The group stands for its first subscriber's bus subscription, which is counted by
         // the bus itself: -1 here, +1 when the group goes (`EventBus::shared_listeners`).
         self.bus.shared_listeners(-1);
         let group = Arc::new(Group {
             selection: selection.clone(),
-            results: sender,
+            fanout,
             task: task.abort_handle(),
-            ended,
             audience,
             groups: self.groups.clone(),
             bus: self.bus.clone(),
         });
         groups.insert(selection, Arc::downgrade(&group));
-        Member { group, results }
+        Member { group, id, mailbox }
+    }
+}
+
+/// Ends the group when its task ends, however it ends (the stream's end, a panic): its
+/// members are told, and nobody joins it after.
+struct Ending(Arc<Fanout>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
 /// A group's task: runs the engine's stream and sends each result, serialised once.
 async fn lead(
     mut results: BoxStream<'static, Response>,
-    sender: broadcast::Sender<Message>,
-    ended: Arc<AtomicBool>,
+    stamp: Stamp,
+    fanout: Arc<Fanout>,
     serialised: Arc<AtomicU64>,
 ) {
+    let _ending = Ending(fanout.clone());
     let mut first = true;
     while let Some(response) = results.next().await {
         let refused = std::mem::take(&mut first) && refused_before_execution(&response);
         let json = if refused { serde_json::to_string(&response.errors) } else { serde_json::to_string(&response) };
-        let actual = response
-            .extensions
-            .get("cost")
-            .and_then(|cost| match cost {
-                async_graphql::Value::Object(cost) => cost.get("actualQueryCost"),
-                _ => None,
-            })
-            .and_then(|actual| match actual {
-                async_graphql::Value::Number(n) => n.as_u64(),
-                _ => None,
-            })
-            .unwrap_or(0);
         serialised.fetch_add(1, Ordering::Relaxed);
-        let result = SharedResult { json: json.unwrap_or_default().into(), refused, actual };
-        // No subscriber left: the group is being dropped, which stops this task.
-        let _ = sender.send(Message::Result(result));
+        let result = SharedResult {
+            json: json.unwrap_or_default().into(),
+            refused,
+            actual: actual_cost(&response),
+            stamp: stamp.take(),
+        };
+        fanout.send(Arc::new(result));
         if refused {
             break;
         }
     }
-    ended.store(true, Ordering::Release);
-    let _ = sender.send(Message::End);
+}
+
+/// The actual cost the gate wrote in `extensions.cost` (0 when absent).
+fn actual_cost(response: &Response) -> u64 {
+    let Some(async_graphql::Value::Object(cost)) = response.extensions.get("cost") else { return 0 };
+    match cost.get("actualQueryCost") {
+        Some(async_graphql::Value::Number(n)) => n.as_u64().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// A subscriber's results: its group's, its refund with the first, and a replay of the current
-/// state for itself when it falls behind.
+/// state for itself when it falls behind (then the older results it holds are skipped).
 fn member_stream(
-    mut member: Member,
+    member: Member,
     ticket: Ticket,
-    replay: impl Fn(Replay) -> BoxStream<'static, Response> + Send + 'static,
+    replay: impl Fn(Replay, Stamp) -> BoxStream<'static, Response> + Send + 'static,
 ) -> BoxStream<'static, Outcome> {
     let mut ticket = Some(ticket);
     async_stream::stream! {
+        // Versions of the current state sent after a lag: older results are not shown after it.
+        let mut floor: HashMap<String, i64> = HashMap::new();
         loop {
-            match member.results.recv().await {
-                Ok(Message::Result(result)) => {
+            match member.mailbox.recv().await {
+                Taken::Item(Message::Result(result)) => {
                     if let Some(ticket) = ticket.take() {
-                        // Boxed: a budget script's future would otherwise size every idle
-                        // subscriber's stream.
-                        Box::pin(ticket.settle(result.actual)).await;
+                        // A document that did not validate ran nothing and keeps its bill, as
+                        // in the gate. Boxed: a budget script's future would otherwise size
+                        // every idle subscriber's stream.
+                        if !result.refused {
+                            Box::pin(ticket.settle(result.actual)).await;
+                        }
+                    }
+                    if let Some((entity, version)) = &result.stamp
+                        && floor.get(entity).is_some_and(|v| *v >= *version)
+                    {
+                        continue;
                     }
                     let refused = result.refused;
                     yield Outcome::Shared(result);
@@ -287,11 +384,15 @@ fn member_stream(
                         break;
                     }
                 }
-                Ok(Message::End) | Err(broadcast::error::RecvError::Closed) => break,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Taken::Item(Message::End) => break,
+                Taken::Missed(missed) => {
                     tracing::debug!(missed, "a slow subscriber fell behind its group");
-                    let mut current = replay(Replay { missed });
+                    let stamp = Stamp::default();
+                    let mut current = replay(Replay { missed }, stamp.clone());
                     while let Some(response) = current.next().await {
+                        if let Some((entity, version)) = stamp.take() {
+                            floor.insert(entity, version);
+                        }
                         yield Outcome::Own(response);
                     }
                 }
@@ -315,12 +416,11 @@ pub fn refused_before_execution(response: &Response) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
     use async_graphql::Value;
 
     use super::*;
     use crate::budget::Budgets;
+    use crate::bus::SUBSCRIBER_BUFFER;
     use crate::config::Settings;
     use crate::graphql::limits::Limits;
 
@@ -344,8 +444,8 @@ mod tests {
     }
 
     /// The engine runs once per group; each result is serialised once and reaches every member;
-    /// a member that falls more than the buffer behind gets its replay (for itself) and goes on
-    /// with the group's oldest results it still holds, while the others miss nothing; the group
+    /// a member that falls more than the buffer behind gets its replay (for itself), then only
+    /// the results newer than the state it replayed, while the others miss nothing; the group
     /// goes when its last member does, and the next subscriber starts a new one.
     #[tokio::test]
     async fn a_group_runs_once_and_a_slow_member_catches_up_alone() {
@@ -353,17 +453,20 @@ mod tests {
         let bus = EventBus::in_process();
         let groups = Groups::new(bus.clone());
         let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
-        let executions = Arc::new(AtomicUsize::new(0));
+        let total = 3 * SUBSCRIBER_BUFFER as i64;
         let (results, engine) = futures::channel::mpsc::unbounded::<Response>();
-        let replay = |r: Replay| futures::stream::once(async move { Response::new(-(r.missed as i64)) }).boxed();
-        let (counted, heard) = (executions.clone(), Arc::new(Mutex::new(None)));
-        let audience = heard.clone();
+        // The replayed state is of version total - 10: the held results up to it are older.
+        let replay = move |r: Replay, stamp: Stamp| {
+            stamp.set("p".into(), total - 10);
+            futures::stream::once(async move { Response::new(-(r.missed as i64)) }).boxed()
+        };
+        let heard = Arc::new(Mutex::new(None));
+        let given = heard.clone();
         let mut fast = groups.subscribe(
             selection.clone(),
             ticket(&limits).await,
-            move |reached| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                *audience.lock().unwrap() = Some(reached);
+            move |audience, stamp| {
+                *given.lock().unwrap() = Some((audience, stamp));
                 engine.boxed()
             },
             replay,
@@ -371,29 +474,45 @@ mod tests {
         let mut slow = groups.subscribe(
             selection.clone(),
             ticket(&limits).await,
-            |_| -> BoxStream<'static, Response> { panic!("the group runs already") },
+            |_, _| -> BoxStream<'static, Response> { panic!("the group runs already") },
             replay,
         );
-        assert_eq!((groups.len(), executions.load(Ordering::SeqCst)), (1, 1));
-        let audience = heard.lock().unwrap().clone().expect("the engine got the audience");
+        assert_eq!(groups.len(), 1);
+        let (audience, stamp) = heard.lock().unwrap().clone().expect("the engine ran once, for the first member");
         assert_eq!(audience.size(), 2, "events count once per member (events_delivered_total)");
-        let total = 3 * SUBSCRIBER_BUFFER as i64;
         for n in 0..total {
+            stamp.set("p".into(), n);
             results.unbounded_send(Response::new(n)).unwrap();
             assert_eq!(data(fast.next().await), (true, n), "the fast member misses nothing");
         }
         assert_eq!(groups.serialised(), total as u64, "one serialisation per result, not per member");
         // The slow member read nothing: told what it missed through its own replay, then the
-        // oldest results the group still holds for it.
+        // results it still holds that are newer than the replayed state.
         let kept = SUBSCRIBER_BUFFER as i64;
         assert_eq!(data(slow.next().await), (false, -(total - kept)));
-        assert_eq!(data(slow.next().await), (true, total - kept));
+        assert_eq!(data(slow.next().await), (true, total - 9));
         // The group ends when its last member goes; the next subscriber starts another.
         drop((fast, slow));
         assert!(groups.is_empty());
         assert_eq!(bus.receivers(), 0, "no listener left");
         let (_results, engine) = futures::channel::mpsc::unbounded::<Response>();
-        let _again = groups.subscribe(selection, ticket(&limits).await, move |_| engine.boxed(), replay);
+        let _again = groups.subscribe(selection, ticket(&limits).await, move |_, _| engine.boxed(), replay);
         assert_eq!(groups.len(), 1);
+    }
+
+    /// When a group's stream ends, its members end too, and a subscriber that comes after
+    /// starts a new group rather than joining the finished one.
+    #[tokio::test]
+    async fn a_finished_group_ends_its_members_and_takes_no_more() {
+        let limits = Arc::new(Limits::new(Arc::new(Settings::default()), Arc::new(Budgets::local())));
+        let groups = Groups::new(EventBus::in_process());
+        let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
+        let replay = |_: Replay, _: Stamp| futures::stream::empty().boxed();
+        let one = |_, _| futures::stream::once(async { Response::new(1) }).boxed();
+        let mut first = groups.subscribe(selection.clone(), ticket(&limits).await, one, replay);
+        assert_eq!(data(first.next().await), (true, 1));
+        assert!(first.next().await.is_none(), "the member ends with its group");
+        let mut second = groups.subscribe(selection, ticket(&limits).await, one, replay);
+        assert_eq!(data(second.next().await), (true, 1), "a new group ran");
     }
 }

@@ -19,7 +19,7 @@ use super::commerce::Cart;
 use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
-use super::shared::{Audience, Replay};
+use super::shared::{Audience, Replay, Stamp};
 use crate::auth::{Role, RoleGuard, caller};
 use crate::bus::topics::Received;
 use crate::bus::{Event, EventBus, Recorded};
@@ -157,6 +157,8 @@ where
     let replay = ctx.data_opt::<Replay>().copied();
     // A group's stream serves all its subscribers: each delivered event counts once per each.
     let audience = ctx.data_opt::<Audience>().cloned();
+    // A group's stream tells which event each item shows (`graphql::shared::Stamp`).
+    let stamp = ctx.data_opt::<Stamp>().cloned();
     // Woken only for events on the feed's topics, not for every event in the process.
     let rx = match replay {
         None => Some(ctx.data::<EventBus>()?.subscribe_to(feed.topics())),
@@ -169,6 +171,9 @@ where
             yield Err(missed_error(missed));
             for r in Box::pin(current_state(&services, &feed)).await {
                 if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                    if let Some(stamp) = &stamp {
+                        stamp.set(r.event.entity(), r.version);
+                    }
                     yield Ok(item);
                 }
             }
@@ -211,6 +216,9 @@ where
                                 delivered = Some((kind, counter));
                             }
                         }
+                        if let Some(stamp) = stamp.as_ref().filter(|_| r.seq != 0) {
+                            stamp.set(r.event.entity(), r.version);
+                        }
                         yield Ok(item);
                     }
                 }
@@ -223,6 +231,9 @@ where
                     for r in Box::pin(current_state(&services, &feed)).await {
                         floor.insert(r.event.entity(), r.version);
                         if let Some(item) = feed.accepts(&r.event).then(|| show(&r, &feed)).flatten() {
+                            if let Some(stamp) = &stamp {
+                                stamp.set(r.event.entity(), r.version);
+                            }
                             yield Ok(item);
                         }
                     }

@@ -30,8 +30,9 @@
 //! - 1008 when a message or ping has waited `SECURECART_WS_SEND_TIMEOUT_SECS` for a client that
 //!   reads nothing (a stuck or dead peer): the connection and its subscriptions are dropped
 //!   instead of being held forever.
-//! - 1008 also when a whole ping interval passes after a ping without a single frame from the
-//!   client, not even the pong that answers it (a dead peer or a frozen one).
+//! - 1008 also when `SECURECART_WS_PING_SECS` + `SECURECART_WS_SEND_TIMEOUT_SECS` (40 s by
+//!   default) pass after a ping without a single frame from the client, not even the pong that
+//!   answers it (a dead peer or a frozen one).
 //!
 //! Silence is not a reason to close: browsers, `ws` and tungstenite answer pings by themselves,
 //! so a subscriber that sends nothing for hours stays connected. (async-graphql's own transport
@@ -67,7 +68,7 @@ use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::error::ClientError;
 use crate::graphql::limits::CostCell;
-use crate::graphql::shared::{Outcome, Replay, Selection, refused_before_execution};
+use crate::graphql::shared::{Outcome, Selection, refused_before_execution};
 use crate::state::AppState;
 
 /// How the reason of a refused `connection_init` (close code 4403) begins.
@@ -127,13 +128,14 @@ struct Session {
     running: HashMap<String, Running>,
     /// Numbers operations, so the end of one never completes a later one under the same id.
     started: u64,
-    /// Whether any frame (a pong included) came from the client since the last ping.
-    heard: bool,
 }
 
 struct Running {
     number: u64,
     abort: AbortHandle,
+    /// The operation's place in `SECURECART_WS_MAX_SUBSCRIPTIONS`, given back as soon as it
+    /// stops (a client that completes one and starts another at the limit is not refused).
+    _slot: Option<Slot>,
     /// Whether the operation has sent its first result.
     answered: bool,
 }
@@ -148,12 +150,12 @@ fn start(
     active: &Arc<AtomicUsize>,
     session: &Session,
     request: async_graphql::Request,
-) -> BoxStream<'static, Outcome> {
+) -> (BoxStream<'static, Outcome>, Option<Slot>) {
     let refused = |code: &str, message: String| {
         let mut error = ServerError::new(message, None);
         error.extensions.get_or_insert_with(Default::default).set("code", code);
         let response = async_graphql::Response::from_errors(vec![error]);
-        futures::stream::once(async move { Outcome::Own(response) }).boxed()
+        (futures::stream::once(async move { Outcome::Own(response) }).boxed(), None)
     };
     let caller = session.caller.clone().unwrap_or(Caller::Anonymous);
     if session.expires_at.is_some_and(|exp| exp <= chrono::Utc::now().timestamp()) {
@@ -173,12 +175,7 @@ fn start(
         let request = prepare(state, request, caller, billing, CostCell::default());
         state.limits.execute_stream(state.schema.clone(), request, session_data).map(Outcome::Own).boxed()
     };
-    results
-        .map(move |outcome| {
-            let _held = &slot;
-            outcome
-        })
-        .boxed()
+    (results, Some(slot))
 }
 
 /// A subscription, through its group (`graphql::shared`): admitted and billed for itself, its
@@ -196,15 +193,11 @@ fn shared(
         (request.query.clone(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
     let unbilled = {
         let (state, caller) = (state.clone(), caller.clone());
-        move |replay: Option<Replay>| {
+        move || {
             let mut request = async_graphql::Request::new(query.clone()).variables(variables.clone());
             request.operation_name = operation.clone();
             request.extensions = extensions.clone();
-            let request = prepare_unbilled(&state, request, caller.clone());
-            match replay {
-                Some(replay) => request.data(replay),
-                None => request,
-            }
+            prepare_unbilled(&state, request, caller.clone())
         }
     };
     let mut admitted = prepare(state, request, caller, billing, CostCell::default());
@@ -217,9 +210,11 @@ fn shared(
         };
         drop(admitted);
         let (limits, schema, data) = (state.limits.clone(), state.schema.clone(), session_data.clone());
-        let execute = |audience| limits.execute_stream(schema, unbilled(None).data(audience), data);
+        let execute = |audience, stamp| limits.execute_stream(schema, unbilled().data(audience).data(stamp), data);
         let (limits, schema, unbilled) = (state.limits.clone(), state.schema.clone(), unbilled.clone());
-        let replay = move |replay| limits.execute_stream(schema.clone(), unbilled(Some(replay)), session_data.clone());
+        let replay = move |replay, stamp| {
+            limits.execute_stream(schema.clone(), unbilled().data(replay).data(stamp), session_data.clone())
+        };
         state.groups.subscribe(selection, ticket, execute, replay)
     }))
     .flatten()
@@ -268,6 +263,7 @@ async fn receive(
     session: &mut Session,
     operations: &mut SelectAll<BoxStream<'static, Item>>,
     client_ip: &str,
+    init_deadline: tokio::time::Instant,
     bytes: &[u8],
 ) -> Next {
     let Ok(message) = ClientMessage::from_bytes(bytes) else {
@@ -283,7 +279,13 @@ async fn receive(
                 .and_then(|p| p.as_object())
                 .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")))
                 .and_then(|(_, v)| v.as_str());
-            let caller = authenticate(&state.verifier, state.services.store(), authorization).await;
+            // Within the init deadline: a slow key or database lookup does not hold the
+            // connection past it.
+            let verify = authenticate(&state.verifier, state.services.store(), authorization);
+            let Ok(caller) = tokio::time::timeout_at(init_deadline, verify).await else {
+                let reason = "Connection initialisation timeout".to_string();
+                return Next::Close { code: 4408, reason, explain: false };
+            };
             if let Caller::Rejected(reason) = caller {
                 return Next::Close { code: 4403, reason: format!("{REFUSED}{reason}"), explain: true };
             }
@@ -311,13 +313,14 @@ async fn receive(
             }
             session.started += 1;
             let number = session.started;
-            let (results, abort) = futures::stream::abortable(start(state, active, session, payload));
+            let (results, slot) = start(state, active, session, payload);
+            let (results, abort) = futures::stream::abortable(results);
             let (item_id, end_id) = (id.clone(), id.clone());
             let results = results
                 .map(move |outcome| (item_id.clone(), number, Some(outcome)))
                 .chain(futures::stream::once(async move { (end_id, number, None) }));
             operations.push(results.boxed());
-            session.running.insert(id, Running { number, abort, answered: false });
+            session.running.insert(id, Running { number, abort, _slot: slot, answered: false });
             Next::Continue
         }
         ClientMessage::Stop { id } => match session.running.remove(&id) {
@@ -345,7 +348,13 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
         tokio::time::Instant::now() + Duration::from_secs(state.settings.websocket.init_timeout_secs.max(1));
     let mut shutdown = state.shutdown.clone();
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let mut pinged = false;
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Liveness: when the last frame came from the client, and when an unanswered ping went out.
+    let mut heard = tokio::time::Instant::now();
+    let mut unanswered: Option<tokio::time::Instant> = None;
+    // A peer that answers nothing for this long after a ping is gone. The send timeout is
+    // added because the loop may spend that long in one send with the pong waiting unread.
+    let no_pong_for = ping_every + send_timeout;
     // A send that waits longer than `send_timeout` means the client reads nothing: give up on it.
     macro_rules! send_or_drop {
         ($message:expr) => {
@@ -387,14 +396,19 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                     _ => break,
                 };
                 // Any frame is a sign of life, the pong that answers a ping included.
-                session.heard = true;
+                heard = tokio::time::Instant::now();
                 let bytes = match &message {
                     Message::Text(text) => text.as_bytes(),
                     Message::Binary(bytes) => bytes.as_ref(),
-                    Message::Close(_) => break,
+                    Message::Close(_) => {
+                        // Answer the close handshake (tungstenite queued the reply; it goes out
+                        // on the next write), so the client sees a clean close, not 1006.
+                        let _ = tokio::time::timeout(Duration::from_millis(100), sink.close()).await;
+                        break;
+                    }
                     _ => continue,
                 };
-                match receive(&state, &active, &mut session, &mut operations, &client_ip, bytes).await {
+                match receive(&state, &active, &mut session, &mut operations, &client_ip, init_deadline, bytes).await {
                     Next::Continue => {}
                     Next::Reply(reply) => send_or_drop!(Message::Text(reply.into())),
                     Next::End => break,
@@ -452,13 +466,18 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                 close!(1001, "server shutting down".to_string())
             }
             _ = ping.tick() => {
-                if pinged && !std::mem::take(&mut session.heard) {
-                    tracing::info!(%client_ip, "dropping a WebSocket client that answered no ping");
-                    close!(1008, "no pong: the client answered no ping".to_string())
+                match unanswered {
+                    Some(sent) if heard < sent => {
+                        if sent.elapsed() >= no_pong_for {
+                            tracing::info!(%client_ip, "dropping a WebSocket client that answered no ping");
+                            close!(1008, "no pong: the client answered no ping".to_string())
+                        }
+                    }
+                    _ => {
+                        unanswered = Some(tokio::time::Instant::now());
+                        send_or_drop!(Message::Ping(Default::default()));
+                    }
                 }
-                session.heard = false;
-                pinged = true;
-                send_or_drop!(Message::Ping(Default::default()));
             }
         }
     }

@@ -574,12 +574,18 @@ async fn a_stuck_subscriber_is_dropped() {
 
 /// A subscriber that sends nothing but answers pings (browsers, `ws` and tungstenite do that
 /// by themselves) stays connected however long it is quiet, and still gets events; one that
-/// answers nothing, not even a pong, is closed with 1008 one ping interval after a ping.
-/// (async-graphql's transport closed any client quiet for 60 s, whatever its pongs said.)
+/// answers nothing, not even a pong, is closed with 1008 once a ping has gone unanswered for
+/// the ping interval plus the send timeout (here 1 + 1 s). (async-graphql's transport closed any
+/// client quiet for 60 s, whatever its pongs said.)
 #[tokio::test]
 async fn quiet_subscribers_stay_and_silent_peers_go() {
     use tokio_tungstenite::tungstenite::Message;
-    let app = spawn_app_with(Backend::Sqlite, |s| s.websocket.ping_secs = 1).await.unwrap();
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.websocket.ping_secs = 1;
+        s.websocket.send_timeout_secs = 1;
+    })
+    .await
+    .unwrap();
     let mut quiet = crate::websocket::connect(&app, "graphql-transport-ws").await;
     listen(&app, &mut quiet).await;
     let mut silent = crate::websocket::connect(&app, "graphql-transport-ws").await;

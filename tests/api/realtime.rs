@@ -242,6 +242,33 @@ async fn websocket_limits_are_enforced() {
     }
     let refused = result(&mut ws, Duration::from_secs(5)).await.expect("the third is refused");
     assert_eq!(first_error_code(&refused), "TOO_MANY_SUBSCRIPTIONS");
+    // At the limit, completing one frees its place at once: a client that swaps a subscription
+    // (complete, then subscribe, as Apollo and urql do when variables change) is not refused.
+    for n in 0..20 {
+        let (old, new) = (if n == 0 { "b".to_string() } else { format!("s{}", n - 1) }, format!("s{n}"));
+        // Both in one write, so the server reads the second right after the first.
+        let swap = [
+            json!({ "id": old, "type": "complete" }),
+            json!({ "id": new, "type": "subscribe", "payload": { "query": INVENTORY } }),
+        ];
+        for message in swap {
+            futures::SinkExt::feed(&mut ws, tokio_tungstenite::tungstenite::Message::Text(message.to_string().into()))
+                .await
+                .unwrap();
+        }
+        futures::SinkExt::flush(&mut ws).await.unwrap();
+    }
+    // a and s19 run: one more is refused, and only it.
+    send(&mut ws, json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ __typename }" } })).await;
+    loop {
+        let message = next(&mut ws).await.expect("open");
+        let code = &message["payload"][0]["extensions"]["code"];
+        if message["id"] == "q" {
+            assert_eq!((message["type"].as_str(), code.as_str()), (Some("error"), Some("TOO_MANY_SUBSCRIPTIONS")));
+            break;
+        }
+        assert_eq!(message["type"], "complete", "only the completions of the swapped ones: {message}");
+    }
     let _second = connect(&app, "graphql-transport-ws").await;
     let url = app.address.replace("http://", "ws://") + "/graphql/ws";
     let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();

@@ -74,6 +74,13 @@ async fn protocol_errors_close_with_the_specified_codes() {
     send(&mut ws, json!({ "type": "nonsense" })).await;
     assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_error");
     assert_eq!(next(&mut ws).await, Err(4400));
+    // A client that closes gets the close handshake answered (a clean close, not 1006).
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    send(&mut ws, init.clone()).await;
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "connection_ack");
+    ws.close(None).await.unwrap();
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.expect("an answer");
+    assert!(matches!(reply, Some(Ok(Message::Close(_)))), "the server answers the close: {reply:?}");
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
