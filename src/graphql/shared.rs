@@ -184,7 +184,7 @@ impl Fanout {
     }
 }
 
-type Registry = Arc<Mutex<HashMap<Selection, Weak<Group>>>>;
+type Registry = Arc<Mutex<HashMap<Arc<Selection>, Weak<Group>>>>;
 
 /// The groups of a process.
 pub struct Groups {
@@ -195,7 +195,7 @@ pub struct Groups {
 
 /// A running shared subscription: its task and its subscribers.
 struct Group {
-    selection: Selection,
+    selection: Arc<Selection>,
     fanout: Arc<Fanout>,
     task: tokio::task::AbortHandle,
     audience: Audience,
@@ -293,6 +293,7 @@ impl Groups {
         // The group stands for its first subscriber's bus subscription, which is counted by
         // the bus itself: -1 here, +1 when the group goes (`EventBus::shared_listeners`).
         self.bus.shared_listeners(-1);
+        let selection = Arc::new(selection);
         let group = Arc::new(Group {
             selection: selection.clone(),
             fanout,

@@ -146,7 +146,7 @@ type Item = (String, u64, Option<Outcome>);
 /// Starts one operation of a connection: the per-request policy (caller, loaders,
 /// introspection), the operation limit per connection, the token's expiry, then the gate.
 fn start(
-    state: &AppState,
+    state: &Arc<AppState>,
     active: &Arc<AtomicUsize>,
     session: &Session,
     request: async_graphql::Request,
@@ -181,7 +181,7 @@ fn start(
 /// A subscription, through its group (`graphql::shared`): admitted and billed for itself, its
 /// results executed and serialised once for every subscriber of the same selection and caller.
 fn shared(
-    state: &AppState,
+    state: &Arc<AppState>,
     request: async_graphql::Request,
     caller: Caller,
     billing: BillingKey,
@@ -189,15 +189,18 @@ fn shared(
 ) -> BoxStream<'static, Outcome> {
     let selection = Selection::of(&request, &caller);
     // What the group runs, and a replay for this subscriber: the same request, not billed again.
+    // An idle subscriber keeps this closure, so it holds the connection's state by pointer.
     let (query, operation, variables, extensions) =
         (request.query.clone(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
     let unbilled = {
         let (state, caller) = (state.clone(), caller.clone());
-        move || {
+        move |extra: Data| {
             let mut request = async_graphql::Request::new(query.clone()).variables(variables.clone());
             request.operation_name = operation.clone();
             request.extensions = extensions.clone();
-            prepare_unbilled(&state, request, caller.clone())
+            request.data = extra;
+            let request = prepare_unbilled(&state, request, caller.clone());
+            state.limits.execute_stream(state.schema.clone(), request, session_data.clone())
         }
     };
     let mut admitted = prepare(state, request, caller, billing, CostCell::default());
@@ -209,16 +212,21 @@ fn shared(
             Err(refused) => return futures::stream::once(async move { Outcome::Own(refused) }).boxed(),
         };
         drop(admitted);
-        let (limits, schema, data) = (state.limits.clone(), state.schema.clone(), session_data.clone());
-        let execute = |audience, stamp| limits.execute_stream(schema, unbilled().data(audience).data(stamp), data);
-        let (limits, schema, unbilled) = (state.limits.clone(), state.schema.clone(), unbilled.clone());
-        let replay = move |replay, stamp| {
-            limits.execute_stream(schema.clone(), unbilled().data(replay).data(stamp), session_data.clone())
-        };
+        let leader = unbilled.clone();
+        let execute = move |audience, stamp| leader(with_two(audience, stamp));
+        let replay = move |replay, stamp| unbilled(with_two(replay, stamp));
         state.groups.subscribe(selection, ticket, execute, replay)
     }))
     .flatten()
     .boxed()
+}
+
+/// Request data holding `a` and `b`.
+fn with_two<A: std::any::Any + Send + Sync, B: std::any::Any + Send + Sync>(a: A, b: B) -> Data {
+    let mut data = Data::default();
+    data.insert(a);
+    data.insert(b);
+    data
 }
 
 /// The protocol's messages from server to client.
@@ -258,7 +266,7 @@ enum Next {
 
 /// Handles one client message.
 async fn receive(
-    state: &AppState,
+    state: &Arc<AppState>,
     active: &Arc<AtomicUsize>,
     session: &mut Session,
     operations: &mut SelectAll<BoxStream<'static, Item>>,
@@ -337,6 +345,8 @@ async fn receive(
 }
 
 async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket, client_ip: String) {
+    // Shared by pointer with each subscription's replay, which an idle subscriber keeps.
+    let state = Arc::new(state);
     let (mut sink, mut stream) = socket.split();
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut session = Session::default();
