@@ -176,8 +176,22 @@ impl Fanout {
     /// Ends the group: every member gets `End`, and nobody joins after (under one lock, so a
     /// member either is told or never joins).
     fn end(&self) {
+        self.end_with(None);
+    }
+
+    /// `end`, with a last result sent under the same lock (a refused document's errors), so
+    /// nobody joins between the two and gets the end alone.
+    fn end_with(&self, last: Option<Arc<SharedResult>>) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.ended {
+            return;
+        }
         members.ended = true;
+        if let Some(last) = last {
+            for mailbox in members.mailboxes.values() {
+                mailbox.push(Message::Result(last.clone()));
+            }
+        }
         for mailbox in members.mailboxes.values() {
             mailbox.push(Message::End);
         }
@@ -334,13 +348,20 @@ async fn lead(
             json: json.unwrap_or_default().into(),
             refused,
             actual: actual_cost(&response),
-            stamp: stamp.take(),
+            stamp: stamp.take().filter(|_| single_root(&response)),
         };
-        fanout.send(Arc::new(result));
         if refused {
+            fanout.end_with(Some(Arc::new(result)));
             break;
         }
+        fanout.send(Arc::new(result));
     }
+}
+
+/// Whether `response` has one root field: with several, their streams run side by side and
+/// share one `Stamp`, so it cannot say which event a result shows (it is then not used).
+fn single_root(response: &Response) -> bool {
+    matches!(&response.data, async_graphql::Value::Object(fields) if fields.len() == 1)
 }
 
 /// The actual cost the gate wrote in `extensions.cost` (0 when absent).
@@ -385,13 +406,20 @@ fn member_stream(
                         break;
                     }
                 }
-                Taken::Item(Message::End) => break,
+                Taken::Item(Message::End) => {
+                    // Joined as the group ended, before any result: nothing ran for this
+                    // subscriber, so it is not charged.
+                    if let Some(ticket) = ticket.take() {
+                        Box::pin(ticket.settle(0)).await;
+                    }
+                    break;
+                }
                 Taken::Missed(missed) => {
                     tracing::debug!(missed, "a slow subscriber fell behind its group");
                     let stamp = Stamp::default();
                     let mut current = replay(Replay { missed }, stamp.clone());
                     while let Some(response) = current.next().await {
-                        if let Some((entity, version)) = stamp.take() {
+                        if let Some((entity, version)) = stamp.take().filter(|_| single_root(&response)) {
                             floor.insert(entity, version);
                         }
                         yield Outcome::Own(response);
@@ -431,16 +459,20 @@ mod tests {
         limits.admit_alone(&mut request).await.unwrap_or_else(|r| panic!("refused: {:?}", r.errors))
     }
 
+    /// A result of one root field, `x`, worth `n`.
+    fn one(n: i64) -> Response {
+        let mut fields = async_graphql::indexmap::IndexMap::new();
+        fields.insert(async_graphql::Name::new("x"), Value::from(n));
+        Response::new(Value::Object(fields))
+    }
+
     fn data(outcome: Option<Outcome>) -> (bool, i64) {
         match outcome.expect("a result") {
             Outcome::Shared(result) => {
                 let json: serde_json::Value = serde_json::from_str(&result.json).unwrap();
-                (true, json["data"].as_i64().unwrap())
+                (true, json["data"]["x"].as_i64().unwrap())
             }
-            Outcome::Own(response) => match response.data {
-                Value::Number(n) => (false, n.as_i64().unwrap()),
-                other => panic!("{other:?}"),
-            },
+            Outcome::Own(response) => (false, response.data.into_json().unwrap()["x"].as_i64().unwrap()),
         }
     }
 
@@ -459,7 +491,7 @@ mod tests {
         // The replayed state is of version total - 10: the held results up to it are older.
         let replay = move |r: Replay, stamp: Stamp| {
             stamp.set("p".into(), total - 10);
-            futures::stream::once(async move { Response::new(-(r.missed as i64)) }).boxed()
+            futures::stream::once(async move { one(-(r.missed as i64)) }).boxed()
         };
         let heard = Arc::new(Mutex::new(None));
         let given = heard.clone();
@@ -483,7 +515,7 @@ mod tests {
         assert_eq!(audience.size(), 2, "events count once per member (events_delivered_total)");
         for n in 0..total {
             stamp.set("p".into(), n);
-            results.unbounded_send(Response::new(n)).unwrap();
+            results.unbounded_send(one(n)).unwrap();
             assert_eq!(data(fast.next().await), (true, n), "the fast member misses nothing");
         }
         assert_eq!(groups.serialised(), total as u64, "one serialisation per result, not per member");
@@ -509,7 +541,7 @@ mod tests {
         let groups = Groups::new(EventBus::in_process());
         let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
         let replay = |_: Replay, _: Stamp| futures::stream::empty().boxed();
-        let one = |_, _| futures::stream::once(async { Response::new(1) }).boxed();
+        let one = |_, _| futures::stream::once(async { one(1) }).boxed();
         let mut first = groups.subscribe(selection.clone(), ticket(&limits).await, one, replay);
         assert_eq!(data(first.next().await), (true, 1));
         assert!(first.next().await.is_none(), "the member ends with its group");

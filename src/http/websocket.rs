@@ -399,7 +399,11 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
         } else {
             (None, (1000, String::new()))
         };
+        // A ping counts as answered by any frame that came after it.
+        let pong_deadline = unanswered.filter(|sent| heard < *sent).map(|sent| sent + no_pong_for);
         tokio::select! {
+            // Frames first: a pong already read off the socket is seen before a deadline is.
+            biased;
             frame = stream.next() => {
                 let message = match frame {
                     Some(Ok(message)) => message,
@@ -475,18 +479,16 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
             _ = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
                 close!(1001, "server shutting down".to_string())
             }
+            _ = tokio::time::sleep_until(pong_deadline.unwrap_or_else(far_future)), if pong_deadline.is_some() => {
+                tracing::info!(%client_ip, "dropping a WebSocket client that answered no ping");
+                close!(1008, "no pong: the client answered no ping".to_string())
+            }
             _ = ping.tick() => {
-                match unanswered {
-                    Some(sent) if heard < sent => {
-                        if sent.elapsed() >= no_pong_for {
-                            tracing::info!(%client_ip, "dropping a WebSocket client that answered no ping");
-                            close!(1008, "no pong: the client answered no ping".to_string())
-                        }
-                    }
-                    _ => {
-                        unanswered = Some(tokio::time::Instant::now());
-                        send_or_drop!(Message::Ping(Default::default()));
-                    }
+                // One ping at a time: the next goes once the last is answered.
+                if pong_deadline.is_none() {
+                    send_or_drop!(Message::Ping(Default::default()));
+                    // From when the ping left, not when it was queued behind a slow send.
+                    unanswered = Some(tokio::time::Instant::now());
                 }
             }
         }
