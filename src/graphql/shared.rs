@@ -36,7 +36,7 @@ use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Request, Response};
 use futures::StreamExt;
 
-use super::limits::gate::Ticket;
+use super::limits::gate::{Ticket, is_request_error};
 use crate::auth::Caller;
 use crate::bus::EventBus;
 use crate::bus::mailbox::{Mailbox, Taken};
@@ -341,7 +341,7 @@ async fn lead(
     let _ending = Ending(fanout.clone());
     let mut first = true;
     while let Some(response) = results.next().await {
-        let refused = std::mem::take(&mut first) && refused_before_execution(&response);
+        let refused = std::mem::take(&mut first) && is_request_error(&response);
         let json = if refused { serde_json::to_string(&response.errors) } else { serde_json::to_string(&response) };
         serialised.fetch_add(1, Ordering::Relaxed);
         let result = SharedResult {
@@ -429,18 +429,6 @@ fn member_stream(
         }
     }
     .boxed()
-}
-
-/// Whether `response` was refused before it ran (parse, validation, limits, budget: no `data`,
-/// no error with a `path`), not an `EVENTS_MISSED` notice of a running stream.
-pub fn refused_before_execution(response: &Response) -> bool {
-    response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| {
-            e.path.is_empty()
-                && e.extensions.as_ref().and_then(|x| x.get("code"))
-                    != Some(&async_graphql::Value::from("EVENTS_MISSED"))
-        })
 }
 
 #[cfg(test)]

@@ -68,7 +68,8 @@ use crate::budget::BillingKey;
 use crate::client::Peer;
 use crate::error::ClientError;
 use crate::graphql::limits::CostCell;
-use crate::graphql::shared::{Outcome, Selection, refused_before_execution};
+use crate::graphql::limits::gate::is_request_error;
+use crate::graphql::shared::{Outcome, Selection};
 use crate::state::AppState;
 
 /// How the reason of a refused `connection_init` (close code 4403) begins.
@@ -119,15 +120,26 @@ pub async fn upgrade(
 /// operations.
 #[derive(Default)]
 struct Session {
-    /// Set by `connection_init`: the caller's session data (caller and billing key).
-    data: Option<Arc<Data>>,
-    caller: Option<Caller>,
-    billing: Option<BillingKey>,
-    expires_at: Option<i64>,
+    /// Set by `connection_init`.
+    init: Option<Init>,
     /// Running operations by id.
     running: HashMap<String, Running>,
     /// Numbers operations, so the end of one never completes a later one under the same id.
     started: u64,
+}
+
+/// What `connection_init` established: the caller, its billing key, and both as the
+/// operations' session data.
+struct Init {
+    caller: Caller,
+    billing: BillingKey,
+    data: Arc<Data>,
+}
+
+impl Init {
+    fn expires_at(&self) -> Option<i64> {
+        self.caller.identity().map(|i| i.expires_at)
+    }
 }
 
 struct Running {
@@ -148,7 +160,7 @@ type Item = (String, u64, Option<Outcome>);
 fn start(
     state: &Arc<AppState>,
     active: &Arc<AtomicUsize>,
-    session: &Session,
+    init: &Init,
     request: async_graphql::Request,
 ) -> (BoxStream<'static, Outcome>, Option<Slot>) {
     let refused = |code: &str, message: String| {
@@ -157,18 +169,16 @@ fn start(
         let response = async_graphql::Response::from_errors(vec![error]);
         (futures::stream::once(async move { Outcome::Own(response) }).boxed(), None)
     };
-    let caller = session.caller.clone().unwrap_or(Caller::Anonymous);
-    if session.expires_at.is_some_and(|exp| exp <= chrono::Utc::now().timestamp()) {
+    if init.expires_at().is_some_and(|exp| exp <= chrono::Utc::now().timestamp()) {
         return refused("UNAUTHENTICATED", "token expired; reconnect with a fresh token".into());
     }
-    let billing = session.billing.clone().unwrap_or_else(|| BillingKey::of(&caller, "unknown", &state.settings));
     let max = state.settings.websocket.max_subscriptions;
     if active.fetch_add(1, Ordering::SeqCst) >= max {
         active.fetch_sub(1, Ordering::SeqCst);
         return refused("TOO_MANY_SUBSCRIPTIONS", format!("at most {max} operations at once per connection"));
     }
     let slot = Slot::new(active.clone(), crate::telemetry::metrics::SUBSCRIPTIONS);
-    let session_data = session.data.clone().unwrap_or_default();
+    let (caller, billing, session_data) = (init.caller.clone(), init.billing.clone(), init.data.clone());
     let results = if state.limits.operation_type(&request) == Some(OperationType::Subscription) {
         shared(state, request, caller, billing, session_data)
     } else {
@@ -279,7 +289,7 @@ async fn receive(
     };
     match message {
         ClientMessage::ConnectionInit { payload } => {
-            if session.data.is_some() {
+            if session.init.is_some() {
                 return Next::Close { code: 4429, reason: "Too many initialisation requests.".into(), explain: true };
             }
             let authorization = payload
@@ -301,16 +311,13 @@ async fn receive(
             let mut data = Data::default();
             data.insert(billing.clone());
             data.insert(caller.clone());
-            session.expires_at = caller.identity().map(|i| i.expires_at);
-            session.data = Some(Arc::new(data));
-            session.caller = Some(caller);
-            session.billing = Some(billing);
+            session.init = Some(Init { caller, billing, data: Arc::new(data) });
             Next::Reply(ack())
         }
         ClientMessage::Start { id, payload } => {
-            if session.data.is_none() {
+            let Some(init) = &session.init else {
                 return Next::Close { code: 4401, reason: "Unauthorized".into(), explain: true };
-            }
+            };
             if session.running.contains_key(&id) {
                 // async-graphql would silently replace the first operation; the spec says 4409.
                 return Next::Close {
@@ -321,7 +328,7 @@ async fn receive(
             }
             session.started += 1;
             let number = session.started;
-            let (results, slot) = start(state, active, session, payload);
+            let (results, slot) = start(state, active, init, payload);
             let (results, abort) = futures::stream::abortable(results);
             let (item_id, end_id) = (id.clone(), id.clone());
             let results = results
@@ -389,9 +396,9 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
     }
     loop {
         // The next moment the session must end: the init deadline, or the token's expiry.
-        let (deadline, close) = if session.data.is_none() {
+        let (deadline, close) = if session.init.is_none() {
             (Some(init_deadline), (4408, "Connection initialisation timeout".to_string()))
-        } else if let Some(exp) = session.expires_at {
+        } else if let Some(exp) = session.init.as_ref().and_then(Init::expires_at) {
             // A second's grace: each subscription ends itself at `exp` with UNAUTHENTICATED,
             // which the client should see before the close.
             let left = (exp + 1 - chrono::Utc::now().timestamp()).max(0) as u64;
@@ -445,28 +452,25 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                         session.running.remove(&id);
                         complete(&id)
                     }
-                    Some(Outcome::Shared(result)) => {
+                    Some(outcome) => {
                         let first = !std::mem::replace(&mut running.answered, true);
-                        if first && result.refused {
-                            if let Some(running) = session.running.remove(&id) {
-                                running.abort.abort();
+                        // A refused operation's errors, or the result's JSON.
+                        let (refused, json): (bool, std::borrow::Cow<str>) = match &outcome {
+                            Outcome::Shared(result) => (first && result.refused, (*result.json).into()),
+                            Outcome::Own(response) if first && is_request_error(response) => {
+                                (true, serde_json::to_string(&response.errors).unwrap_or_default().into())
                             }
-                            format!(r#"{{"id":{},"type":"error","payload":{}}}"#, json_string(&id), result.json)
-                        } else {
-                            next(protocol, &id, &result.json)
-                        }
-                    }
-                    Some(Outcome::Own(response)) => {
-                        let first = !std::mem::replace(&mut running.answered, true);
-                        if first && refused_before_execution(&response) {
+                            Outcome::Own(response) => (false, serde_json::to_string(response).unwrap_or_default().into()),
+                        };
+                        if refused {
                             // One `error` message with the errors, as both protocols say; no
                             // `complete` follows it.
                             if let Some(running) = session.running.remove(&id) {
                                 running.abort.abort();
                             }
-                            serde_json::json!({ "id": id, "type": "error", "payload": response.errors }).to_string()
+                            format!(r#"{{"id":{},"type":"error","payload":{json}}}"#, json_string(&id))
                         } else {
-                            next(protocol, &id, &serde_json::to_string(&response).unwrap_or_default())
+                            next(protocol, &id, &json)
                         }
                     }
                 };
