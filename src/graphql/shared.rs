@@ -42,12 +42,11 @@ use crate::bus::EventBus;
 use crate::bus::mailbox::{Mailbox, Taken};
 
 /// A result for one subscriber.
-// Unboxed on purpose: an outcome is moved once, from its stream to the connection loop, and
-// boxing would cost every own result an allocation to spare a few hundred bytes of stack.
-#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
-    /// Executed for this subscriber alone.
-    Own(Response),
+    /// Executed for this subscriber alone. Boxed: every stream that yields an outcome keeps
+    /// room for one in its state while idle, and a `Response` inline is several hundred bytes
+    /// per subscriber; an own result costs one allocation more, beside its execution.
+    Own(Box<Response>),
     /// Executed and serialised once for its whole group.
     Shared(Arc<SharedResult>),
 }
@@ -422,7 +421,7 @@ fn member_stream(
                         if let Some((entity, version)) = stamp.take().filter(|_| single_root(&response)) {
                             floor.insert(entity, version);
                         }
-                        yield Outcome::Own(response);
+                        yield Outcome::Own(Box::new(response));
                     }
                 }
             }

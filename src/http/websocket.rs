@@ -57,7 +57,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::stream::{AbortHandle, SelectAll};
+use futures::stream::{AbortHandle, SelectAll, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 
 use super::graphql::{prepare, prepare_unbilled};
@@ -105,9 +105,13 @@ pub async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
-        .on_upgrade(move |socket| async move {
-            serve(state, protocol, socket, client_ip).await;
-            drop(slots);
+        // No async block of its own: the loop's future is the connection task's whole state,
+        // and an async fn keeps its arguments for its whole life, so it gets only small ones
+        // (the state by pointer, the socket already split), not the 600 bytes of `AppState`
+        // and `WebSocket` a wrapper would hold beside it for every idle connection.
+        .on_upgrade(move |socket| {
+            let (sink, stream) = socket.split();
+            serve(Arc::new(state), protocol, sink, stream, client_ip, slots)
         })
 }
 
@@ -167,7 +171,7 @@ fn start(
         let mut error = ServerError::new(message, None);
         error.extensions.get_or_insert_with(Default::default).set("code", code);
         let response = async_graphql::Response::from_errors(vec![error]);
-        (futures::stream::once(async move { Outcome::Own(response) }).boxed(), None)
+        (futures::stream::once(async move { Outcome::Own(Box::new(response)) }).boxed(), None)
     };
     if init.expires_at().is_some_and(|exp| exp <= chrono::Utc::now().timestamp()) {
         return refused("UNAUTHENTICATED", "token expired; reconnect with a fresh token".into());
@@ -183,7 +187,11 @@ fn start(
         shared(state, request, caller, billing, session_data)
     } else {
         let request = prepare(state, request, caller, billing, CostCell::default());
-        state.limits.execute_stream(state.schema.clone(), request, session_data).map(Outcome::Own).boxed()
+        state
+            .limits
+            .execute_stream(state.schema.clone(), request, session_data)
+            .map(|response| Outcome::Own(Box::new(response)))
+            .boxed()
     };
     (results, Some(slot))
 }
@@ -219,7 +227,7 @@ fn shared(
     futures::stream::once(Box::pin(async move {
         let ticket = match state.limits.admit_alone(&mut admitted).await {
             Ok(ticket) => ticket,
-            Err(refused) => return futures::stream::once(async move { Outcome::Own(refused) }).boxed(),
+            Err(refused) => return futures::stream::once(async move { Outcome::Own(Box::new(refused)) }).boxed(),
         };
         drop(admitted);
         let leader = unbilled.clone();
@@ -351,10 +359,17 @@ async fn receive(
     }
 }
 
-async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket, client_ip: String) {
+/// Serves one connection until it ends; `_slots` (its places under the connection limits) are
+/// given back when it does.
+async fn serve(
     // Shared by pointer with each subscription's replay, which an idle subscriber keeps.
-    let state = Arc::new(state);
-    let (mut sink, mut stream) = socket.split();
+    state: Arc<AppState>,
+    protocol: WebSocketProtocols,
+    mut sink: SplitSink<WebSocket, Message>,
+    mut stream: SplitStream<WebSocket>,
+    client_ip: String,
+    _slots: impl Send,
+) {
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut session = Session::default();
     let mut operations: SelectAll<BoxStream<'static, Item>> = SelectAll::new();
@@ -429,7 +444,10 @@ async fn serve(state: AppState, protocol: WebSocketProtocols, socket: WebSocket,
                     }
                     _ => continue,
                 };
-                match receive(&state, &active, &mut session, &mut operations, &client_ip, init_deadline, bytes).await {
+                // Boxed while it runs: its largest await (authenticating `connection_init`)
+                // would otherwise size this loop's state, which every idle connection keeps.
+                let received = receive(&state, &active, &mut session, &mut operations, &client_ip, init_deadline, bytes);
+                match Box::pin(received).await {
                     Next::Continue => {}
                     Next::Reply(reply) => send_or_drop!(Message::Text(reply.into())),
                     Next::End => break,
