@@ -7,7 +7,7 @@ Lines it reads (anything else is ignored):
         one per wrk or pgbench run; a name may appear once per round (Q1-Q3, P1-P3): the
         figures of a name are the mean over its rounds (req/s, p50 and p99 each averaged;
         errors and requests summed), and the spread of req/s is shown beside the mean.
-    CPU <name> <requests> server=<ms> peer=<ms> postgres=<ms>
+    CPU <name> <requests> server=<ms> peer=<ms> postgres=<ms> floor=<ms>
         CPU milliseconds per request of each process during that run (`-`: not running);
         over rounds, weighted by requests.
     SHAPE <name> bytes=<n> leaves=<n> rows=<n>
@@ -86,9 +86,9 @@ cpu = {}  # name -> {process: ms per request, weighted by requests}
 for name, entries in cpu_runs.items():
     total = sum(n for n, _ in entries)
     out = {}
-    for proc in ("server", "peer", "postgres"):
+    for proc in ("server", "peer", "postgres", "floor"):
         vals = [(n, f.get(proc)) for n, f in entries]
-        if total and all(v is not None for _, v in vals):
+        if total and vals and all(v is not None for _, v in vals):
             out[proc] = sum(n * v for n, v in vals) / total
         else:
             out[proc] = None
@@ -171,13 +171,15 @@ what = {
     "Q3": "a customer's 10 newest orders, their lines and each line's product name",
     "P3": "PostGraphile: Q3's rows (`allOrders` by customer id, no auth)",
     "M1": "`addCartItem` for a random customer and product",
+    "R0": "framework floor (`bench/floor.rs`): `{ __typename }` on async-graphql + axum alone",
+    "R1": "framework floor: Q1's document answered from memory (same keys and leaves, no database)",
     "S1": "SQL: the Q1 page joined with inventory",
     "S2": "SQL: one product by a random id joined with inventory",
     "S3": "SQL: a random customer's 10 newest orders, lines and product names",
 }
 sql_of = {"Q1": "S1", "Q2": "S2", "Q3": "S3", "P1": "S1", "P2": "S2", "P3": "S3", "Q1c": "S1", "Q2c": "S2"}
 floor = rows.get("F", {}).get("rps") or 1.0
-for name in ["F", "Q1", "P1", "Q2", "P2", "Q3", "P3", "M1", "S1", "S2", "S3"]:
+for name in ["F", "R0", "Q1", "R1", "P1", "Q2", "P2", "Q3", "P3", "M1", "S1", "S2", "S3"]:
     r = rows.get(name)
     if not r:
         if name.startswith("P"):
@@ -223,17 +225,44 @@ if cpu:
     w("Each run's CPU time of the process divided by that run's requests (rounds weighted by requests).")
     w("`postgres` is every postgres process on the machine; an idle process shows its idle cost.")
     w("")
-    w("| run | requests | SecureCart server | PostGraphile (node) | postgres | total |")
-    w("|---|---|---|---|---|---|")
-    for name in ["F", "Q1", "P1", "Q2", "P2", "Q3", "P3", "M1", "Q1c", "Q2c"]:
+    w("| run | requests | SecureCart server | PostGraphile (node) | postgres | floor program | total |")
+    w("|---|---|---|---|---|---|---|")
+    for name in ["F", "R0", "Q1", "R1", "P1", "Q2", "P2", "Q3", "P3", "M1", "Q1c", "Q2c"]:
         c = cpu.get(name)
         if not c:
             if name.startswith("P") and name[1:].isdigit() and ("Q" + name[1:]) in cpu:
-                w(f"| {name} | - | - | peer not measured | - | - |")
+                w(f"| {name} | - | - | peer not measured | - | - | - |")
             continue
         n = sum(k for k, _ in cpu_runs[name])
         total = sum(v for v in c.values() if v is not None)
-        w(f"| {name} | {n} | {ms(c['server'])} | {ms(c['peer'])} | {ms(c['postgres'])} | {total:.3f} |")
+        w(f"| {name} | {n} | {ms(c['server'])} | {ms(c['peer'])} | {ms(c['postgres'])} | {ms(c.get('floor'))} | {total:.3f} |")
+    w("")
+
+if rows.get("R1") and rows.get("Q1"):
+    q1, r0, r1, p1 = rows["Q1"], rows.get("R0"), rows["R1"], rows.get("P1")
+    w("## The framework's floor (async-graphql alone, same run)")
+    w("")
+    w("`bench/floor.rs` answers Q1's document from memory with async-graphql 7 and axum: SimpleObject")
+    w("types, mimalloc, no database, no limits, no extensions. What it costs is the engine's own cost")
+    w("for Q1's ~80 leaves; everything SecureCart spends above it is its own (the database round trip,")
+    w("decoding, authorization, limits, cost, metrics, the spec completion).")
+    w("")
+    w("| figure | value |")
+    w("|---|---|")
+    if r0:
+        w(f"| R0 / F: bare `{{ __typename }}` against SecureCart's | {r0['rps']:.0f} / {rows.get('F', {}).get('rps', 0):.0f} req/s |")
+    w(f"| R1: Q1's shape from memory | {r1['rps']:.0f} req/s, p99 {ms(r1['p99'])} ms |")
+    w(f"| Q1 / R1: SecureCart's Q1 as a share of the engine's floor for it | {q1['rps'] / r1['rps']:.2f} |")
+    c1, cr = cpu.get("Q1", {}).get("server"), cpu.get("R1", {}).get("floor")
+    if c1 and cr:
+        w(f"| server CPU per request: Q1 / R1 | {c1:.3f} / {cr:.3f} ms ({c1 / cr:.2f}×) |")
+    if p1 and p1["rps"]:
+        w(f"| R1 / P1: the engine's floor against PostGraphile's Q1 (with its database) | {r1['rps'] / p1['rps']:.2f} |")
+        need = 5 * p1["rps"]
+        w(f"| Q1's target, 5× PostGraphile | {need:.0f} req/s = {need / r1['rps']:.2f}× the engine's floor |")
+    w("")
+    w("A target above 1.00× the floor cannot be met by any server that resolves Q1 through")
+    w("async-graphql's executor, however little it adds: it needs an executor of its own.")
     w("")
 
 if shapes:
@@ -349,6 +378,8 @@ for name in ("F", "Q1", "Q2", "Q3", "M1"):
             current[f"{name}.p99_ms"] = r["p99"]
         if c.get("server") is not None:
             current[f"{name}.server_cpu_ms"] = c["server"]
+if rows.get("R1") and rows["R1"]["rps"]:
+    current["R1.rps"] = rows["R1"]["rps"]
 history_path = os.environ.get("BENCH_HISTORY", "")
 last = {}  # metric -> (value, date, commit)
 if history_path and os.path.exists(history_path):

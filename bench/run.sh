@@ -8,6 +8,8 @@
 # orders of about 3 lines), starts the release server with its cache OFF
 # (SECURECART_CACHE_TTL_SECS=0) and the Node peer, PostGraphile v5 (bench/peer, on Node 22 from
 # npm), on the same database; checks that both answer each shape with the same rows and fields;
+# starts the framework floor (bench/floor.rs: async-graphql alone, Q1's selection from memory;
+# R0 `{ __typename }` beside F, R1 Q1's document in each Q1 round);
 # drives them with wrk at 64 connections over loopback: F and M1 on SecureCart alone, Q1-Q3
 # interleaved SecureCart, PostGraphile, SecureCart, PostGraphile (BENCH_ROUNDS rounds, default
 # 2, after an unrecorded warm-up of BENCH_WARMUP seconds per shape and side, default 3), reading
@@ -28,13 +30,16 @@ rounds=${BENCH_ROUNDS:-2}
 warmup=${BENCH_WARMUP:-3}
 port=${BENCH_PORT:-18400}
 peer_port=${BENCH_PEER_PORT:-18410}
+floor_port=${BENCH_FLOOR_PORT:-18420}
 url="${admin%/*}/$db"
 work=$(mktemp -d)
 server=""
 peer=""
+floor=""
 cleanup() {
   [ -n "$server" ] && kill "$server" 2>/dev/null
   [ -n "$peer" ] && kill "$peer" 2>/dev/null
+  [ -n "$floor" ] && kill "$floor" 2>/dev/null
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -47,6 +52,9 @@ command -v pgbench >/dev/null || { echo "pgbench (PostgreSQL client) is needed";
 echo "== build (release)"
 cargo build --release --quiet --bin securecart
 bin="$root/target/release/securecart"
+# The framework floor (bench/floor.rs): async-graphql and axum alone, Q1's selection from memory.
+floor_bin=$(cargo bench --quiet --no-run --bench floor --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "floor"][0])')
 
 echo "== seed $db"
 psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
@@ -66,6 +74,14 @@ start_server() { # cache TTL in seconds (0 = cache off)
 }
 echo "== start the server (cache off)"
 start_server 0
+
+echo "== start the framework floor (bench/floor.rs)"
+"$floor_bin" "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
+floor=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && break
+  sleep 0.1
+done
 
 echo "== start the Node peer: PostGraphile v5 (bench/peer)"
 # Installed from bench/peer/package-lock.json (npm ci) when missing or older than the lockfile;
@@ -136,7 +152,8 @@ LUA
 }
 json() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 lua F "" 'wrk.body = [[{"query":"{ __typename }"}]]'
-for q in Q1 Q1c; do lua $q "" "wrk.body = [[{\"query\":$(json "$Q1")}]]"; done
+lua R0 "" 'wrk.body = [[{"query":"{ __typename }"}]]'
+for q in Q1 Q1c R1; do lua $q "" "wrk.body = [[{\"query\":$(json "$Q1")}]]"; done
 for q in Q2 Q2c; do
   lua $q "" "request = function() return wrk.format(nil, nil, nil, [[{\"query\":$(json "$Q2"),\"variables\":{\"id\":\"]] .. ids[math.random(#ids)] .. [[\"}}]]) end"
 done
@@ -167,6 +184,22 @@ check Q1 "" "{\"query\":$(json "$Q1")}"
 check Q2 "" "{\"query\":$(json "$Q2"),\"variables\":{\"id\":\"$first_id\"}}"
 check Q3 "Bearer $alice" "{\"query\":$(json "$Q3")}"
 check M1 "Bearer $alice" "{\"query\":$(json "$M1"),\"variables\":{\"p\":\"$first_id\"}}"
+# The floor answers Q1's document with the same keys and as many leaves.
+python3 - "$(curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d "{\"query\":$(json "$Q1")}")" \
+  "$(fetch "$port" "" "{\"query\":$(json "$Q1")}")" <<'PY'
+import json, sys
+def keys(v, path=""):
+    if isinstance(v, dict):
+        return {k2 for k, x in v.items() for k2 in keys(x, f"{path}.{k}")} or {path}
+    if isinstance(v, list):
+        return {k for x in v for k in keys(x, path + "[]")}
+    return {path}
+def leaves(v):
+    return sum(map(leaves, v.values())) if isinstance(v, dict) else sum(map(leaves, v)) if isinstance(v, list) else 1
+floor, ours = (json.loads(x)["data"] for x in sys.argv[1:3])
+assert keys(floor) == keys(ours) and leaves(floor) == leaves(ours), (keys(floor) ^ keys(ours), leaves(floor), leaves(ours))
+print(f"the floor answers Q1 with the same {leaves(ours)} leaves")
+PY
 
 if [ -n "$peer" ]; then
   echo "== same rows, same fields: each shape once from SecureCart and from PostGraphile"
@@ -186,7 +219,7 @@ fi
 # (with the time of postgres backends that have exited, through the postmaster's children time).
 clk_tck=$(getconf CLK_TCK)
 cpu_sample() {
-  python3 - "${server:-0}" "${peer:-0}" <<'PY'
+  python3 - "${server:-0}" "${peer:-0}" "${floor:-0}" <<'PY'
 import os, sys
 def ticks(pid, children=False):
     try:
@@ -206,12 +239,14 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
                 pg += ticks(pid, children=True)
     except OSError:
         pass
-print(ticks(sys.argv[1]) if sys.argv[1] != "0" else 0, ticks(sys.argv[2]) if sys.argv[2] != "0" else 0, pg)
+own = [ticks(p) if p != "0" else 0 for p in sys.argv[1:4]]
+print(own[0], own[1], pg, own[2])
 PY
 }
-# One wrk run: its RESULT line, then `CPU <name> <requests> server=<ms> peer=<ms> postgres=<ms>`,
-# each the CPU milliseconds per request that process (or all postgres processes) spent during
-# the run; `-` for a process that is not running.
+# One wrk run: its RESULT line, then
+# `CPU <name> <requests> server=<ms> peer=<ms> postgres=<ms> floor=<ms>`, each the CPU
+# milliseconds per request that process (or all postgres processes) spent during the run; `-`
+# for a process that is not running.
 run_wrk() { # name (the lua file), port
   local before after line
   before=$(cpu_sample)
@@ -219,9 +254,9 @@ run_wrk() { # name (the lua file), port
   after=$(cpu_sample)
   [ -n "$line" ] || { echo "wrk $1 printed no RESULT:"; cat "$work/$1.out"; return 0; }
   echo "$line" | tee -a "$results"
-  python3 - "$line" "$before" "$after" "$clk_tck" "${server:+1}" "${peer:+1}" <<'PY' | tee -a "$results"
+  python3 - "$line" "$before" "$after" "$clk_tck" "${server:+1}" "${peer:+1}" "${floor:+1}" <<'PY' | tee -a "$results"
 import sys
-line, before, after, clk, has_server, has_peer = sys.argv[1:7]
+line, before, after, clk, has_server, has_peer, has_floor = sys.argv[1:8]
 parts = line.split()
 name, requests = parts[1], int(parts[6])
 b, a = [int(x) for x in before.split()], [int(x) for x in after.split()]
@@ -229,12 +264,14 @@ def per(i, running):
     if not running or requests == 0:
         return "-"
     return f"{(a[i] - b[i]) * 1000 / int(clk) / requests:.4f}"
-print(f"CPU {name} {requests} server={per(0, has_server)} peer={per(1, has_peer)} postgres={per(2, True)}")
+print(f"CPU {name} {requests} server={per(0, has_server)} peer={per(1, has_peer)} postgres={per(2, True)} floor={per(3, has_floor)}")
 PY
 }
 
 echo "== wrk F (${duration}s, $connections connections)"
 run_wrk F "$port"
+echo "== wrk R0: { __typename } on the framework floor (${duration}s)"
+run_wrk R0 "$floor_port"
 if [ "$warmup" -gt 0 ]; then
   # Unrecorded: V8 compiles PostGraphile's hot paths under load (and both sides fill their pools
   # and plan caches), so neither side's first measured run pays for its warm-up.
@@ -249,8 +286,12 @@ for q in Q1 Q2 Q3; do
     echo "== wrk $q, round $r/$rounds: SecureCart${peer:+ then PostGraphile} (${duration}s each, $connections connections)"
     run_wrk "$q" "$port"
     if [ -n "$peer" ]; then run_wrk "P${q#Q}" "$peer_port"; fi
+    if [ "$q" = Q1 ]; then run_wrk R1 "$floor_port"; fi
   done
 done
+kill "$floor" 2>/dev/null || true
+wait "$floor" 2>/dev/null || true
+floor=""
 echo "== wrk M1 (${duration}s, $connections connections)"
 run_wrk M1 "$port"
 
