@@ -61,7 +61,9 @@ impl Query {
 
 #[tokio::main]
 async fn main() {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18420".into());
+    // `cargo bench` adds `--bench` to a harness-less bench's arguments: the address is the
+    // first argument that is not a flag.
+    let listen = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_else(|| "127.0.0.1:18420".into());
     let products = (0..100)
         .map(|i| Product {
             name: format!("Product {}", 10_000 - i),

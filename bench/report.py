@@ -238,7 +238,7 @@ if cpu:
         w(f"| {name} | {n} | {ms(c['server'])} | {ms(c['peer'])} | {ms(c['postgres'])} | {ms(c.get('floor'))} | {total:.3f} |")
     w("")
 
-if rows.get("R1") and rows.get("Q1"):
+if rows.get("R1", {}).get("rps") and rows.get("Q1"):
     q1, r0, r1, p1 = rows["Q1"], rows.get("R0"), rows["R1"], rows.get("P1")
     w("## The framework's floor (async-graphql alone, same run)")
     w("")
@@ -261,8 +261,9 @@ if rows.get("R1") and rows.get("Q1"):
         need = 5 * p1["rps"]
         w(f"| Q1's target, 5× PostGraphile | {need:.0f} req/s = {need / r1['rps']:.2f}× the engine's floor |")
     w("")
-    w("A target above 1.00× the floor cannot be met by any server that resolves Q1 through")
-    w("async-graphql's executor, however little it adds: it needs an executor of its own.")
+    w("R1 has no database and no PostgreSQL beside it on the two cores, so it is a ceiling, not a")
+    w("like-for-like figure: a target above 1.00× it cannot be met through async-graphql's executor;")
+    w("below it, the gap between Q1 and R1 is SecureCart's own work and its database round trip.")
     w("")
 
 if shapes:

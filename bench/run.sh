@@ -37,9 +37,10 @@ server=""
 peer=""
 floor=""
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null
-  [ -n "$peer" ] && kill "$peer" 2>/dev/null
-  [ -n "$floor" ] && kill "$floor" 2>/dev/null
+  # `|| true`: under set -e, one process already gone would end the trap before the rest.
+  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  [ -n "$peer" ] && kill "$peer" 2>/dev/null || true
+  [ -n "$floor" ] && kill "$floor" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -53,8 +54,10 @@ echo "== build (release)"
 cargo build --release --quiet --bin securecart
 bin="$root/target/release/securecart"
 # The framework floor (bench/floor.rs): async-graphql and axum alone, Q1's selection from memory.
-floor_bin=$(cargo bench --quiet --no-run --bench floor --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "floor"][0])')
+# A floor that fails to build or start is reported as not measured, as the peer is.
+floor_bin=$(cargo bench --quiet --no-run --bench floor --message-format=json 2>"$work/floor-build.log" |
+  python3 -c 'import json,sys; print(next((m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["target"]["name"] == "floor"), ""))' || true)
+[ -n "$floor_bin" ] || { echo "the framework floor did not build; it will not be measured:"; tail -20 "$work/floor-build.log"; }
 
 echo "== seed $db"
 psql "$admin" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
@@ -76,12 +79,20 @@ echo "== start the server (cache off)"
 start_server 0
 
 echo "== start the framework floor (bench/floor.rs)"
-"$floor_bin" "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
-floor=$!
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && break
-  sleep 0.1
-done
+if [ -n "$floor_bin" ]; then
+  "$floor_bin" "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
+  floor=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  # Up, and ours (not another process on the port: that one would be measured instead).
+  if ! kill -0 "$floor" 2>/dev/null ||
+    ! curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1; then
+    echo "the framework floor did not start; it will not be measured:"; tail -20 "$work/floor.log"
+    kill "$floor" 2>/dev/null || true; floor=""
+  fi
+fi
 
 echo "== start the Node peer: PostGraphile v5 (bench/peer)"
 # Installed from bench/peer/package-lock.json (npm ci) when missing or older than the lockfile;
@@ -185,7 +196,7 @@ check Q2 "" "{\"query\":$(json "$Q2"),\"variables\":{\"id\":\"$first_id\"}}"
 check Q3 "Bearer $alice" "{\"query\":$(json "$Q3")}"
 check M1 "Bearer $alice" "{\"query\":$(json "$M1"),\"variables\":{\"p\":\"$first_id\"}}"
 # The floor answers Q1's document with the same keys and as many leaves.
-python3 - "$(curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d "{\"query\":$(json "$Q1")}")" \
+[ -z "$floor" ] || python3 - "$(curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d "{\"query\":$(json "$Q1")}")" \
   "$(fetch "$port" "" "{\"query\":$(json "$Q1")}")" <<'PY'
 import json, sys
 def keys(v, path=""):
@@ -270,8 +281,10 @@ PY
 
 echo "== wrk F (${duration}s, $connections connections)"
 run_wrk F "$port"
-echo "== wrk R0: { __typename } on the framework floor (${duration}s)"
-run_wrk R0 "$floor_port"
+if [ -n "$floor" ]; then
+  echo "== wrk R0: { __typename } on the framework floor (${duration}s)"
+  run_wrk R0 "$floor_port"
+fi
 if [ "$warmup" -gt 0 ]; then
   # Unrecorded: V8 compiles PostGraphile's hot paths under load (and both sides fill their pools
   # and plan caches), so neither side's first measured run pays for its warm-up.
@@ -286,12 +299,10 @@ for q in Q1 Q2 Q3; do
     echo "== wrk $q, round $r/$rounds: SecureCart${peer:+ then PostGraphile} (${duration}s each, $connections connections)"
     run_wrk "$q" "$port"
     if [ -n "$peer" ]; then run_wrk "P${q#Q}" "$peer_port"; fi
-    if [ "$q" = Q1 ]; then run_wrk R1 "$floor_port"; fi
+    if [ "$q" = Q1 ] && [ -n "$floor" ]; then run_wrk R1 "$floor_port"; fi
   done
 done
-kill "$floor" 2>/dev/null || true
-wait "$floor" 2>/dev/null || true
-floor=""
+if [ -n "$floor" ]; then kill "$floor" 2>/dev/null || true; wait "$floor" 2>/dev/null || true; floor=""; fi
 echo "== wrk M1 (${duration}s, $connections connections)"
 run_wrk M1 "$port"
 
