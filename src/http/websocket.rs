@@ -111,7 +111,7 @@ pub async fn upgrade(
         // and `WebSocket` a wrapper would hold beside it for every idle connection.
         .on_upgrade(move |socket| {
             let (sink, stream) = socket.split();
-            serve(Arc::new(state), protocol, sink, stream, client_ip, slots)
+            serve(slots, Arc::new(state), protocol, sink, stream, client_ip)
         })
 }
 
@@ -360,15 +360,16 @@ async fn receive(
 }
 
 /// Serves one connection until it ends; `_slots` (its places under the connection limits) are
-/// given back when it does.
+/// given back when it does. First among the arguments because they are dropped last to first:
+/// the places are given back after the socket is closed, not a moment before.
 async fn serve(
+    _slots: impl Send,
     // Shared by pointer with each subscription's replay, which an idle subscriber keeps.
     state: Arc<AppState>,
     protocol: WebSocketProtocols,
     mut sink: SplitSink<WebSocket, Message>,
     mut stream: SplitStream<WebSocket>,
     client_ip: String,
-    _slots: impl Send,
 ) {
     let legacy = protocol == WebSocketProtocols::SubscriptionsTransportWS;
     let mut session = Session::default();
