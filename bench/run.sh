@@ -78,17 +78,20 @@ start_server() { # cache TTL in seconds (0 = cache off)
 echo "== start the server (cache off)"
 start_server 0
 
+# Whether a GraphQL server answers `{ __typename }` on this port.
+answers() { curl -fsS "http://127.0.0.1:$1/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1; }
+
 echo "== start the framework floor (bench/floor.rs)"
 if [ -n "$floor_bin" ]; then
   "$floor_bin" "127.0.0.1:$floor_port" >"$work/floor.log" 2>&1 &
   floor=$!
   for _ in $(seq 1 100); do
-    curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && break
+    answers "$floor_port" && break
     sleep 0.1
   done
   # Up, and ours (not another process on the port: that one would be measured instead).
   if ! kill -0 "$floor" 2>/dev/null ||
-    ! curl -fsS "http://127.0.0.1:$floor_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1; then
+    ! answers "$floor_port"; then
     echo "the framework floor did not start; it will not be measured:"; tail -20 "$work/floor.log"
     kill "$floor" 2>/dev/null || true; floor=""
   fi
@@ -107,10 +110,10 @@ if [ -x "$node22" ]; then
     "$node22" "$root/bench/peer/server.mjs" >"$work/peer.log" 2>&1 &
   peer=$!
   for _ in $(seq 1 300); do # the schema is built from introspection first: a few seconds
-    curl -fsS "http://127.0.0.1:$peer_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1 && break
+    answers "$peer_port" && break
     sleep 0.1
   done
-  if ! curl -fsS "http://127.0.0.1:$peer_port/graphql" -H 'content-type: application/json' -d '{"query":"{ __typename }"}' >/dev/null 2>&1; then
+  if ! answers "$peer_port"; then
     echo "the peer did not start; it will not be measured:"; tail -20 "$work/peer.log"
     kill "$peer" 2>/dev/null || true; peer=""
   else
