@@ -74,7 +74,8 @@ pub fn init(settings: &Settings) -> TelemetryGuard {
     #[cfg(not(feature = "otlp"))]
     let export: Option<tracing_subscriber::layer::Identity> = None;
     // Filters are per layer: the statement counter sees sqlx's DEBUG statement events whatever
-    // the log filter lets through.
+    // the log filter lets through. (The export stays a filtered layer even when it is `None`: a
+    // bare `None` layer beside per-layer filters turned the statement counter off.)
     let export = export.with_filter(log_filter());
     let registry =
         tracing_subscriber::registry().with(statements::Statements.with_filter(statements::filter())).with(export);
@@ -139,11 +140,21 @@ pub mod statements {
         }
     }
 
-    /// The filter the layer needs: sqlx's statement events (DEBUG) and this crate's spans.
-    pub fn filter() -> tracing_subscriber::filter::Targets {
-        tracing_subscriber::filter::Targets::new()
-            .with_target(TARGET, tracing::Level::DEBUG)
-            .with_target("securecart", tracing::Level::INFO)
+    /// The filter the layer needs: sqlx's statement events (DEBUG) and the request span, nothing
+    /// else. A span this layer enabled would exist for every request whatever the log filter
+    /// says, and each poll of a future it instruments enters and leaves it through every layer
+    /// (the `graphql` span and sqlx's streams in it cost about 3% of a catalog page's CPU that
+    /// way, bench/NOTES.md); with the log filter at `warn` they are now off.
+    pub fn filter() -> tracing_subscriber::filter::FilterFn {
+        fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+            if meta.is_span() {
+                meta.name() == REQUEST_SPAN && meta.target().starts_with("securecart")
+            } else {
+                meta.target() == TARGET && *meta.level() <= tracing::Level::DEBUG
+            }
+        }
+        tracing_subscriber::filter::filter_fn(wanted as fn(&tracing::Metadata<'_>) -> bool)
+            .with_max_level_hint(tracing::Level::DEBUG)
     }
 
     /// Statements run so far by the request whose span is `span` (or one of its ancestors);

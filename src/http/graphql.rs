@@ -569,7 +569,8 @@ async fn run(
         mark_writer(state, &call.caller);
     }
     let Ok(response) = executed else {
-        tracing::warn!(parent: &span, timeout_ms, "execution timed out");
+        // In the `graphql` span when it is on (the log filter at `info`), else in the request's.
+        span.in_scope(|| tracing::warn!(timeout_ms, "execution timed out"));
         let message = format!("the operation did not finish in {timeout_ms} ms");
         return Err(http_error(StatusCode::GATEWAY_TIMEOUT, "EXECUTION_TIMEOUT", message));
     };
