@@ -219,7 +219,7 @@ async fn page_of(
         loaders.prime_stock(stock);
     }
     let connection = ProductConnection::from(page);
-    loaders.prime(connection.edges.iter().map(|e| &e.record), wants("vendor"), false).await?;
+    loaders.prime(connection.edges.iter().map(|e| &e.node.0), wants("vendor"), false).await?;
     Ok(connection)
 }
 
@@ -290,8 +290,8 @@ pub struct ProductConnection {
 #[ComplexObject]
 impl ProductConnection {
     /// The products, without cursors.
-    async fn nodes(&self) -> Vec<Product> {
-        self.edges.iter().map(|e| Product(e.record.clone())).collect()
+    async fn nodes(&self) -> Vec<&Product> {
+        self.edges.iter().map(|e| &e.node).collect()
     }
 
     /// How many products match the filter across all pages (one extra query; select it only when needed).
@@ -302,7 +302,7 @@ impl ProductConnection {
 
 /// A product and its cursor.
 pub struct ProductEdge {
-    record: ProductRecord,
+    node: Product,
     cursor: String,
 }
 
@@ -314,8 +314,9 @@ impl ProductEdge {
     }
 
     /// The product.
-    async fn node(&self) -> Product {
-        Product(self.record.clone())
+    // Lent, not copied: a page's rows are resolved where they lie.
+    async fn node(&self) -> &Product {
+        &self.node
     }
 }
 
@@ -342,7 +343,7 @@ pub struct VendorEdge {
 impl From<ProductPage> for ProductConnection {
     fn from(page: ProductPage) -> Self {
         let edges: Vec<ProductEdge> =
-            page.edges.into_iter().map(|(record, cursor)| ProductEdge { record, cursor }).collect();
+            page.edges.into_iter().map(|(record, cursor)| ProductEdge { node: Product(record), cursor }).collect();
         let page_info = PageInfo::of(&edges, |e| &e.cursor, page.has_next_page, page.has_previous_page);
         Self { edges, page_info, filter: page.filter }
     }
