@@ -169,7 +169,7 @@ impl App {
                 .collect::<anyhow::Result<_>>()?,
         };
         let groups = Arc::new(crate::graphql::shared::Groups::new(bus.clone()));
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             settings,
             services,
             schema,
@@ -183,7 +183,7 @@ impl App {
             clients,
             persisted,
             budgets,
-        };
+        });
         let state_budgets = state.budgets.clone();
         let (playground, development) = (state.playground.is_some(), !state.settings.environment.is_production());
         let internal_router = internal_router(state.clone());
