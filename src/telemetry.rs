@@ -77,8 +77,9 @@ pub fn init(settings: &Settings) -> TelemetryGuard {
     // the log filter lets through. (The export stays a filtered layer even when it is `None`: a
     // bare `None` layer beside per-layer filters turned the statement counter off.)
     let export = export.with_filter(log_filter());
-    let registry =
-        tracing_subscriber::registry().with(statements::Statements.with_filter(statements::filter())).with(export);
+    let registry = tracing_subscriber::registry()
+        .with(statements::Statements::default().with_filter(statements::filter()))
+        .with(export);
     let result = if json {
         let lines = fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr);
         registry.with(lines.with_filter(filter)).try_init()
@@ -114,9 +115,17 @@ pub mod statements {
     struct Count(AtomicU32);
 
     /// The counting layer (installed by `telemetry::init`).
-    pub struct Statements;
+    #[derive(Default)]
+    pub struct Statements {
+        /// The dispatcher the layer is installed in, to look spans up past the layer's filter.
+        dispatch: std::sync::OnceLock<tracing::dispatcher::WeakDispatch>,
+    }
 
     impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Statements {
+        fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
+            let _ = self.dispatch.set(dispatch.downgrade());
+        }
+
         fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
             if attrs.metadata().name() == REQUEST_SPAN
                 && let Some(span) = ctx.span(id)
@@ -130,8 +139,20 @@ pub mod statements {
                 return;
             }
             metrics::counter!(super::metrics::DB_STATEMENTS).increment(1);
-            let Some(scope) = ctx.event_scope(event) else { return };
-            for span in scope {
+            // The request is found from the statement's span through the registry itself, not
+            // through `ctx`, which sees only the spans this layer's filter enables: SQLite runs
+            // statements on a worker thread that enters just the caller's innermost span (the
+            // `graphql` span, when the log filter turns it on), so a filtered lookup finds no
+            // request there (`operations::statements_are_counted_with_logs_at_info`).
+            let parent = if event.is_contextual() { ctx.current_span().id().cloned() } else { event.parent().cloned() };
+            let Some(id) = parent else { return };
+            let Some(dispatch) = self.dispatch.get().and_then(tracing::dispatcher::WeakDispatch::upgrade) else {
+                return;
+            };
+            let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|registry| registry.span(&id)) else {
+                return;
+            };
+            for span in span.scope() {
                 if let Some(count) = span.extensions().get::<Count>() {
                     count.0.fetch_add(1, Ordering::Relaxed);
                     return;

@@ -519,3 +519,23 @@ async fn seeding_only_an_empty_database_succeeds_when_rerun() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// `Server-Timing` counts a request's statements whatever the log filter. At `info` the `graphql`
+/// span is on for the log lines but not for the statement counter, and SQLite runs statements on
+/// a worker thread that enters only the caller's innermost span: the counter must still find
+/// the request from there (the suite's own servers log nothing, so this runs the binary).
+#[tokio::test]
+async fn statements_are_counted_with_logs_at_info() {
+    let dir = std::env::temp_dir().join(format!("securecart-timing-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = start_binary(&dir, &[("SECURECART_LOG", "info")]).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/graphql", server.address))
+        .json(&json!({ "query": "{ products(first: 2) { edges { cursor } } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::helpers::statements(&response), 1, "the page's one statement, on SQLite with logs at info");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
