@@ -3,7 +3,8 @@
 recording (bench/run.sh's Q1 profile).
 
 Each sample is charged to the innermost frame that belongs to a named component (the crate or
-SecureCart module whose code runs), skipping frames that belong to none (the allocator,
+SecureCart module whose code runs, read from the function's own path: see `owner`), skipping
+frames that belong to none (the allocator,
 memcpy, the kernel): a sample in `malloc` called from sqlx's row decoding is sqlx's, a sample in
 the kernel's `sendto` called through mio is mio's. Only the innermost frames are read, so the
 16 KiB stack copies that cut deep async stacks short do not change the result.
@@ -24,7 +25,7 @@ COMPONENTS = [
     ("SecureCart: resolvers and loaders", r"securecart::graphql"),
     ("SecureCart: HTTP transport", r"securecart::http"),
     ("SecureCart: other", r"securecart::"),
-    ("sqlx (PostgreSQL driver, row decoding)", r"sqlx_postgres|sqlx_core"),
+    ("sqlx (driver, row decoding)", r"sqlx_postgres|sqlx_sqlite|sqlx_core|^sqlite3"),
     ("async-graphql validation", r"async_graphql::validation"),
     ("async-graphql executor", r"async_graphql"),
     ("tracing (spans entered per poll)", r"tracing_subscriber|tracing_core|tracing::"),
@@ -61,10 +62,47 @@ def samples(lines):
         yield frames
 
 
+def strip_generics(text):
+    """`a::b::<c::D>::e` -> `a::b::::e`: the generic arguments name other crates' types."""
+    out, depth = [], 0
+    for ch in text:
+        if ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(depth - 1, 0)
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def owner(frame):
+    """The path that says whose code a frame runs: a function's own path without its generic
+    arguments (`resolve_container::<securecart::Product>` is async-graphql's code); for a trait
+    method `<T as Trait>::f`, the type `T` (`<securecart::Product as OutputType>::resolve` is
+    SecureCart's); for `drop_in_place<T>`, `T`."""
+    symbol = re.sub(r"(\+0x[0-9a-f]+)?( \(.*\))?$", "", frame.strip())
+    if symbol.startswith("core::ptr::drop_in_place<"):
+        return owner(symbol[len("core::ptr::drop_in_place<"):-1])
+    if symbol.startswith("<"):
+        depth = 0
+        for i, ch in enumerate(symbol):
+            depth += ch == "<"
+            depth -= ch == ">"
+            if depth == 1 and symbol.startswith(" as ", i):
+                symbol = symbol[1:i]
+                break
+            if depth == 0:
+                symbol = symbol[1:i]
+                break
+        symbol = re.sub(r"^(&(mut )?|dyn |\*(const|mut) )+", "", symbol)
+    return strip_generics(symbol)
+
+
 def component(frames):
     for frame in frames:
+        path = owner(frame)
         for name, pattern in PATTERNS:
-            if pattern.search(frame):
+            if pattern.search(path):
                 return name
     return "unattributed (kernel, allocator, unknown)"
 
