@@ -312,7 +312,10 @@ run_wrk M1 "$port"
 echo "== profile Q1 (perf, cpu-clock samples of the server, cache off)"
 command -v inferno-flamegraph >/dev/null || cargo install --locked --quiet inferno || echo "inferno did not install: no flame graph"
 # DWARF call graphs: release builds keep no frame pointers, so `-g` alone left a third of the
-# stacks `[unknown]`. 199 Hz keeps the recording near 60 MB.
+# stacks `[unknown]` from the first frame. Each sample copies 16 KiB of stack: enough for the
+# frames near the leaf (what components.py reads); deeper async stacks are cut short and their
+# roots show as `[unknown]` in the flame graph (64 KiB still cut two thirds of them). 199 Hz
+# keeps the recording near 40 MB.
 perf record -e cpu-clock -F 199 --call-graph dwarf,16384 -p "$server" -o "$work/perf.data" -- sleep 8 >/dev/null 2>&1 &
 perf_pid=$!
 wrk -t2 -c"$connections" -d8s -s "$work/Q1.lua" "http://127.0.0.1:$port/graphql" >/dev/null
