@@ -149,15 +149,7 @@ pub mod statements {
             let Some(dispatch) = self.dispatch.get().and_then(tracing::dispatcher::WeakDispatch::upgrade) else {
                 return;
             };
-            let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|registry| registry.span(&id)) else {
-                return;
-            };
-            for span in span.scope() {
-                if let Some(count) = span.extensions().get::<Count>() {
-                    count.0.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
+            with_count(&dispatch, &id, |count| count.fetch_add(1, Ordering::Relaxed));
         }
     }
 
@@ -181,12 +173,19 @@ pub mod statements {
     /// Statements run so far by the request whose span is `span` (or one of its ancestors);
     /// `None` outside a request or when the layer is not installed.
     pub fn in_request(span: &tracing::Span) -> Option<u32> {
-        span.with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            span.scope().find_map(|s| s.extensions().get::<Count>().map(|c| c.0.load(Ordering::Relaxed)))
-        })
-        .flatten()
+        span.with_subscriber(|(id, dispatch)| with_count(dispatch, id, |count| count.load(Ordering::Relaxed))).flatten()
+    }
+
+    /// `f` on the statement count of the request span `id` is in (`id` or its nearest ancestor
+    /// with one), looked up in the registry without any layer's filter.
+    fn with_count<R>(dispatch: &tracing::Dispatch, id: &Id, f: impl FnOnce(&AtomicU32) -> R) -> Option<R> {
+        let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
+        for span in span.scope() {
+            if let Some(count) = span.extensions().get::<Count>() {
+                return Some(f(&count.0));
+            }
+        }
+        None
     }
 }
 
