@@ -366,7 +366,14 @@ pub struct CatalogQuery;
 impl CatalogQuery {
     /// A product by id (archived products included). Unknown ids answer `null` with `NOT_FOUND`.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
-        Ok(Some(Product(services(ctx)?.product(&id).await.gql()?)))
+        // Stock asked for beside the product is read in the product's statement (as a page does).
+        let look = ctx.look_ahead();
+        if !(look.field("inventory").exists() || look.field("inStock").exists()) {
+            return Ok(Some(Product(services(ctx)?.product(&id).await.gql()?)));
+        }
+        let (product, stock) = services(ctx)?.product_with_stock(&id).await.gql()?;
+        ctx.data::<Loaders>()?.prime_stock([(product.id, stock)]);
+        Ok(Some(Product(product)))
     }
 
     /// The active catalog, filtered and sorted, as a Relay connection. Page size: default 20,

@@ -173,6 +173,13 @@ impl Services {
         self.store.product(id).await?.ok_or(AppError::NotFound("product"))
     }
 
+    /// A product as `product` finds it, with its stock (`None`: no inventory row) read in the
+    /// same statement.
+    pub async fn product_with_stock(&self, id: &str) -> AppResult<(ProductRecord, Option<InventoryRecord>)> {
+        let id = decode_id("id", id, NodeKind::Product)?;
+        self.store.product_with_stock(id).await?.ok_or(AppError::NotFound("product"))
+    }
+
     /// A vendor by global id: `INVALID_ID` or `NOT_FOUND` as for products.
     pub async fn vendor(&self, id: &str) -> AppResult<VendorRecord> {
         let id = decode_id("id", id, NodeKind::Vendor)?;

@@ -133,12 +133,20 @@ macro_rules! product_select {
     };
 }
 
+/// `SELECT <product columns>, <stock columns> FROM products p`, as a literal for `concat!`;
+/// the statement joins `inventory i` itself.
+macro_rules! product_with_stock_select {
+    () => {
+        concat!(
+            "SELECT ",
+            product_columns!("p."),
+            ", i.available AS stock_available, i.reserved AS stock_reserved, i.updated_at AS stock_updated_at FROM products p"
+        )
+    };
+}
+
 const PRODUCT_SELECT: &str = product_select!();
-const PRODUCT_WITH_STOCK_SELECT: &str = concat!(
-    "SELECT ",
-    product_columns!("p."),
-    ", i.available AS stock_available, i.reserved AS stock_reserved, i.updated_at AS stock_updated_at FROM products p"
-);
+const PRODUCT_WITH_STOCK_SELECT: &str = product_with_stock_select!();
 
 /// A page row with its stock, read in the page's statement when the selection wants stock.
 #[derive(FromRow)]
@@ -309,6 +317,32 @@ impl Store {
     /// A product by id, archived or not (through the cache).
     pub async fn product(&self, id: i64) -> sqlx::Result<Option<ProductRecord>> {
         Ok(self.products_by_ids(&[id]).await?.pop())
+    }
+
+    /// A product by id, archived or not, with its stock (`None`: no inventory row), as
+    /// `Product.inventory` wants it beside the product: one statement for both, or none when
+    /// the cache holds both.
+    pub async fn product_with_stock(&self, id: i64) -> sqlx::Result<Option<(ProductRecord, Option<InventoryRecord>)>> {
+        if let (Some(product), Some(stock)) = (self.cache.product(id), self.cache.inventory(id)) {
+            return Ok(Some((product, Some(stock))));
+        }
+        let started = std::time::Instant::now();
+        let row = select_by_ids!(
+            self.cache_reader(),
+            WithStock,
+            concat!(product_with_stock_select!(), " LEFT JOIN inventory i ON i.product_id = p.id"),
+            "p.id",
+            &[id]
+        )?
+        .pop()
+        .map(WithStock::split);
+        if let Some((product, stock)) = &row {
+            self.cache.fill_product(product, started);
+            if let Some(stock) = stock {
+                self.cache.fill_inventory(stock, started);
+            }
+        }
+        Ok(row)
     }
 
     /// Products by id, archived included (order lines point at them); through the cache, one

@@ -46,8 +46,16 @@ async fn statements_per_request_are_bounded() {
             assert!(edges.iter().all(|e| e["node"]["vendor"]["name"].is_string()), "{body}");
             assert_eq!(count, 2, "Q1 with {n} products and their vendors: the page, one batched vendor read");
         }
-        let (count, _) = statements(&app, None, Q2, json!({ "id": product(7) })).await;
-        assert_eq!(count, 2, "Q2: the product and its inventory");
+        let (count, body) = statements(&app, None, Q2, json!({ "id": product(7) })).await;
+        assert!(body["data"]["product"]["inventory"]["available"].is_i64(), "{body}");
+        assert_eq!(count, 1, "Q2: the product with its inventory, one statement");
+        let fragment = "query($id: ID!) { product(id: $id) { ...P } } fragment P on Product { name inStock inventory { available } }";
+        let (count, body) = statements(&app, None, fragment, json!({ "id": product(8) })).await;
+        assert_eq!(
+            body["data"]["product"]["inStock"],
+            body["data"]["product"]["inventory"]["available"].as_i64().unwrap() > 0
+        );
+        assert_eq!(count, 1, "stock asked for through a fragment is read in the product's statement too");
         let alice = token("alice", &[Role::Customer], None);
         for n in [1, 10, 50] {
             let (count, body) = statements(&app, Some(&alice), Q3, json!({ "n": n })).await;
