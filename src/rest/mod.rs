@@ -187,21 +187,32 @@ async fn product_page(ctx: &Ctx, params: ProductListParams) -> Result<ProductPag
     .validate("")?;
     ctx.bill(1 + u64::from(size.limit)).await?;
     let args = crate::service::catalog::PageArgs { first: params.first, after: params.after, ..Default::default() };
-    // The details below read stock and vendors for the page in one batch each.
-    let page = ctx.services().product_page(filter, sort, args, false).await?;
+    // Stock in the page's statement, the page's vendors in one more.
+    let mut page = ctx.services().product_page(filter, sort, args, true).await?;
     let end_cursor = page.edges.last().map(|(_, c)| c.clone());
-    let items = ctx.services().product_details(page.edges.into_iter().map(|(p, _)| p).collect()).await?;
+    let stock = page.stock.take().unwrap_or_default();
+    let rows = page
+        .edges
+        .into_iter()
+        .zip(stock)
+        .map(|((p, _), (id, i))| {
+            debug_assert_eq!(p.id, id, "stock is in the page's order");
+            (p, i)
+        })
+        .collect();
+    let items = ctx.services().with_vendors(rows).await?;
     Ok(ProductPage { items, page_info: PageInfo { has_next_page: page.has_next_page, end_cursor } })
 }
 
 /// One product; a malformed id is a 404 like an unknown one.
 async fn one_product(ctx: &Ctx, id: &str) -> Result<ProductDetails, Problem> {
     ctx.bill(1).await?;
-    let product = ctx.services().product(id).await.map_err(|e| match e {
+    // The product with its stock in one statement, its vendor in one more.
+    let row = ctx.services().product_with_stock(id).await.map_err(|e| match e {
         AppError::Invalid { .. } => AppError::NotFound("product"),
         other => other,
     })?;
-    Ok(ctx.services().product_details(vec![product]).await?.remove(0))
+    Ok(ctx.services().with_vendors(vec![row]).await?.remove(0))
 }
 
 /// The caller's orders of `params`, with the lines they may see.

@@ -209,18 +209,18 @@ impl Services {
         Ok(VendorPage { edges, has_next_page, has_previous_page, total_count })
     }
 
-    /// Attaches stock and vendor to products: two statements for any number of products.
-    pub async fn product_details(&self, rows: Vec<ProductRecord>) -> AppResult<Vec<ProductDetails>> {
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let mut vendor_ids: Vec<i64> = rows.iter().map(|r| r.vendor_id).collect();
+    /// Attaches the vendor to products already read with their stock: one statement.
+    pub async fn with_vendors(
+        &self,
+        rows: Vec<(ProductRecord, Option<InventoryRecord>)>,
+    ) -> AppResult<Vec<ProductDetails>> {
+        let mut vendor_ids: Vec<i64> = rows.iter().map(|(r, _)| r.vendor_id).collect();
         vendor_ids.sort_unstable();
         vendor_ids.dedup();
-        let inventory = self.store.inventory_by_product_ids(&ids).await?;
         let vendors = if vendor_ids.is_empty() { Vec::new() } else { self.store.vendors_by_ids(&vendor_ids).await? };
         Ok(rows
             .into_iter()
-            .map(|p| {
-                let i = inventory.iter().find(|i| i.product_id == p.id).cloned();
+            .map(|(p, i)| {
                 let v = vendors.iter().find(|v| v.id == p.vendor_id).cloned();
                 (p, i, v)
             })

@@ -56,6 +56,28 @@ async fn statements_per_request_are_bounded() {
             body["data"]["product"]["inventory"]["available"].as_i64().unwrap() > 0
         );
         assert_eq!(count, 1, "stock asked for through a fragment is read in the product's statement too");
+        // REST answers every product with its stock and vendor: the stock in the product's (or
+        // the page's) statement, the vendors in one more.
+        for path in [
+            format!("/v2/products/{}", product(9)),
+            "/v2/products?first=50".into(),
+            format!("/v1/products/{}", product(9)),
+        ] {
+            let response = app.client.get(format!("{}{path}", app.address)).send().await.unwrap();
+            let count = crate::helpers::statements(&response);
+            let body: Value = response.json().await.unwrap();
+            let items = body["items"].as_array().cloned().unwrap_or_else(|| vec![body.clone()]);
+            assert!(items.len() == 1 || items.len() == 50, "{path}: {body}");
+            let stock = |p: &Value| {
+                if path.starts_with("/v1") { p["available"].as_i64() } else { p["inventory"]["available"].as_i64() }
+            };
+            assert!(items.iter().all(|p| stock(p).is_some()), "{path}: {body}");
+            assert!(items.iter().any(|p| stock(p) > Some(0)) || items.len() == 1, "{path}: {body}");
+            if path.starts_with("/v2") {
+                assert!(items.iter().all(|p| p["vendor"]["name"].is_string()), "{path}: {body}");
+            }
+            assert_eq!(count, 2, "{path}: the products with their stock, then their vendors");
+        }
         let alice = token("alice", &[Role::Customer], None);
         for n in [1, 10, 50] {
             let (count, body) = statements(&app, Some(&alice), Q3, json!({ "n": n })).await;
