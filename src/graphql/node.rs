@@ -7,6 +7,7 @@ use async_graphql::{Context, ID, Interface, Object};
 use super::account::Customer;
 use super::catalog::{Product, Vendor};
 use super::commerce::Cart;
+use super::loaders::Loaders;
 use super::orders::Order;
 use super::services;
 use crate::auth::caller;
@@ -38,8 +39,16 @@ impl NodeQuery {
     /// Fetches any object by its global id (padded or unpadded, standard or URL-safe base64).
     /// Unknown ids, and objects the caller may not see, answer `null` with a `NOT_FOUND` error.
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
-        Ok(Some(match services(ctx)?.node(caller(ctx), &id).await.gql()? {
+        // Stock asked for beside a product (`... on Product { inventory }`) is read in the
+        // product's statement, as `product(id:)` does.
+        let look = ctx.look_ahead();
+        let stock = look.field("inventory").exists() || look.field("inStock").exists();
+        Ok(Some(match services(ctx)?.node(caller(ctx), &id, stock).await.gql()? {
             AnyNode::Product(p) => Node::Product(Product(p)),
+            AnyNode::ProductWithStock(p, stock) => {
+                ctx.data::<Loaders>()?.prime_stock([(p.id, stock)]);
+                Node::Product(Product(p))
+            }
             AnyNode::Vendor(v) => Node::Vendor(Vendor(v)),
             AnyNode::Order(order, scope) => Node::Order(Order::new(order, &scope)),
             AnyNode::Customer(c) => Node::Customer(Customer(c)),

@@ -10,13 +10,15 @@ use super::orders::order_scope;
 use crate::auth::{Caller, Role};
 use crate::domain::{GlobalId, NodeKind};
 use crate::error::{AppError, AppResult};
-use crate::store::{CustomerRecord, OrderRecord, OrderScope, ProductRecord, VendorRecord};
+use crate::store::{CustomerRecord, InventoryRecord, OrderRecord, OrderScope, ProductRecord, VendorRecord};
 
 /// An object found by its global id.
 #[derive(Debug, Clone)]
 pub enum AnyNode {
     /// A product.
     Product(ProductRecord),
+    /// A product read with its stock (`None`: no inventory row), when the caller asked for it.
+    ProductWithStock(ProductRecord, Option<InventoryRecord>),
     /// A vendor.
     Vendor(VendorRecord),
     /// An order, with the scope the caller sees it through.
@@ -29,11 +31,15 @@ pub enum AnyNode {
 
 impl Services {
     /// The object `id` names if the caller may see it: `INVALID_ID` when it is not an id of
-    /// ours, `NOT_FOUND` when it is unknown or not the caller's to see.
-    pub async fn node(&self, caller: &Caller, id: &str) -> AppResult<AnyNode> {
+    /// ours, `NOT_FOUND` when it is unknown or not the caller's to see. With `product_stock`, a
+    /// product comes with its stock, read in the same statement.
+    pub async fn node(&self, caller: &Caller, id: &str, product_stock: bool) -> AppResult<AnyNode> {
         let global = GlobalId::decode(id)
             .ok_or_else(|| AppError::invalid_with("INVALID_ID", "id", "not an id from this API"))?;
         let found = match global.kind {
+            NodeKind::Product if product_stock => {
+                self.store.product_with_stock(global.id).await?.map(|(p, stock)| AnyNode::ProductWithStock(p, stock))
+            }
             NodeKind::Product => self.store.product(global.id).await?.map(AnyNode::Product),
             NodeKind::Vendor => self.store.vendors_by_ids(&[global.id]).await?.pop().map(AnyNode::Vendor),
             NodeKind::Order => {

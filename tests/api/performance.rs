@@ -56,6 +56,10 @@ async fn statements_per_request_are_bounded() {
             body["data"]["product"]["inventory"]["available"].as_i64().unwrap() > 0
         );
         assert_eq!(count, 1, "stock asked for through a fragment is read in the product's statement too");
+        let relay = "query($id: ID!) { node(id: $id) { id ... on Product { name inventory { available } } } }";
+        let (count, body) = statements(&app, None, relay, json!({ "id": product(10) })).await;
+        assert!(body["data"]["node"]["inventory"]["available"].is_i64(), "{body}");
+        assert_eq!(count, 1, "node(id:) on a product with its stock: one statement");
         // REST answers every product with its stock and vendor: the stock in the product's (or
         // the page's) statement, the vendors in one more.
         for path in [
