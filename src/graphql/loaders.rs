@@ -137,6 +137,8 @@ pub struct Primed {
     vendors: HashMap<i64, VendorRecord>,
     /// `None`: known to have no inventory row.
     inventory: HashMap<i64, Option<InventoryRecord>>,
+    /// Lines read with a page of orders (`prime_lines`).
+    lines: HashMap<LinesKey, Vec<OrderItemRecord>>,
 }
 
 impl Loaders {
@@ -195,6 +197,31 @@ impl Loaders {
     /// Primes stock read with a page of products (`None`: the product has no inventory row).
     pub fn prime_stock(&self, stock: impl IntoIterator<Item = (i64, Option<InventoryRecord>)>) {
         self.primed().inventory.extend(stock);
+    }
+
+    /// Reads the lines of a page of orders (one statement per viewer scope) before the orders
+    /// resolve, so their `lines` wait for no batching window (the loaders' 1 ms).
+    pub async fn prime_lines(&self, keys: &[LinesKey]) -> async_graphql::Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let lines = self.order_lines.loader().load(keys).await?;
+        self.primed().lines.extend(lines);
+        Ok(())
+    }
+
+    /// An order's lines as `key` sees them: primed (lines read with their products serve a
+    /// key that wants none: the same lines), or through their loader.
+    pub async fn lines(&self, key: LinesKey) -> async_graphql::Result<Vec<OrderItemRecord>> {
+        let primed = {
+            let primed = self.primed();
+            let with_products = LinesKey { products: true, ..key };
+            primed.lines.get(&key).or_else(|| primed.lines.get(&with_products)).cloned()
+        };
+        match primed {
+            Some(lines) => Ok(lines),
+            None => Ok(self.order_lines.load_one(key).await?.unwrap_or_default()),
+        }
     }
 
     /// A vendor by id: primed, or through its loader.

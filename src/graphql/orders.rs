@@ -34,7 +34,7 @@ impl Order {
         // has no `product`, and a scope that any key wants products for reads them anyway.
         let products = ctx.look_ahead().field("product").exists();
         let key = LinesKey { order_id: self.record.id, vendor: self.vendor_view, products };
-        Ok(ctx.data::<Loaders>()?.order_lines.load_one(key).await?.unwrap_or_default())
+        ctx.data::<Loaders>()?.lines(key).await
     }
 
     fn money(&self, minor: i64) -> Money {
@@ -192,7 +192,21 @@ impl OrderQuery {
         filter: Option<OrderFilter>,
     ) -> async_graphql::Result<OrderConnection> {
         let status = filter.and_then(|f| f.status);
-        Ok(services(ctx)?.order_page(caller(ctx), first, after, status).await.gql()?.into())
+        let connection: OrderConnection =
+            services(ctx)?.order_page(caller(ctx), first, after, status).await.gql()?.into();
+        // The page's lines, when selected, in one statement now rather than after the loader's
+        // batching window; keyed as `Order::load_lines` asks for them.
+        let lines = ctx.look_ahead().field("edges").field("node").field("lines");
+        if lines.exists() {
+            let products = lines.field("product").exists();
+            let keys: Vec<LinesKey> = connection
+                .edges
+                .iter()
+                .map(|e| LinesKey { order_id: e.node.record.id, vendor: e.node.vendor_view, products })
+                .collect();
+            ctx.data::<Loaders>()?.prime_lines(&keys).await?;
+        }
+        Ok(connection)
     }
 
     /// One order the caller may see; anything else (missing or someone else's) is `NOT_FOUND`.

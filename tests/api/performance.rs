@@ -22,6 +22,10 @@ async fn statements(app: &TestApp, tok: Option<&str>, query: &str, vars: Value) 
     (count, body)
 }
 
+fn minor(amount: &Value) -> i64 {
+    securecart::domain::money::parse_decimal(amount.as_str().unwrap()).unwrap()
+}
+
 fn product(n: i64) -> String {
     securecart::domain::GlobalId::new(securecart::domain::NodeKind::Product, n).encode()
 }
@@ -95,6 +99,19 @@ async fn statements_per_request_are_bounded() {
             assert!(names, "every line has its product's name: {body}");
             assert!(count <= 2, "Q3 with {n} orders: the orders, then their lines with their products; got {count}");
         }
+        // A vendor's view: only their lines, and the subtotal of those lines (the same lines:
+        // no statement of their own).
+        let vendor = token("vendor-1", &[Role::Vendor], Some("1"));
+        let q = "{ orders(first: 20) { edges { node { subtotal { amount } lines { quantity lineTotal { amount } product { name } } } } } }";
+        let (count, body) = statements(&app, Some(&vendor), q, json!({})).await;
+        let orders = body["data"]["orders"]["edges"].as_array().unwrap();
+        assert!(!orders.is_empty(), "{body}");
+        for order in orders {
+            let lines = order["node"]["lines"].as_array().unwrap();
+            let sum: i64 = lines.iter().map(|l| minor(&l["lineTotal"]["amount"])).sum();
+            assert_eq!(minor(&order["node"]["subtotal"]["amount"]), sum, "{body}");
+        }
+        assert!(count <= 2, "a vendor's orders, then their lines with their products; got {count}");
     }
 }
 
