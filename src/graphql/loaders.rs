@@ -125,11 +125,13 @@ pub struct LoaderSet {
     pub customers: DataLoader<CustomerLoader>,
     /// Order lines by order (and viewer scope).
     pub order_lines: DataLoader<OrderLinesLoader>,
-    /// Vendors, stock and products already loaded with a page (see `prime`).
+    /// Vendors, stock, products and order lines already loaded with a page (see `prime`,
+    /// `prime_stock`, `prime_lines`).
     primed: Arc<Mutex<Primed>>,
 }
 
-/// What `Loaders::prime` loaded, read by the per-product fields before their loaders.
+/// What the `prime*` methods of `Loaders` loaded, read by the per-product and per-order fields
+/// before their loaders.
 #[derive(Default)]
 pub struct Primed {
     /// Products read with order lines.

@@ -102,12 +102,18 @@ async fn statements_per_request_are_bounded() {
         // A vendor's view: only their lines, and the subtotal of those lines (the same lines:
         // no statement of their own).
         let vendor = token("vendor-1", &[Role::Vendor], Some("1"));
-        let q = "{ orders(first: 20) { edges { node { subtotal { amount } lines { quantity lineTotal { amount } product { name } } } } } }";
+        let q = "{ orders(first: 20) { edges { node { subtotal { amount } lines { quantity lineTotal { amount } product { name sku } } } } } }";
         let (count, body) = statements(&app, Some(&vendor), q, json!({})).await;
         let orders = body["data"]["orders"]["edges"].as_array().unwrap();
         assert!(!orders.is_empty(), "{body}");
         for order in orders {
             let lines = order["node"]["lines"].as_array().unwrap();
+            // The seed's SKUs name their vendor: `SC-<vendor>-<product>`.
+            assert!(
+                !lines.is_empty()
+                    && lines.iter().all(|l| l["product"]["sku"].as_str().is_some_and(|s| s.starts_with("SC-001-"))),
+                "only vendor 1's lines: {body}"
+            );
             let sum: i64 = lines.iter().map(|l| minor(&l["lineTotal"]["amount"])).sum();
             assert_eq!(minor(&order["node"]["subtotal"]["amount"]), sum, "{body}");
         }
