@@ -1,8 +1,8 @@
 //! The public catalog: products, vendors, inventory and their queries.
 
 use async_graphql::{
-    ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, InputValueError, InputValueResult, Object, Scalar,
-    ScalarType, SimpleObject, Value,
+    ComplexObject, Context, Enum, ErrorExtensions, ID, InputObject, InputValueError, InputValueResult, Lookahead,
+    Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use chrono::{DateTime, Utc};
 
@@ -199,6 +199,11 @@ impl Vendor {
     }
 }
 
+/// Whether a product's selection (`look`) reads its stock: `inventory`, or the deprecated `inStock`.
+pub(crate) fn wants_stock(look: &Lookahead<'_>) -> bool {
+    look.field("inventory").exists() || look.field("inStock").exists()
+}
+
 /// A page of products with what its selection asks for beside them already loaded: stock in
 /// the page's own statement, vendors in one more (see `Loaders::prime`). So a page with stock
 /// and no vendor is one statement, whatever its size.
@@ -212,8 +217,8 @@ async fn page_of(
     let wants = |field: &str| {
         look.field("edges").field("node").field(field).exists() || look.field("nodes").field(field).exists()
     };
-    let mut page =
-        services(ctx)?.product_page(filter, sort, page, wants("inventory") || wants("inStock")).await.gql()?;
+    let with_stock = wants_stock(&look.field("edges").field("node")) || wants_stock(&look.field("nodes"));
+    let mut page = services(ctx)?.product_page(filter, sort, page, with_stock).await.gql()?;
     let loaders = ctx.data::<Loaders>()?;
     if let Some(stock) = page.stock.take() {
         loaders.prime_stock(stock);
@@ -367,8 +372,7 @@ impl CatalogQuery {
     /// A product by id (archived products included). Unknown ids answer `null` with `NOT_FOUND`.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         // Stock asked for beside the product is read in the product's statement (as a page does).
-        let look = ctx.look_ahead();
-        if !(look.field("inventory").exists() || look.field("inStock").exists()) {
+        if !wants_stock(&ctx.look_ahead()) {
             return Ok(Some(Product(services(ctx)?.product(&id).await.gql()?)));
         }
         let (product, stock) = services(ctx)?.product_with_stock(&id).await.gql()?;

@@ -5,7 +5,7 @@
 use async_graphql::{Context, ID, Interface, Object};
 
 use super::account::Customer;
-use super::catalog::{Product, Vendor};
+use super::catalog::{Product, Vendor, wants_stock};
 use super::commerce::Cart;
 use super::loaders::Loaders;
 use super::orders::Order;
@@ -41,8 +41,7 @@ impl NodeQuery {
     async fn node(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Node>> {
         // Stock asked for beside a product (`... on Product { inventory }`) is read in the
         // product's statement, as `product(id:)` does.
-        let look = ctx.look_ahead();
-        let stock = look.field("inventory").exists() || look.field("inStock").exists();
+        let stock = wants_stock(&ctx.look_ahead());
         Ok(Some(match services(ctx)?.node(caller(ctx), &id, stock).await.gql()? {
             AnyNode::Product(p) => Node::Product(Product(p)),
             AnyNode::ProductWithStock(p, stock) => {
