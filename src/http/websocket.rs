@@ -98,10 +98,13 @@ pub async fn upgrade(
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
     };
     // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
-    // read buffer. The read buffer is kept for the connection's life, so it is 1 KiB (client
-    // messages are small; a larger one is read in several steps), and 64 KiB caps one message.
+    // read buffer. The read buffer is kept for the connection's life, so it is 256 bytes: a
+    // client's messages are small (`subscribe`, `ping`, `complete`), tungstenite grows the
+    // buffer to the length a frame's header announces, so a larger one is read whole all the
+    // same, and a server of idle subscribers reads next to nothing (1 KiB was about 6% of an
+    // idle subscription, bench/SUBSCRIBERS.md). 64 KiB caps one message.
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .read_buffer_size(1024)
+        .read_buffer_size(256)
         .write_buffer_size(4 * 1024)
         .max_message_size(64 * 1024)
         .max_frame_size(64 * 1024)
@@ -207,19 +210,21 @@ fn shared(
 ) -> BoxStream<'static, Outcome> {
     let selection = Selection::of(&request, &caller);
     // What the group runs, and a replay for this subscriber: the same request, not billed again.
-    // An idle subscriber keeps this closure, so it holds the connection's state by pointer.
+    // An idle subscriber keeps this closure, so it holds the connection's state by pointer, and
+    // the closure itself by pointer too (the request's parts and the caller are a few hundred
+    // bytes, shared by the group's execution and the replay).
     let (query, operation, variables, extensions) =
         (request.query.clone(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
     let unbilled = {
         let (state, caller) = (state.clone(), caller.clone());
-        move |extra: Data| {
+        Arc::new(move |extra: Data| {
             let mut request = async_graphql::Request::new(query.clone()).variables(variables.clone());
             request.operation_name = operation.clone();
             request.extensions = extensions.clone();
             request.data = extra;
             let request = prepare_unbilled(&state, request, caller.clone());
             state.limits.execute_stream(state.schema.clone(), request, session_data.clone())
-        }
+        })
     };
     let mut admitted = prepare(state, request, caller, billing, CostCell::default());
     let state = state.clone();

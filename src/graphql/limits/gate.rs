@@ -62,13 +62,26 @@ pub struct Limits {
 
 /// What admission leaves for after execution.
 struct Admitted {
-    document: Arc<ExecutableDocument>,
+    document: Held,
     operation: Option<String>,
     variables: Variables,
     requested: u64,
     /// Taken by the first result's refund.
     billed: Option<(BillingKey, ThrottleStatus)>,
     cell: Option<CostCell>,
+}
+
+/// The document an admitted operation needs after execution (to complete and cost each
+/// result).
+enum Held {
+    /// Parsed: a single execution, finished as soon as it has run.
+    Parsed(Arc<ExecutableDocument>),
+    /// Its text only, found again in the cache (or parsed again) for each result: a stream,
+    /// which may live for hours. The engine holds its own copy of the parsed document, and a
+    /// second one here, kept after the cache has let it go, was the largest part of an idle
+    /// subscription of its own (about 2 KB of a document's parse, bench/SUBSCRIBERS.md); a
+    /// result is rare beside that, and finding the document again costs a cache hit.
+    Text(Box<str>),
 }
 
 /// A request's data of type `T`, as the transport put it there (`http::graphql::prepare`).
@@ -155,7 +168,8 @@ impl Limits {
         }))
         .flat_map(move |(request, admitted)| match admitted {
             Err(refused) => futures::stream::once(async move { refused }).boxed(),
-            Ok(admitted) => {
+            Ok(mut admitted) => {
+                admitted.document = Held::Text(request.query.as_str().into());
                 let admitted = Arc::new(tokio::sync::Mutex::new(admitted));
                 let gate = gate.clone();
                 schema
@@ -202,7 +216,7 @@ impl Limits {
         };
         request.set_parsed_query((*document).clone());
         Ok(Admitted {
-            document,
+            document: Held::Parsed(document),
             operation: request.operation_name.clone(),
             variables: request.variables.clone(),
             requested,
@@ -220,10 +234,18 @@ impl Limits {
             return;
         }
         execution_errors(response);
+        let document = match &admitted.document {
+            Held::Parsed(document) => document.clone(),
+            // It parsed at admission, and parsing is deterministic: an error cannot come here.
+            Held::Text(query) => match self.documents.parse(query) {
+                Ok(document) => document,
+                Err(_) => return,
+            },
+        };
         let operation = admitted.operation.as_deref();
-        Shapes::of_schema().complete(&admitted.document, operation, &admitted.variables, response);
+        Shapes::of_schema().complete(&document, operation, &admitted.variables, response);
         let requested = admitted.requested;
-        let actual = actual_cost(&admitted.document, operation, &response.data, requested);
+        let actual = actual_cost(&document, operation, &response.data, requested);
         let status = match admitted.billed.take() {
             Some((key, status)) => Some(refund(&self.budgets, &key, status, requested, actual).await),
             None => None,
