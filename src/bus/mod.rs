@@ -155,9 +155,10 @@ impl EventBus {
         (own + self.shared.load(std::sync::atomic::Ordering::SeqCst)).max(0) as usize
     }
 
-    /// Counts subscribers that share one bus subscription (`graphql::shared`'s groups): +1 per
-    /// subscriber that joins, -1 per group that starts (its own subscription is counted by the
-    /// bus), and the reverse when they go; so `receivers` counts every subscriber once.
+    /// Counts subscribers that share one bus subscription (`graphql::shared`'s groups): the bus
+    /// counts an execution's own subscription, which stands for one of its group's members, so
+    /// +1 for each member beyond that one, and the reverse when they go; `receivers` counts
+    /// every subscriber once.
     pub fn shared_listeners(&self, delta: isize) {
         self.shared.fetch_add(delta, std::sync::atomic::Ordering::SeqCst);
     }

@@ -4,12 +4,13 @@
 //! Two subscriptions with the same document, operation name, variables and extensions, opened
 //! by the same caller (the same identity, roles, vendor and token expiry, or both anonymous),
 //! see exactly the same results: the same feed, the same visibility, the same fields, the same
-//! token deadline. So they form a **group**: the first runs through the gate and the engine as
-//! any operation does, in a task of the group's own, and each of its results is serialised once
-//! into shared JSON. Every subscriber of the group passes admission for itself (limits, cost,
-//! its own budget: `Limits::admit_alone`) and then only copies those bytes into its own
-//! message. 10,000 storefront tabs watching stock cost one execution and one serialisation per
-//! event, not 10,000, and an idle subscriber holds a receiver instead of an engine stream.
+//! token deadline. So once there are two they form a **group**: the first one's execution (run
+//! through the gate and the engine as any operation is) goes on in a task of the group's own,
+//! and each of its results is serialised once into shared JSON. Every subscriber of the group
+//! passes admission for itself (limits, cost, its own budget: `Limits::admit_alone`) and then
+//! only copies those bytes into its own message. 10,000 storefront tabs watching stock cost one
+//! execution and one serialisation per event, not 10,000, and an idle member holds a mailbox
+//! instead of an engine stream.
 //!
 //! Differences from a subscription of its own, by design:
 //! - `extensions.cost` of a shared result has `requestedQueryCost` and `actualQueryCost` but no
@@ -23,18 +24,31 @@
 //! - Group membership is by caller, not by role: subscribers with different identities never
 //!   share a result, whatever their subscription.
 //!
-//! Each subscriber has its own mailbox (`bus::mailbox`), which allocates nothing while idle, so
-//! a subscription that shares with nobody costs little more than one with an execution of its
-//! own. When the last subscriber of a group leaves, the group's task is stopped and its bus
-//! subscription dropped.
+//! Each member has its own mailbox (`bus::mailbox`), which allocates nothing while idle. When
+//! the last member of a group leaves, the group's task is stopped and its bus subscription
+//! dropped.
+//!
+//! **A subscription nobody shares runs alone** (`Solo`): its execution is polled in its
+//! subscriber's own stream, with no task, fan-out list or mailbox, and its results go out as
+//! they come (`Outcome::Own`; a lag is handled by the execution itself, as in
+//! `graphql::subscriptions`). It keeps its replay, for the day it becomes a member. Most subscriptions are of this kind (a customer's cart or
+//! orders, one product's stock), and the group's parts were about 1 KiB of an idle one
+//! (bench/SUBSCRIBERS.md). The second subscriber of the same selection and caller moves that
+//! execution, as it stands, into a group's task, and both become its members (`Groups::join`):
+//! a selection still runs once however many watch it. While it runs alone, the subscriber's
+//! stream holds the execution's lock as it polls it; the second subscriber waits out that poll
+//! (without the registry's lock, so no other subscriber waits). A panic in a lone execution
+//! ends that subscription only, as it ends a group's task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_graphql::futures_util::stream::BoxStream;
 use async_graphql::{Request, Response};
 use futures::StreamExt;
+
+use futures::task::AtomicWaker;
 
 use super::limits::gate::{Ticket, is_request_error};
 use crate::auth::Caller;
@@ -90,8 +104,9 @@ impl Stamp {
     }
 }
 
-/// How many subscribers a group's results reach now: in the group's request data, so its
-/// stream counts each event delivered once per subscriber (`events_delivered_total`).
+/// How many subscribers an execution's results reach now (1 alone, a group's members): in its
+/// request data, so its stream counts each event delivered once per subscriber
+/// (`events_delivered_total`).
 #[derive(Debug, Clone, Default)]
 pub struct Audience(Arc<AtomicUsize>);
 
@@ -107,7 +122,7 @@ impl Audience {
 /// behind even for `{}`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Selection {
-    query: Box<str>,
+    query: Arc<str>,
     operation: Option<Box<str>>,
     variables: Box<str>,
     extensions: Box<str>,
@@ -115,6 +130,12 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// The document's text, by pointer (the subscriber's request is made again from it for its
+    /// execution and replays).
+    pub fn query(&self) -> Arc<str> {
+        self.query.clone()
+    }
+
     /// The selection of `request` opened by `caller`.
     pub fn of(request: &Request, caller: &Caller) -> Self {
         let caller = match caller {
@@ -199,7 +220,28 @@ impl Fanout {
     }
 }
 
-type Registry = Arc<Mutex<HashMap<Arc<Selection>, Weak<Group>>>>;
+type Registry = Arc<Mutex<HashMap<Arc<Selection>, Entry>>>;
+
+/// Who runs a selection now.
+enum Entry {
+    /// Its only subscriber, in its own stream.
+    Solo(Weak<Solo>),
+    /// A group's task, for its members.
+    Group(Weak<Group>),
+}
+
+impl Entry {
+    fn running(&self) -> bool {
+        match self {
+            Entry::Solo(solo) => solo.strong_count() > 0,
+            Entry::Group(group) => group.strong_count() > 0,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// The groups of a process.
 pub struct Groups {
@@ -221,13 +263,109 @@ struct Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.task.abort();
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups = lock(&self.groups);
         // Only this group's entry: a group that ended may already be replaced by a new one.
-        if groups.get(&self.selection).is_some_and(|g| std::ptr::eq(g.as_ptr(), self)) {
+        if matches!(groups.get(&self.selection), Some(Entry::Group(g)) if std::ptr::eq(g.as_ptr(), self)) {
             groups.remove(&self.selection);
         }
         self.bus.shared_listeners(1);
     }
+}
+
+/// A selection run by its only subscriber (see the module's doc).
+struct Solo {
+    state: Mutex<Alone>,
+    /// Its execution ended: a new subscriber starts another (read without the state's lock).
+    ended: AtomicBool,
+    /// The subscriber's task, woken when a second subscriber moves the execution to a group.
+    waker: AtomicWaker,
+    selection: Arc<Selection>,
+    groups: Registry,
+}
+
+enum Alone {
+    /// Polled by the subscriber's stream. `first`: no result yet (a refused document's errors
+    /// come first and end it).
+    Running { results: BoxStream<'static, Response>, audience: Audience, stamp: Stamp, first: bool },
+    /// Moved to a group: the subscriber's place in it, for its stream to take.
+    Joined(Member),
+    /// Moved to a group, and its stream took its place there.
+    Moved,
+    /// Ended or refused: nobody joins it.
+    Ended,
+}
+
+/// What a lone subscriber's stream gets next.
+enum Step {
+    /// A result of its own execution, and whether it is a refusal (the last). Boxed: the
+    /// stream holds its step across the refund's await, and a `Response` inline would size
+    /// every idle subscriber's stream by a few hundred bytes.
+    Result(Box<Response>, bool),
+    /// Its execution moved to a group: its results come through this membership from now on.
+    Joined(Member),
+    End,
+}
+
+impl Solo {
+    fn poll_step(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Step> {
+        use std::task::Poll;
+        self.waker.register(cx.waker());
+        let mut state = lock(&self.state);
+        match &mut *state {
+            Alone::Running { results, stamp, first, .. } => {
+                // A panic in its execution ends this subscription alone, as it would end a
+                // group's task, not the connection's task that polls it.
+                let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| results.poll_next_unpin(cx)));
+                match polled {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(Some(response))) => {
+                        // Only a group orders its results against a member's replay.
+                        stamp.take();
+                        let refused = std::mem::take(first) && is_request_error(&response);
+                        if refused {
+                            self.end(&mut state);
+                        }
+                        Poll::Ready(Step::Result(Box::new(response), refused))
+                    }
+                    Ok(Poll::Ready(None)) => {
+                        self.end(&mut state);
+                        Poll::Ready(Step::End)
+                    }
+                    Err(_) => {
+                        tracing::error!("a subscription's execution panicked; it ends");
+                        self.end(&mut state);
+                        Poll::Ready(Step::End)
+                    }
+                }
+            }
+            Alone::Joined(_) => match std::mem::replace(&mut *state, Alone::Moved) {
+                Alone::Joined(member) => Poll::Ready(Step::Joined(member)),
+                _ => unreachable!("matched as joined under the same lock"),
+            },
+            Alone::Moved | Alone::Ended => Poll::Ready(Step::End),
+        }
+    }
+
+    fn end(&self, state: &mut Alone) {
+        *state = Alone::Ended;
+        self.ended.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Solo {
+    fn drop(&mut self) {
+        let mut groups = lock(&self.groups);
+        // Only its own entry: once moved to a group, or ended and replaced, the entry is another's.
+        if matches!(groups.get(&self.selection), Some(Entry::Solo(s)) if std::ptr::eq(s.as_ptr(), self)) {
+            groups.remove(&self.selection);
+        }
+    }
+}
+
+/// How a subscriber takes part: alone, or in a group.
+enum Joined {
+    Solo(Arc<Solo>),
+    Member(Member),
 }
 
 /// One subscriber of a group.
@@ -251,26 +389,28 @@ impl Groups {
         Self { groups: Arc::default(), bus, serialised: Arc::default() }
     }
 
-    /// Results serialised for groups so far (one per result of a group, whatever its size).
+    /// Results serialised so far: one per result of an execution, whatever its subscribers
+    /// (a group's once for all its members; a lone subscriber's by its transport).
     pub fn serialised(&self) -> u64 {
         self.serialised.load(Ordering::Relaxed)
     }
 
-    /// Running groups.
+    /// Running executions: groups, and selections run by their only subscriber.
     pub fn len(&self) -> usize {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|g| g.strong_count() > 0).count()
+        lock(&self.groups).values().filter(|e| e.running()).count()
     }
 
-    /// Whether no group runs.
+    /// Whether nothing runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// A subscriber of `selection`, admitted with `ticket`: joins its running group, or starts
-    /// one whose results come from `execute` (the engine's stream for the first subscriber's
-    /// request with the group's `Audience` and `Stamp` in its data, not billed: each
-    /// subscriber pays through its own ticket). `replay` runs the subscriber's own request with
-    /// a `Replay` and a `Stamp` when it falls behind.
+    /// A subscriber of `selection`, admitted with `ticket`: joins its running group, moves the
+    /// execution of its lone subscriber into a group with both, or runs alone the results of
+    /// `execute` (the engine's stream for the subscriber's request with the execution's
+    /// `Audience` and `Stamp` in its data, not billed: each subscriber pays through its own
+    /// ticket). `replay` runs the subscriber's own request with a `Replay` and a `Stamp` when,
+    /// as a group's member, it falls behind.
     pub fn subscribe(
         &self,
         selection: Selection,
@@ -278,37 +418,103 @@ impl Groups {
         execute: impl FnOnce(Audience, Stamp) -> BoxStream<'static, Response>,
         replay: impl Fn(Replay, Stamp) -> BoxStream<'static, Response> + Send + 'static,
     ) -> BoxStream<'static, Outcome> {
-        let member = self.join(selection, execute);
-        member_stream(member, ticket, replay)
+        match self.join(selection, execute) {
+            Joined::Member(member) => member_stream(member, Some(ticket), replay),
+            Joined::Solo(solo) => solo_stream(solo, ticket, replay, self.serialised.clone()),
+        }
     }
 
     fn join(
         &self,
         selection: Selection,
         execute: impl FnOnce(Audience, Stamp) -> BoxStream<'static, Response>,
-    ) -> Member {
-        // Declared before the lock, so a group dropped here (its last member just left) is
-        // dropped after the lock is given back: its `Drop` takes the same lock.
-        let running: Option<Arc<Group>>;
-        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        running = groups.get(&selection).and_then(Weak::upgrade);
-        self.bus.shared_listeners(1);
-        if let Some(group) = &running
-            && let Some((id, mailbox)) = group.fanout.add()
-        {
-            group.audience.0.fetch_add(1, Ordering::Relaxed);
-            return Member { group: group.clone(), id, mailbox };
+    ) -> Joined {
+        loop {
+            // Declared before the lock, so a group or a solo dropped here (its last subscriber
+            // just left) is dropped after the lock is given back: their `Drop` takes the same lock.
+            let (group, solo): (Option<Arc<Group>>, Option<Arc<Solo>>);
+            let mut groups = lock(&self.groups);
+            (group, solo) = match groups.get(&selection) {
+                Some(Entry::Group(group)) => (group.upgrade(), None),
+                Some(Entry::Solo(solo)) => (None, solo.upgrade().filter(|s| !s.ended.load(Ordering::Acquire))),
+                None => (None, None),
+            };
+            // Listeners (`EventBus::receivers`): the bus counts each execution's own
+            // subscription; a group stands for one of its members, so each member beyond that
+            // one is added (`EventBus::shared_listeners`; the group gives its one back when it
+            // goes).
+            if let Some(group) = &group
+                && let Some((id, mailbox)) = group.fanout.add()
+            {
+                self.bus.shared_listeners(1);
+                group.audience.0.fetch_add(1, Ordering::Relaxed);
+                return Joined::Member(Member { group: group.clone(), id, mailbox });
+            }
+            if let Some(solo) = &solo {
+                // Not under the registry's lock: the lone subscriber holds its execution's lock
+                // while it polls it, and no other subscriber of the process should wait on that.
+                drop(groups);
+                match self.promote(solo) {
+                    Some(member) => return Joined::Member(member),
+                    // Moved by another subscriber just now, or ended: look again.
+                    None => continue,
+                }
+            }
+            let audience = Audience(Arc::new(AtomicUsize::new(1)));
+            let stamp = Stamp::default();
+            let results = execute(audience.clone(), stamp.clone());
+            let selection = Arc::new(selection);
+            let solo = Arc::new(Solo {
+                state: Mutex::new(Alone::Running { results, audience, stamp, first: true }),
+                ended: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+                selection: selection.clone(),
+                groups: self.groups.clone(),
+            });
+            groups.insert(selection, Entry::Solo(Arc::downgrade(&solo)));
+            return Joined::Solo(solo);
         }
+    }
+
+    /// Moves a lone subscriber's execution, as it stands, into a group of the two; the new
+    /// subscriber's membership, or `None` when it no longer runs alone. Locks the solo's state,
+    /// then the registry (the only place that holds both).
+    fn promote(&self, solo: &Solo) -> Option<Member> {
+        let mut state = lock(&solo.state);
+        if !matches!(*state, Alone::Running { .. }) {
+            return None;
+        }
+        let Alone::Running { results, audience, stamp, first } = std::mem::replace(&mut *state, Alone::Moved) else {
+            unreachable!("matched as running under the same lock")
+        };
+        audience.0.store(2, Ordering::Relaxed);
         let fanout = Arc::new(Fanout::default());
+        let (first_id, first_mailbox) = fanout.add().expect("a new group has not ended");
         let (id, mailbox) = fanout.add().expect("a new group has not ended");
-        let audience = Audience(Arc::new(AtomicUsize::new(1)));
-        let stamp = Stamp::default();
-        let results = execute(audience.clone(), stamp.clone());
-        let task = tokio::spawn(lead(results, stamp, fanout.clone(), self.serialised.clone()));
-        // The group stands for its first subscriber's bus subscription, which is counted by
-        // the bus itself: -1 here, +1 when the group goes (`EventBus::shared_listeners`).
-        self.bus.shared_listeners(-1);
-        let selection = Arc::new(selection);
+        let group = {
+            let mut groups = lock(&self.groups);
+            self.start(&mut groups, solo.selection.clone(), fanout, results, audience, stamp, first)
+        };
+        *state = Alone::Joined(Member { group: group.clone(), id: first_id, mailbox: first_mailbox });
+        drop(state);
+        solo.waker.wake();
+        self.bus.shared_listeners(1);
+        Some(Member { group, id, mailbox })
+    }
+
+    /// Starts a group's task on `results` (`first`: none has come yet) and registers it.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        groups: &mut HashMap<Arc<Selection>, Entry>,
+        selection: Arc<Selection>,
+        fanout: Arc<Fanout>,
+        results: BoxStream<'static, Response>,
+        audience: Audience,
+        stamp: Stamp,
+        first: bool,
+    ) -> Arc<Group> {
+        let task = tokio::spawn(lead(results, stamp, fanout.clone(), self.serialised.clone(), first));
         let group = Arc::new(Group {
             selection: selection.clone(),
             fanout,
@@ -317,9 +523,55 @@ impl Groups {
             groups: self.groups.clone(),
             bus: self.bus.clone(),
         });
-        groups.insert(selection, Arc::downgrade(&group));
-        Member { group, id, mailbox }
+        groups.insert(selection, Entry::Group(Arc::downgrade(&group)));
+        group
     }
+}
+
+/// A lone subscriber's results: its own execution's, with its refund with the first, until a
+/// second subscriber moves that execution to a group; then its membership's.
+fn solo_stream(
+    solo: Arc<Solo>,
+    ticket: Ticket,
+    replay: impl Fn(Replay, Stamp) -> BoxStream<'static, Response> + Send + 'static,
+    serialised: Arc<AtomicU64>,
+) -> BoxStream<'static, Outcome> {
+    let mut ticket = Some(ticket);
+    async_stream::stream! {
+        loop {
+            match std::future::poll_fn(|cx| solo.poll_step(cx)).await {
+                Step::Result(response, refused) => {
+                    // Serialised once, by the transport (one subscriber).
+                    serialised.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ticket) = ticket.take()
+                        && !refused
+                    {
+                        // Boxed, as in `member_stream`.
+                        Box::pin(ticket.settle(actual_cost(&response))).await;
+                    }
+                    yield Outcome::Own(response);
+                    if refused {
+                        break;
+                    }
+                }
+                Step::Joined(member) => {
+                    let mut results = member_stream(member, ticket.take(), replay);
+                    while let Some(outcome) = results.next().await {
+                        yield outcome;
+                    }
+                    break;
+                }
+                Step::End => {
+                    // Ended before any result: nothing ran for it, so it is not charged.
+                    if let Some(ticket) = ticket.take() {
+                        Box::pin(ticket.settle(0)).await;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    .boxed()
 }
 
 /// Ends the group when its task ends, however it ends (the stream's end, a panic): its
@@ -338,9 +590,9 @@ async fn lead(
     stamp: Stamp,
     fanout: Arc<Fanout>,
     serialised: Arc<AtomicU64>,
+    mut first: bool,
 ) {
     let _ending = Ending(fanout.clone());
-    let mut first = true;
     while let Some(response) = results.next().await {
         let refused = std::mem::take(&mut first) && is_request_error(&response);
         let json = if refused { serde_json::to_string(&response.errors) } else { serde_json::to_string(&response) };
@@ -378,10 +630,9 @@ fn actual_cost(response: &Response) -> u64 {
 /// state for itself when it falls behind (then the older results it holds are skipped).
 fn member_stream(
     member: Member,
-    ticket: Ticket,
+    mut ticket: Option<Ticket>,
     replay: impl Fn(Replay, Stamp) -> BoxStream<'static, Response> + Send + 'static,
 ) -> BoxStream<'static, Outcome> {
-    let mut ticket = Some(ticket);
     async_stream::stream! {
         // Versions of the current state sent after a lag: older results are not shown after it.
         let mut floor: HashMap<String, i64> = HashMap::new();
@@ -522,19 +773,116 @@ mod tests {
         assert_eq!(groups.len(), 1);
     }
 
-    /// When a group's stream ends, its members end too, and a subscriber that comes after
-    /// starts a new group rather than joining the finished one.
+    /// A subscriber alone runs its own execution and gets its results as they come; the second
+    /// subscriber of the selection moves that same execution into a group of the two (it is
+    /// not run again), whose results both get; the first leaving does not end the second.
     #[tokio::test]
-    async fn a_finished_group_ends_its_members_and_takes_no_more() {
+    async fn a_lone_subscriber_runs_alone_until_a_second_one_comes() {
+        let limits = Arc::new(Limits::new(Arc::new(Settings::default()), Arc::new(Budgets::local())));
+        let bus = EventBus::in_process();
+        let groups = Groups::new(bus.clone());
+        let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
+        let replay = |_: Replay, _: Stamp| futures::stream::empty().boxed();
+        let (results, engine) = futures::channel::mpsc::unbounded::<Response>();
+        let mut alone = groups.subscribe(selection.clone(), ticket(&limits).await, move |_, _| engine.boxed(), replay);
+        results.unbounded_send(one(1)).unwrap();
+        assert_eq!(data(alone.next().await), (false, 1), "alone: its own result");
+        assert_eq!((groups.len(), groups.serialised()), (1, 1), "one execution, one serialisation");
+        assert_eq!(bus.receivers(), 0, "its execution's own bus subscription is its count");
+        let mut second = groups.subscribe(
+            selection.clone(),
+            ticket(&limits).await,
+            |_, _| -> BoxStream<'static, Response> { panic!("the execution runs already") },
+            replay,
+        );
+        assert_eq!(groups.len(), 1, "still one execution");
+        assert_eq!(bus.receivers(), 1, "two subscribers, the execution's own subscription standing for one");
+        results.unbounded_send(one(2)).unwrap();
+        assert_eq!(data(alone.next().await), (true, 2), "the same execution, now shared");
+        assert_eq!(data(second.next().await), (true, 2));
+        assert_eq!(groups.serialised(), 2);
+        drop(alone);
+        results.unbounded_send(one(3)).unwrap();
+        assert_eq!(data(second.next().await), (true, 3), "the first leaving does not end the second");
+        drop(second);
+        assert!(groups.is_empty());
+        assert_eq!(bus.receivers(), 0, "no listener left");
+    }
+
+    /// A lone subscriber ends when its execution does, and the next one runs a new execution.
+    /// A group's members end with their group, and a subscriber that comes after does not join
+    /// the finished group but starts anew.
+    #[tokio::test]
+    async fn finished_executions_end_their_subscribers_and_take_no_more() {
         let limits = Arc::new(Limits::new(Arc::new(Settings::default()), Arc::new(Budgets::local())));
         let groups = Groups::new(EventBus::in_process());
         let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
         let replay = |_: Replay, _: Stamp| futures::stream::empty().boxed();
-        let one = |_, _| futures::stream::once(async { one(1) }).boxed();
-        let mut first = groups.subscribe(selection.clone(), ticket(&limits).await, one, replay);
-        assert_eq!(data(first.next().await), (true, 1));
-        assert!(first.next().await.is_none(), "the member ends with its group");
-        let mut second = groups.subscribe(selection, ticket(&limits).await, one, replay);
-        assert_eq!(data(second.next().await), (true, 1), "a new group ran");
+        let once_of = |n| move |_, _| futures::stream::once(async move { one(n) }).boxed();
+        let mut first = groups.subscribe(selection.clone(), ticket(&limits).await, once_of(1), replay);
+        assert_eq!(data(first.next().await), (false, 1));
+        assert!(first.next().await.is_none(), "it ends with its execution");
+        let mut second = groups.subscribe(selection.clone(), ticket(&limits).await, once_of(2), replay);
+        assert_eq!(data(second.next().await), (false, 2), "a new execution ran");
+        // Two subscribers before any result: a group, whose end ends both.
+        let (results, engine) = futures::channel::mpsc::unbounded::<Response>();
+        let selection = Selection::of(&Request::new("subscription { y }"), &Caller::Anonymous);
+        let mut a = groups.subscribe(selection.clone(), ticket(&limits).await, move |_, _| engine.boxed(), replay);
+        let mut b = groups.subscribe(selection.clone(), ticket(&limits).await, once_of(0), replay);
+        results.unbounded_send(one(3)).unwrap();
+        drop(results);
+        for member in [&mut a, &mut b] {
+            assert_eq!(data(member.next().await), (true, 3));
+            assert!(member.next().await.is_none(), "the member ends with its group");
+        }
+        let mut c = groups.subscribe(selection, ticket(&limits).await, once_of(4), replay);
+        assert_eq!(data(c.next().await), (false, 4), "a new execution ran, not the finished group");
+    }
+
+    /// Many subscribers of one selection arriving at once on several threads: one execution,
+    /// every one of them gets each result, and all the counts return to nothing when they go.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribers_arriving_at_once_share_one_execution() {
+        let limits = Arc::new(Limits::new(Arc::new(Settings::default()), Arc::new(Budgets::local())));
+        let bus = EventBus::in_process();
+        let groups = Arc::new(Groups::new(bus.clone()));
+        let selection = Selection::of(&Request::new("subscription { x }"), &Caller::Anonymous);
+        let (results, engine) = futures::channel::mpsc::unbounded::<Response>();
+        let engine = Arc::new(Mutex::new(Some(engine)));
+        let executed = Arc::new(AtomicUsize::new(0));
+        let mut joining = Vec::new();
+        for _ in 0..64 {
+            let (groups, selection, limits) = (groups.clone(), selection.clone(), limits.clone());
+            let (engine, executed) = (engine.clone(), executed.clone());
+            joining.push(tokio::spawn(async move {
+                let execute = move |_, _| {
+                    executed.fetch_add(1, Ordering::SeqCst);
+                    engine.lock().unwrap().take().expect("executed once").boxed()
+                };
+                let replay = |_: Replay, _: Stamp| futures::stream::empty().boxed();
+                groups.subscribe(selection, ticket(&limits).await, execute, replay)
+            }));
+        }
+        let mut subscribers = Vec::new();
+        for joined in joining {
+            subscribers.push(joined.await.unwrap());
+        }
+        assert_eq!((executed.load(Ordering::SeqCst), groups.len()), (1, 1));
+        for n in 1..=3 {
+            results.unbounded_send(one(n)).unwrap();
+            for subscriber in &mut subscribers {
+                let (_, got) =
+                    data(tokio::time::timeout(std::time::Duration::from_secs(5), subscriber.next()).await.unwrap());
+                assert_eq!(got, n);
+            }
+        }
+        assert_eq!(groups.serialised(), 3, "one serialisation per result");
+        assert_eq!(bus.receivers(), 63, "every subscriber once, the execution's own subscription standing for one");
+        let leaving: Vec<_> = subscribers.into_iter().map(|s| tokio::spawn(async move { drop(s) })).collect();
+        for left in leaving {
+            left.await.unwrap();
+        }
+        assert!(groups.is_empty());
+        assert_eq!(bus.receivers(), 0, "no listener left");
     }
 }

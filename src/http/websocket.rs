@@ -209,16 +209,16 @@ fn shared(
     session_data: Arc<Data>,
 ) -> BoxStream<'static, Outcome> {
     let selection = Selection::of(&request, &caller);
-    // What the group runs, and a replay for this subscriber: the same request, not billed again.
+    // What its execution runs (alone or for a group), and a replay for this subscriber: the same request, not billed again.
     // An idle subscriber keeps this closure, so it holds the connection's state by pointer, and
     // the closure itself by pointer too (the request's parts and the caller are a few hundred
     // bytes, shared by the group's execution and the replay).
     let (query, operation, variables, extensions) =
-        (request.query.clone(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
+        (selection.query(), request.operation_name.clone(), request.variables.clone(), request.extensions.clone());
     let unbilled = {
         let (state, caller) = (state.clone(), caller.clone());
         Arc::new(move |extra: Data| {
-            let mut request = async_graphql::Request::new(query.clone()).variables(variables.clone());
+            let mut request = async_graphql::Request::new(&*query).variables(variables.clone());
             request.operation_name = operation.clone();
             request.extensions = extensions.clone();
             request.data = extra;
