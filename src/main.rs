@@ -11,7 +11,7 @@ use securecart::store::seed::SeedSize;
 // mimalloc: the server allocates many small, short-lived objects per request (futures, JSON
 // values); glibc malloc and free were a third of the CPU profile under load (bench/RESULTS.md).
 // The `system-allocator` feature leaves it out, so heaptrack, which hooks malloc, sees every
-// allocation (bench/NOTES.md).
+// allocation (bench/SUBSCRIBERS.md).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

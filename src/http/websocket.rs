@@ -98,11 +98,12 @@ pub async fn upgrade(
         return ClientError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", message).into_response();
     };
     // Small buffers: an idle subscriber should cost kilobytes, not tungstenite's default 128 KiB
-    // read buffer. The read buffer is kept for the connection's life, so it is 256 bytes: a
-    // client's messages are small (`subscribe`, `ping`, `complete`), tungstenite grows the
-    // buffer to the length a frame's header announces, so a larger one is read whole all the
-    // same, and a server of idle subscribers reads next to nothing (1 KiB was about 6% of an
-    // idle subscription, bench/SUBSCRIBERS.md). 64 KiB caps one message.
+    // read buffer. The read buffer is allocated up front and kept for the connection's life, so
+    // it starts at 256 bytes: a client's messages are mostly small (`subscribe`, `ping`,
+    // `complete`), and a server of idle subscribers reads next to nothing (1 KiB was about 6%
+    // of an idle subscription, bench/SUBSCRIBERS.md). A larger frame still arrives whole:
+    // tungstenite reserves the length its header announces (read 256 bytes at a time), and the
+    // buffer keeps that size afterwards. 64 KiB caps one message.
     ws.protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(256)
         .write_buffer_size(4 * 1024)

@@ -39,6 +39,14 @@ impl Documents {
     /// The parsed `query`, from the cache or parsed now (and kept). Counts each real parse in
     /// `securecart_documents_parsed_total`.
     pub fn parse(&self, query: &str) -> async_graphql::parser::Result<Arc<ExecutableDocument>> {
+        self.find_or_parse(query, true)
+    }
+
+    /// The parsed `query`, from the cache or parsed now without keeping it: for a document
+    /// admitted earlier and needed again (a long stream's result, `gate`), so that thousands of
+    /// distinct subscriptions do not churn the cache and push out the documents requests repeat.
+    /// A parse here is counted too.
+    pub fn find_or_parse(&self, query: &str, keep: bool) -> async_graphql::parser::Result<Arc<ExecutableDocument>> {
         let hash = self.hasher.hash_one(query);
         if let Some((text, document)) = self.lock().by_hash.get(&hash)
             && **text == *query
@@ -47,7 +55,7 @@ impl Documents {
         }
         metrics::counter!(crate::telemetry::metrics::DOCUMENTS_PARSED).increment(1);
         let document = Arc::new(async_graphql::parser::parse_query(query)?);
-        if query.len() <= MAX_BYTES / 16 {
+        if keep && query.len() <= MAX_BYTES / 16 {
             self.keep(hash, query, document.clone());
         }
         Ok(document)
@@ -105,5 +113,18 @@ mod tests {
         let big = format!("{{ __typename {} }}", " ".repeat(MAX_BYTES / 16 - 20));
         documents.parse(&big).unwrap();
         assert!(documents.lock().bytes <= MAX_BYTES);
+    }
+
+    /// A document needed again (a stream's result) comes from the cache when it is there; parsed
+    /// anew, it is not kept, so it pushes nothing out.
+    #[test]
+    fn a_document_found_again_is_not_kept_when_parsed_anew() {
+        let documents = Documents::default();
+        documents.find_or_parse("{ a: __typename }", false).unwrap();
+        assert_eq!(documents.len(), 0, "parsed, not kept");
+        let kept = documents.parse("{ a: __typename }").unwrap();
+        let found = documents.find_or_parse("{ a: __typename }", false).unwrap();
+        assert!(Arc::ptr_eq(&kept, &found), "found in the cache, not parsed again");
+        assert_eq!(documents.len(), 1);
     }
 }

@@ -6,7 +6,9 @@
 //! request in each registered extension's `resolve` hook (a boxed future per field, even when
 //! the hook does nothing), and takes a faster path when none is registered. The parsed
 //! document is handed to the engine with `Request::set_parsed_query`, so nothing is parsed
-//! twice.
+//! twice for one execution, with one exception: a stream (a subscription) keeps only its
+//! document's text, and a result that comes after the cache has let the document go parses it
+//! again (see `Held`).
 
 use std::sync::{Arc, Mutex};
 
@@ -76,11 +78,13 @@ struct Admitted {
 enum Held {
     /// Parsed: a single execution, finished as soon as it has run.
     Parsed(Arc<ExecutableDocument>),
-    /// Its text only, found again in the cache (or parsed again) for each result: a stream,
-    /// which may live for hours. The engine holds its own copy of the parsed document, and a
-    /// second one here, kept after the cache has let it go, was the largest part of an idle
-    /// subscription of its own (about 2 KB of a document's parse, bench/SUBSCRIBERS.md); a
-    /// result is rare beside that, and finding the document again costs a cache hit.
+    /// Its text only, found again in the cache for each result, or parsed again (and not kept:
+    /// `Documents::find_or_parse`) once the cache has let it go: a stream, which may live for
+    /// hours. The engine holds its own copy of the parsed document, and a second one here was
+    /// the largest part of an idle subscription of its own (about 2 KB of a document's parse,
+    /// bench/SUBSCRIBERS.md). A result is rare beside an idle hour; with more distinct live
+    /// documents than the cache holds (1,000), each costs a parse of its document (tens of
+    /// microseconds for a subscription's), counted in `securecart_documents_parsed_total`.
     Text(Box<str>),
 }
 
@@ -237,9 +241,12 @@ impl Limits {
         let document = match &admitted.document {
             Held::Parsed(document) => document.clone(),
             // It parsed at admission, and parsing is deterministic: an error cannot come here.
-            Held::Text(query) => match self.documents.parse(query) {
+            Held::Text(query) => match self.documents.find_or_parse(query, false) {
                 Ok(document) => document,
-                Err(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "an admitted document no longer parses; its result is sent as it is");
+                    return;
+                }
             },
         };
         let operation = admitted.operation.as_deref();
