@@ -491,40 +491,21 @@ impl Groups {
         let fanout = Arc::new(Fanout::default());
         let (first_id, first_mailbox) = fanout.add().expect("a new group has not ended");
         let (id, mailbox) = fanout.add().expect("a new group has not ended");
-        let group = {
-            let mut groups = lock(&self.groups);
-            self.start(&mut groups, solo.selection.clone(), fanout, results, audience, stamp, first)
-        };
-        *state = Alone::Joined(Member { group: group.clone(), id: first_id, mailbox: first_mailbox });
-        drop(state);
-        solo.waker.wake();
-        self.bus.shared_listeners(1);
-        Some(Member { group, id, mailbox })
-    }
-
-    /// Starts a group's task on `results` (`first`: none has come yet) and registers it.
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        groups: &mut HashMap<Arc<Selection>, Entry>,
-        selection: Arc<Selection>,
-        fanout: Arc<Fanout>,
-        results: BoxStream<'static, Response>,
-        audience: Audience,
-        stamp: Stamp,
-        first: bool,
-    ) -> Arc<Group> {
         let task = tokio::spawn(lead(results, stamp, fanout.clone(), self.serialised.clone(), first));
         let group = Arc::new(Group {
-            selection: selection.clone(),
+            selection: solo.selection.clone(),
             fanout,
             task: task.abort_handle(),
             audience,
             groups: self.groups.clone(),
             bus: self.bus.clone(),
         });
-        groups.insert(selection, Entry::Group(Arc::downgrade(&group)));
-        group
+        lock(&self.groups).insert(solo.selection.clone(), Entry::Group(Arc::downgrade(&group)));
+        *state = Alone::Joined(Member { group: group.clone(), id: first_id, mailbox: first_mailbox });
+        drop(state);
+        solo.waker.wake();
+        self.bus.shared_listeners(1);
+        Some(Member { group, id, mailbox })
     }
 }
 
