@@ -20,6 +20,7 @@ use crate::http::internal_router;
 use crate::playground::Playground;
 use crate::state::AppState;
 
+mod deadlines;
 mod routes;
 mod serve;
 use crate::payments::PaymentGateway;
@@ -159,6 +160,7 @@ impl App {
         let deadline = std::time::Duration::from_secs(settings.server.shutdown_deadline_secs);
         let connection_limits = ConnectionLimits {
             header_timeout: std::time::Duration::from_secs(settings.server.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(settings.server.idle_timeout_secs),
             max_connections: settings.server.max_connections,
             max_per_ip: settings.server.max_connections_per_ip,
             exempt: settings

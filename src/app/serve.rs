@@ -19,8 +19,12 @@ use tower::ServiceExt;
 /// Connection limits of the public listener.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers, from their first byte (from the
+    /// accept for a connection's first request): [`super::deadlines`].
     pub header_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests (hyper's header timer,
+    /// which starts when a connection goes idle).
+    pub idle_timeout: Duration,
     /// Open connections at most, in all.
     pub max_connections: usize,
     /// Open connections at most from one client address.
@@ -110,12 +114,16 @@ where
             req.map(axum::body::Body::new)
         });
         let service = TowerToHyperService::new(service);
-        let (mut shutdown, closed_rx, header_timeout) = (shutdown.clone(), closed_rx.clone(), limits.header_timeout);
+        let (mut shutdown, closed_rx) = (shutdown.clone(), closed_rx.clone());
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         tokio::spawn(async move {
-            // HTTP/1.1 only: hyper's HTTP/1 header deadline then runs from the first byte (the
-            // auto builder's version sniffing, and HTTP/2 connections, have no such deadline).
+            // HTTP/1.1 only: the deadlines then run from the first byte (the auto builder's
+            // version sniffing, and HTTP/2 connections, have no such deadline). hyper's header
+            // timer starts when a connection goes idle, so it is the idle timeout; the header
+            // timeout is `Deadlined`'s (`super::deadlines` says why).
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout.max(header_timeout));
+            let io = super::deadlines::Deadlined::new(io, header_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut stopping = false;

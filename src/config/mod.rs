@@ -72,8 +72,13 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Seconds a client may take to send a request's headers.
+    /// Seconds a client may take to send a request's headers, from their first byte (from the
+    /// accept for a new connection's first request).
     pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit idle between requests before the server closes it.
+    /// Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
+    /// the balancer sends requests on connections the server is closing and answers them 502.
+    pub idle_timeout_secs: u64,
     /// Seconds a client may take to send a request's body, all of it.
     pub body_timeout_secs: u64,
     /// Open connections at most on the public listener.
@@ -99,6 +104,7 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
             header_timeout_secs: 10,
+            idle_timeout_secs: 75,
             body_timeout_secs: 30,
             max_connections: 10_000,
             max_connections_per_ip: 256,
@@ -695,6 +701,7 @@ impl Settings {
         let server = &self.server;
         for (name, value) in [
             ("SECURECART_HEADER_TIMEOUT_SECS", server.header_timeout_secs as usize),
+            ("SECURECART_IDLE_TIMEOUT_SECS", server.idle_timeout_secs as usize),
             ("SECURECART_BODY_TIMEOUT_SECS", server.body_timeout_secs as usize),
             ("SECURECART_MAX_CONNECTIONS", server.max_connections),
             ("SECURECART_MAX_CONNECTIONS_PER_IP", server.max_connections_per_ip),

@@ -291,6 +291,74 @@ async fn slow_clients_and_connection_floods_are_cut_off() {
     drop(held);
 }
 
+/// Sends `GET /healthz` on `conn` and reads its whole answer (head and `Content-Length` body).
+async fn healthz_on(conn: &mut TcpStream) -> String {
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("the connection is open");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let whole = |a: &[u8]| {
+        let text = String::from_utf8_lossy(a);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
+        let length = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+            .and_then(Result::ok);
+        length.is_some_and(|n| body.len() >= n)
+    };
+    while !whole(&answer) {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("an answer").unwrap();
+        assert!(n > 0, "closed mid-answer: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A kept-alive connection is not closed for being idle longer than the header timeout (a load
+/// balancer or client pool that reuses it would have requests fail in flight), only after the
+/// idle timeout; a head that starts after an idle spell still has the header timeout.
+#[tokio::test]
+async fn kept_alive_connections_last_the_idle_timeout_and_heads_the_header_timeout() {
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.server.header_timeout_secs = 1;
+        s.server.idle_timeout_secs = 6;
+    })
+    .await
+    .unwrap();
+    let addr = app.address.trim_start_matches("http://").to_string();
+    let kept = async {
+        let mut conn = TcpStream::connect(&addr).await.unwrap();
+        assert!(healthz_on(&mut conn).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let answer = healthz_on(&mut conn).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "reused after twice the header timeout: {answer}");
+        let idle = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed when idle too long: {read:?}");
+        assert!(
+            idle.elapsed() >= Duration::from_secs(5),
+            "closed by the idle timeout, not sooner: {:?}",
+            idle.elapsed()
+        );
+    };
+    let slow = async {
+        let mut conn = TcpStream::connect(&addr).await.unwrap();
+        assert!(healthz_on(&mut conn).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "an unfinished head is cut off: {read:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "by the header timeout from its first byte, not the idle timeout: {:?}",
+            started.elapsed()
+        );
+    };
+    tokio::join!(kept, slow);
+}
+
 /// Finding 7: roles from other applications' namespaces are not ours; `scope` is not read.
 #[tokio::test]
 async fn foreign_roles_grant_nothing() {
