@@ -20,20 +20,27 @@ use tokio::time::{Instant, Sleep};
 /// Where the connection is in its current request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Reading a head; `at_line_start` after a line feed (and any carriage returns), where one
-    /// more line feed ends the head. A head ends at an empty line, `\r\n\r\n` or the bare `\n\n`
-    /// that HTTP parsers also accept; the end may span reads.
-    Head { at_line_start: bool },
-    /// The head is in; the body and the response follow. `answered` once a final (not `1xx`)
-    /// response has started: the next bytes read are the next request's head.
-    Rest { answered: bool },
+    /// Reading a head, against the deadline. `started` once a byte other than a line break came
+    /// (leading empty lines, which parsers skip, do not end a head); `at_line_start` after a
+    /// line feed and any carriage returns, where one more line feed ends it. A head ends at an
+    /// empty line, `\r\n\r\n` or the bare `\n\n` parsers also accept; the end may span reads.
+    Head { started: bool, at_line_start: bool },
+    /// The head is in; its body and its answer follow. An interim (`1xx`) answer, a `101`
+    /// upgrade included, leaves the connection here, untimed.
+    Rest,
+    /// A final answer has started: bytes read now are the next request's if they begin as a
+    /// request line does (any empty lines, then a method of `letters` capitals and a space). The
+    /// deadline is armed from the first capital.
+    Next { letters: u8 },
+    /// Bytes after an answer that are no request line (the rest of a body the server did not
+    /// read, which hyper drains; a pipelined head's tail): not timed here, until the next answer.
+    Untimed,
 }
 
 /// An accepted connection whose request heads must arrive within `header_timeout` of their first
 /// byte, and a fresh connection's first within `header_timeout` of the accept. Idle time between
-/// requests is hyper's to bound (its timer, set to the idle timeout). Bytes after a head's end in
-/// the same read (a pipelined request) are not timed here; hyper's timer still bounds them.
-/// An upgraded connection (WebSocket) stays in [`Phase::Rest`]: its `101` is informational.
+/// requests is hyper's to bound (its timer, set to the idle timeout), as is anything not timed
+/// here: a pipelined head read with the one before it, bytes that are no request line.
 pub struct Deadlined<I> {
     io: I,
     header_timeout: Duration,
@@ -47,42 +54,48 @@ impl<I> Deadlined<I> {
     /// Wraps a connection just accepted: its first head is due within `header_timeout`.
     pub fn new(io: I, header_timeout: Duration) -> Self {
         let deadline = Some(Box::pin(tokio::time::sleep(header_timeout)));
-        Self { io, header_timeout, phase: Phase::Head { at_line_start: false }, deadline }
+        Self { io, header_timeout, phase: Phase::Head { started: false, at_line_start: false }, deadline }
     }
 
     /// Takes note of bytes just read.
-    fn read(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.phase == (Phase::Rest { answered: true }) {
-            self.phase = Phase::Head { at_line_start: false };
-            self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + self.header_timeout)));
-        }
-        let Phase::Head { mut at_line_start } = self.phase else { return };
+    fn on_read(&mut self, bytes: &[u8]) {
         for &byte in bytes {
-            match byte {
-                b'\n' if at_line_start => {
-                    self.phase = Phase::Rest { answered: false };
+            self.phase = match (self.phase, byte) {
+                (Phase::Rest | Phase::Untimed, _) => return,
+                (Phase::Head { started: true, at_line_start: true }, b'\n') => {
                     self.deadline = None;
+                    self.phase = Phase::Rest;
                     return;
                 }
-                b'\n' => at_line_start = true,
-                b'\r' => {}
-                _ => at_line_start = false,
-            }
+                (Phase::Head { started, .. }, b'\n') => Phase::Head { started, at_line_start: true },
+                (head @ Phase::Head { .. }, b'\r') => head,
+                (Phase::Head { .. }, _) => Phase::Head { started: true, at_line_start: false },
+                (Phase::Next { letters: 0 }, b'\r' | b'\n') => Phase::Next { letters: 0 },
+                (Phase::Next { letters }, b'A'..=b'Z') if letters < 20 => {
+                    if letters == 0 {
+                        let due = Instant::now() + self.header_timeout;
+                        self.deadline = Some(Box::pin(tokio::time::sleep_until(due)));
+                    }
+                    Phase::Next { letters: letters + 1 }
+                }
+                (Phase::Next { letters }, b' ') if letters > 0 => Phase::Head { started: true, at_line_start: false },
+                (Phase::Next { .. }, _) => {
+                    self.deadline = None;
+                    self.phase = Phase::Untimed;
+                    return;
+                }
+            };
         }
-        self.phase = Phase::Head { at_line_start };
     }
 
-    /// Takes note of bytes about to be written. A response's status line means the head is in,
-    /// whatever was scanned; a final (not `1xx`) one ends the request.
-    fn wrote(&mut self, bytes: &[u8]) {
-        if !bytes.starts_with(b"HTTP/1.") || self.phase == (Phase::Rest { answered: true }) {
+    /// Takes note of bytes about to be written. A status line means the head it answers is in,
+    /// whatever the scan saw; a final (not `1xx`) one makes the next bytes read a new request's.
+    fn on_write(&mut self, bytes: &[u8]) {
+        if !bytes.starts_with(b"HTTP/1.") {
             return;
         }
         let interim = bytes.get(9) == Some(&b'1');
-        self.phase = Phase::Rest { answered: !interim };
+        self.phase = if interim { Phase::Rest } else { Phase::Next { letters: 0 } };
         self.deadline = None;
     }
 }
@@ -93,7 +106,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlined<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.read(&buf.filled()[before..]);
+                this.on_read(&buf.filled()[before..]);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -113,7 +126,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlined<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlined<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.wrote(buf);
+        self.on_write(buf);
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
@@ -123,7 +136,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlined<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
-            self.wrote(first);
+            self.on_write(first);
         }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
@@ -143,64 +156,104 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Deadlined<I> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     fn fresh() -> Deadlined<()> {
-        Deadlined {
-            io: (),
-            header_timeout: Duration::from_secs(1),
-            phase: Phase::Head { at_line_start: false },
-            deadline: None,
-        }
+        let phase = Phase::Head { started: false, at_line_start: false };
+        Deadlined { io: (), header_timeout: Duration::from_secs(1), phase, deadline: None }
     }
 
     #[tokio::test]
-    async fn a_head_ends_at_its_blank_line_even_across_reads() {
+    async fn a_head_ends_at_its_empty_line_even_across_reads() {
         let mut conn = fresh();
-        conn.read(b"POST /graphql HTTP/1.1\r\nHost: x\r");
-        assert_eq!(conn.phase, Phase::Head { at_line_start: false });
-        conn.read(b"\n\r");
-        assert_eq!(conn.phase, Phase::Head { at_line_start: true });
-        conn.read(b"\n{\"query\":\"{ a }\"}\r\n\r\n");
-        assert_eq!(conn.phase, Phase::Rest { answered: false }, "a body's bytes are not a head");
+        conn.on_read(b"\r\n\r\n");
+        assert_eq!(conn.phase, Phase::Head { started: false, at_line_start: true }, "leading empty lines end nothing");
+        conn.on_read(b"POST /graphql HTTP/1.1\r\nHost: x\r");
+        assert_eq!(conn.phase, Phase::Head { started: true, at_line_start: false });
+        conn.on_read(b"\n\r");
+        assert_eq!(conn.phase, Phase::Head { started: true, at_line_start: true });
+        conn.on_read(b"\n{\"query\":\"{ a }\"}\r\n\r\n");
+        assert_eq!(conn.phase, Phase::Rest, "a body's bytes are not a head");
         let mut bare = fresh();
-        bare.read(b"GET / HTTP/1.1\nHost: x\n\n");
-        assert_eq!(bare.phase, Phase::Rest { answered: false }, "bare line feeds end a head too");
+        bare.on_read(b"GET / HTTP/1.1\nHost: x\n\n");
+        assert_eq!(bare.phase, Phase::Rest, "bare line feeds end a head too");
     }
 
     #[tokio::test]
-    async fn a_final_response_makes_the_next_bytes_a_new_head_with_its_own_deadline() {
+    async fn a_final_answer_makes_a_request_line_read_next_a_timed_head() {
         let mut conn = fresh();
-        conn.read(b"GET / HTTP/1.1\r\n\r\n");
-        conn.wrote(b"HTTP/1.1 100 Continue\r\n\r\n");
-        assert_eq!(conn.phase, Phase::Rest { answered: false }, "an interim response does not end the request");
-        conn.read(b"body bytes");
+        conn.on_read(b"GET / HTTP/1.1\r\n\r\n");
+        conn.on_write(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(conn.phase, Phase::Rest, "an interim answer does not end the request");
+        conn.on_read(b"body bytes");
         assert!(conn.deadline.is_none(), "a body is not timed as a head");
-        conn.wrote(b"HTTP/1.1 200 OK\r\n");
-        assert_eq!(conn.phase, Phase::Rest { answered: true });
-        assert!(conn.deadline.is_none(), "idle: no deadline of ours");
-        conn.read(b"GET /");
-        assert_eq!(conn.phase, Phase::Head { at_line_start: false });
-        assert!(conn.deadline.is_some(), "the next head is timed from its first byte");
+        conn.on_write(b"HTTP/1.1 200 OK\r\n");
+        conn.on_write(b"HTTP/1.1 is what this body says");
+        assert_eq!((conn.phase, conn.deadline.is_none()), (Phase::Next { letters: 0 }, true), "idle: untimed");
+        conn.on_read(b"\r\nPO");
+        assert_eq!(conn.phase, Phase::Next { letters: 2 });
+        assert!(conn.deadline.is_some(), "timed from the method's first letter");
+        conn.on_read(b"ST /graphql HTTP/1.1\r\n");
+        assert_eq!(conn.phase, Phase::Head { started: true, at_line_start: true });
+        assert!(conn.deadline.is_some());
+    }
+
+    #[tokio::test]
+    async fn what_follows_an_answer_and_is_no_request_line_is_not_timed() {
+        for leftover in [&b"{\"query\":\"{ a }\"}"[..], b"Ada Lovelace\"}", b"\r\n", b"X-Tail: 1\r\n\r\n"] {
+            let mut conn = fresh();
+            conn.on_read(b"POST /graphql HTTP/1.1\r\ncontent-length: 9999\r\n\r\n");
+            conn.on_write(b"HTTP/1.1 429 Too Many Requests\r\n");
+            conn.on_read(leftover);
+            assert!(conn.deadline.is_none(), "{}", String::from_utf8_lossy(leftover));
+            assert!(matches!(conn.phase, Phase::Untimed | Phase::Next { letters: 0 }));
+        }
     }
 
     #[tokio::test]
     async fn an_answer_to_a_head_not_recognised_still_ends_it() {
         let mut conn = fresh();
         conn.deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
-        conn.read(b"GET / HTTP/1.1\r\nHost: x\r\n");
-        conn.wrote(b"HTTP/1.1 400 Bad Request\r\n");
-        assert_eq!(conn.phase, Phase::Rest { answered: true });
+        conn.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        conn.on_write(b"HTTP/1.1 400 Bad Request\r\n");
+        assert_eq!(conn.phase, Phase::Next { letters: 0 });
         assert!(conn.deadline.is_none());
     }
 
     #[tokio::test]
     async fn an_upgraded_connection_is_never_timed_again() {
         let mut conn = fresh();
-        conn.read(b"GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
-        conn.wrote(b"HTTP/1.1 101 Switching Protocols\r\n");
-        conn.read(b"\x81\x05hello");
-        assert_eq!(conn.phase, Phase::Rest { answered: false });
+        conn.on_read(b"GET /graphql HTTP/1.1\r\nUpgrade: websocket\r\n\r\n");
+        conn.on_write(b"HTTP/1.1 101 Switching Protocols\r\n");
+        conn.on_read(b"\x81\x05GET hello");
+        assert_eq!(conn.phase, Phase::Rest);
         assert!(conn.deadline.is_none());
+    }
+
+    /// The timer itself, through `poll_read` (real time, so short; only lower bounds asserted).
+    #[tokio::test]
+    async fn a_head_that_stops_coming_times_out_and_an_idle_connection_does_not() {
+        let timeout = Duration::from_millis(200);
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut conn = Deadlined::new(server, timeout);
+        let mut buf = [0u8; 256];
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(conn.read(&mut buf).await.unwrap() > 0);
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+        let idle = tokio::time::timeout(timeout * 3, conn.read(&mut buf)).await;
+        assert!(idle.is_err(), "an idle connection is not this wrapper's to close: {idle:?}");
+        client.write_all(b"GET / HTTP/1.1\r\nHost").await.unwrap();
+        assert!(conn.read(&mut buf).await.unwrap() > 0);
+        let started = Instant::now();
+        let cut = conn.read(&mut buf).await.expect_err("an unfinished head times out");
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= timeout / 2, "{:?}", started.elapsed());
+        let (_client, server) = tokio::io::duplex(64);
+        let (mut fresh, started) = (Deadlined::new(server, timeout), Instant::now());
+        let cut = fresh.read(&mut buf).await.expect_err("a new connection that sends nothing times out");
+        assert_eq!(cut.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
     }
 }

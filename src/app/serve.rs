@@ -117,10 +117,10 @@ where
         let (mut shutdown, closed_rx) = (shutdown.clone(), closed_rx.clone());
         let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         tokio::spawn(async move {
-            // HTTP/1.1 only: the deadlines then run from the first byte (the auto builder's
-            // version sniffing, and HTTP/2 connections, have no such deadline). hyper's header
-            // timer starts when a connection goes idle, so it is the idle timeout; the header
-            // timeout is `Deadlined`'s (`super::deadlines` says why).
+            // HTTP/1.1 only: the auto builder's version sniffing, and HTTP/2 connections, have
+            // no header deadline. hyper's header timer starts when a connection goes idle, so it
+            // is given the idle timeout; the header timeout is `Deadlined`'s, from a head's
+            // first byte (`super::deadlines` says why).
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
             builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout.max(header_timeout));
             let io = super::deadlines::Deadlined::new(io, header_timeout);

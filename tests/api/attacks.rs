@@ -320,7 +320,7 @@ async fn healthz_on(conn: &mut TcpStream) -> String {
 async fn kept_alive_connections_last_the_idle_timeout_and_heads_the_header_timeout() {
     let app = spawn_app_with(Backend::Sqlite, |s| {
         s.server.header_timeout_secs = 1;
-        s.server.idle_timeout_secs = 6;
+        s.server.idle_timeout_secs = 8;
     })
     .await
     .unwrap();
