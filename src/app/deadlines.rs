@@ -45,16 +45,19 @@ pub struct Deadlined<I> {
     io: I,
     header_timeout: Duration,
     phase: Phase,
-    /// Armed while a head is being read; dropped when it is in, so an idle or upgraded
+    /// When the head being read is due; `None` when none is.
+    due: Option<Instant>,
+    /// The timer for `due`, made only when a read must wait while a head is due (a head that
+    /// comes in one read, as most do, needs none) and dropped with `due`, so an idle or upgraded
     /// connection holds no timer.
-    deadline: Option<Pin<Box<Sleep>>>,
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I> Deadlined<I> {
     /// Wraps a connection just accepted: its first head is due within `header_timeout`.
     pub fn new(io: I, header_timeout: Duration) -> Self {
-        let deadline = Some(Box::pin(tokio::time::sleep(header_timeout)));
-        Self { io, header_timeout, phase: Phase::Head { started: false, at_line_start: false }, deadline }
+        let due = Some(Instant::now() + header_timeout);
+        Self { io, header_timeout, phase: Phase::Head { started: false, at_line_start: false }, due, timer: None }
     }
 
     /// Takes note of bytes just read.
@@ -63,7 +66,7 @@ impl<I> Deadlined<I> {
             self.phase = match (self.phase, byte) {
                 (Phase::Rest | Phase::Untimed, _) => return,
                 (Phase::Head { started: true, at_line_start: true }, b'\n') => {
-                    self.deadline = None;
+                    self.disarm();
                     self.phase = Phase::Rest;
                     return;
                 }
@@ -73,14 +76,13 @@ impl<I> Deadlined<I> {
                 (Phase::Next { letters: 0 }, b'\r' | b'\n') => Phase::Next { letters: 0 },
                 (Phase::Next { letters }, b'A'..=b'Z') if letters < 20 => {
                     if letters == 0 {
-                        let due = Instant::now() + self.header_timeout;
-                        self.deadline = Some(Box::pin(tokio::time::sleep_until(due)));
+                        self.due = Some(Instant::now() + self.header_timeout);
                     }
                     Phase::Next { letters: letters + 1 }
                 }
                 (Phase::Next { letters }, b' ') if letters > 0 => Phase::Head { started: true, at_line_start: false },
                 (Phase::Next { .. }, _) => {
-                    self.deadline = None;
+                    self.disarm();
                     self.phase = Phase::Untimed;
                     return;
                 }
@@ -96,7 +98,12 @@ impl<I> Deadlined<I> {
         }
         let interim = bytes.get(9) == Some(&b'1');
         self.phase = if interim { Phase::Rest } else { Phase::Next { letters: 0 } };
-        self.deadline = None;
+        self.disarm();
+    }
+
+    fn disarm(&mut self) {
+        self.due = None;
+        self.timer = None;
     }
 }
 
@@ -111,8 +118,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Deadlined<I> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if let Some(deadline) = this.deadline.as_mut() {
-                    ready!(deadline.as_mut().poll(cx));
+                if let Some(due) = this.due {
+                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if timer.deadline() != due {
+                        timer.as_mut().reset(due);
+                    }
+                    ready!(timer.as_mut().poll(cx));
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the request's headers did not arrive within the header timeout",
@@ -162,7 +173,7 @@ mod tests {
 
     fn fresh() -> Deadlined<()> {
         let phase = Phase::Head { started: false, at_line_start: false };
-        Deadlined { io: (), header_timeout: Duration::from_secs(1), phase, deadline: None }
+        Deadlined { io: (), header_timeout: Duration::from_secs(1), phase, due: None, timer: None }
     }
 
     #[tokio::test]
@@ -188,16 +199,16 @@ mod tests {
         conn.on_write(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert_eq!(conn.phase, Phase::Rest, "an interim answer does not end the request");
         conn.on_read(b"body bytes");
-        assert!(conn.deadline.is_none(), "a body is not timed as a head");
+        assert!(conn.due.is_none(), "a body is not timed as a head");
         conn.on_write(b"HTTP/1.1 200 OK\r\n");
         conn.on_write(b"HTTP/1.1 is what this body says");
-        assert_eq!((conn.phase, conn.deadline.is_none()), (Phase::Next { letters: 0 }, true), "idle: untimed");
+        assert_eq!((conn.phase, conn.due.is_none()), (Phase::Next { letters: 0 }, true), "idle: untimed");
         conn.on_read(b"\r\nPO");
         assert_eq!(conn.phase, Phase::Next { letters: 2 });
-        assert!(conn.deadline.is_some(), "timed from the method's first letter");
+        assert!(conn.due.is_some(), "timed from the method's first letter");
         conn.on_read(b"ST /graphql HTTP/1.1\r\n");
         assert_eq!(conn.phase, Phase::Head { started: true, at_line_start: true });
-        assert!(conn.deadline.is_some());
+        assert!(conn.due.is_some());
     }
 
     #[tokio::test]
@@ -207,7 +218,7 @@ mod tests {
             conn.on_read(b"POST /graphql HTTP/1.1\r\ncontent-length: 9999\r\n\r\n");
             conn.on_write(b"HTTP/1.1 429 Too Many Requests\r\n");
             conn.on_read(leftover);
-            assert!(conn.deadline.is_none(), "{}", String::from_utf8_lossy(leftover));
+            assert!(conn.due.is_none(), "{}", String::from_utf8_lossy(leftover));
             assert!(matches!(conn.phase, Phase::Untimed | Phase::Next { letters: 0 }));
         }
     }
@@ -215,11 +226,11 @@ mod tests {
     #[tokio::test]
     async fn an_answer_to_a_head_not_recognised_still_ends_it() {
         let mut conn = fresh();
-        conn.deadline = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+        conn.due = Some(Instant::now() + Duration::from_secs(1));
         conn.on_read(b"GET / HTTP/1.1\r\nHost: x\r\n");
         conn.on_write(b"HTTP/1.1 400 Bad Request\r\n");
         assert_eq!(conn.phase, Phase::Next { letters: 0 });
-        assert!(conn.deadline.is_none());
+        assert!(conn.due.is_none());
     }
 
     #[tokio::test]
@@ -229,7 +240,7 @@ mod tests {
         conn.on_write(b"HTTP/1.1 101 Switching Protocols\r\n");
         conn.on_read(b"\x81\x05GET hello");
         assert_eq!(conn.phase, Phase::Rest);
-        assert!(conn.deadline.is_none());
+        assert!(conn.due.is_none());
     }
 
     /// The timer itself, through `poll_read` (real time, so short; only lower bounds asserted).
