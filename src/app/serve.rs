@@ -19,11 +19,11 @@ use tower::ServiceExt;
 /// Connection limits of the public listener.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// How long a client may take to send a request's headers, from their first byte (from the
-    /// accept for a connection's first request): [`super::deadlines`].
+    /// How long a new connection may take to send its first request's headers, from the accept
+    /// ([`super::deadlines`]).
     pub header_timeout: Duration,
-    /// How long a kept-alive connection may sit idle between requests (hyper's header timer,
-    /// which starts when a connection goes idle).
+    /// How long a kept-alive connection may wait between an answer and the next request's
+    /// complete headers (hyper's header timer, which runs from when a connection goes idle).
     pub idle_timeout: Duration,
     /// Open connections at most, in all.
     pub max_connections: usize,
@@ -118,9 +118,9 @@ where
         let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         tokio::spawn(async move {
             // HTTP/1.1 only: the auto builder's version sniffing, and HTTP/2 connections, have
-            // no header deadline. hyper's header timer starts when a connection goes idle, so it
-            // is given the idle timeout; the header timeout is `Deadlined`'s, from a head's
-            // first byte (`super::deadlines` says why).
+            // no header deadline. hyper's header timer runs whenever a connection waits for a
+            // head, idle time included, so it is given the idle timeout; the header timeout is
+            // `Deadlined`'s, for the first head (`super::deadlines` says why).
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
             builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout.max(header_timeout));
             let io = super::deadlines::Deadlined::new(io, header_timeout);

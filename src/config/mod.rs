@@ -72,11 +72,10 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes (default 1 MiB).
     pub max_body_bytes: usize,
-    /// Seconds a client may take to send a request's headers, from their first byte (from the
-    /// accept for a new connection's first request).
+    /// Seconds a new connection may take to send its first request's headers.
     pub header_timeout_secs: u64,
-    /// Seconds a kept-alive connection may sit idle between requests before the server closes it.
-    /// Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
+    /// Seconds a kept-alive connection may wait, after an answer, for the next request's complete
+    /// headers before the server closes it (at least the header timeout). Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
     /// the balancer sends requests on connections the server is closing and answers them 502.
     pub idle_timeout_secs: u64,
     /// Seconds a client may take to send a request's body, all of it.
