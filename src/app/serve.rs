@@ -1,5 +1,6 @@
-//! The accept loop of the public listener, with what `axum::serve` leaves out: a deadline for a
-//! request's headers (slowloris), and caps on open connections, in all and per client address.
+//! The accept loop of the public listener, with what `axum::serve` leaves out: deadlines for a
+//! new connection's first headers (slowloris) and for a kept-alive connection's idle time
+//! (`app::deadlines`), and caps on open connections, in all and per client address.
 //! Each connection is served by hyper with upgrades (WebSocket), and shut down gracefully when
 //! the server stops. The body deadline and the early 413 are a middleware (`app::routes`).
 
@@ -19,8 +20,8 @@ use tower::ServiceExt;
 /// Connection limits of the public listener.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// How long a new connection may take to send its first request's headers, from the accept
-    /// ([`super::deadlines`]).
+    /// How long a new connection may take to send its first request's headers, from when its
+    /// task starts (after the TLS handshake, which has a limit of its own): [`super::deadlines`].
     pub header_timeout: Duration,
     /// How long a kept-alive connection may wait between an answer and the next request's
     /// complete headers (hyper's header timer, which runs from when a connection goes idle).
@@ -122,7 +123,7 @@ where
             // head, idle time included, so it is given the idle timeout; the header timeout is
             // `Deadlined`'s, for the first head (`super::deadlines` says why).
             let mut builder = Builder::new(TokioExecutor::new()).http1_only();
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout.max(header_timeout));
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(idle_timeout);
             let io = super::deadlines::Deadlined::new(io, header_timeout);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);

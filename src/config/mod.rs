@@ -75,7 +75,8 @@ pub struct ServerSettings {
     /// Seconds a new connection may take to send its first request's headers.
     pub header_timeout_secs: u64,
     /// Seconds a kept-alive connection may wait, after an answer, for the next request's complete
-    /// headers before the server closes it (at least the header timeout). Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
+    /// headers before the server closes it; no less than `header_timeout_secs` (checked at
+    /// start-up). Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
     /// the balancer sends requests on connections the server is closing and answers them 502.
     pub idle_timeout_secs: u64,
     /// Seconds a client may take to send a request's body, all of it.
@@ -712,6 +713,14 @@ impl Settings {
                 problem(format!("{name} must be positive (0 would refuse every request)"));
             }
         }
+        if server.idle_timeout_secs < server.header_timeout_secs {
+            // hyper's one header timer bounds both (`app::deadlines`): a shorter idle timeout
+            // would cut a new connection's first headers before their own timeout.
+            problem(format!(
+                "SECURECART_IDLE_TIMEOUT_SECS ({}) must be at least SECURECART_HEADER_TIMEOUT_SECS ({})",
+                server.idle_timeout_secs, server.header_timeout_secs
+            ));
+        }
         if self.rate_limit.user_per_second == 0 || self.rate_limit.user_burst == 0 {
             problem("SECURECART_USER_RATE and SECURECART_USER_BURST must be positive".into());
         }
@@ -835,6 +844,12 @@ mod tests {
         );
         let err = load(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+        let err = load(&[("SECURECART_IDLE_TIMEOUT_SECS", "5")]).unwrap_err().to_string();
+        assert!(
+            err.contains("SECURECART_IDLE_TIMEOUT_SECS (5) must be at least SECURECART_HEADER_TIMEOUT_SECS"),
+            "{err}"
+        );
+        assert_eq!(load(&[("SECURECART_IDLE_TIMEOUT_SECS", "10")]).unwrap().server.idle_timeout_secs, 10);
     }
 
     #[test]
