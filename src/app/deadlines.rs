@@ -8,7 +8,7 @@
 //! flight: a load balancer answers it 502 (an AWS ALB keeps idle connections 60 s), a client
 //! pool reports a broken connection. So hyper's timer is given the idle timeout, and
 //! [`Deadlined`] cuts off a new connection whose first head has not arrived within the header
-//! timeout of the accept. Later heads need no timer of their own: hyper's bounds the idle time
+//! timeout of its start. Later heads need no timer of their own: hyper's bounds the idle time
 //! and the head together, so a client that has been answered once can hold its connection no
 //! longer by sending slowly than by sending nothing.
 
@@ -31,8 +31,9 @@ struct Scan {
 }
 
 /// An accepted connection whose first request head must arrive within `header_timeout` of its
-/// wrapping (when the connection's task starts, after any TLS handshake). Once it has (or once the server has written anything: an answer means the head was
-/// read, whatever the scan saw), the wrapper only passes bytes through.
+/// wrapping (when the connection's task starts, after any TLS handshake). Once it has, or once
+/// the server has written anything (an answer means the head was read, whatever the scan saw),
+/// the wrapper only passes bytes through.
 pub struct Deadlined<I> {
     io: I,
     /// When the first head is due; `None` once it is in.

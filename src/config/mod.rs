@@ -76,8 +76,9 @@ pub struct ServerSettings {
     pub header_timeout_secs: u64,
     /// Seconds a kept-alive connection may wait, after an answer, for the next request's complete
     /// headers before the server closes it; no less than `header_timeout_secs` (checked at
-    /// start-up). Keep it above the idle timeout of any load balancer in front (an AWS ALB's is 60 s), or
-    /// the balancer sends requests on connections the server is closing and answers them 502.
+    /// start-up). Keep it above the idle timeout of any load balancer in front (an AWS ALB's is
+    /// 60 s), or the balancer sends requests on connections the server is closing and answers
+    /// them 502.
     pub idle_timeout_secs: u64,
     /// Seconds a client may take to send a request's body, all of it.
     pub body_timeout_secs: u64,

@@ -71,8 +71,8 @@ async fn post(client: &reqwest::Client, address: &str, tok: &str, query: &str, v
 
 /// `post` as a client told "retry shortly" would: a `SERVICE_UNAVAILABLE` answer (the server
 /// shedding load: no database connection came free within the pool's wait, as happens when 50
-/// checkouts queue on one product's row on a loaded machine) is asked again a second later (its
-/// `Retry-After`), up to 5 times. Any other answer is returned as it is.
+/// checkouts queue on one product's row on a loaded machine) is asked again after its
+/// `Retry-After`, up to 5 times. Any other answer is returned as it is.
 async fn post_until_served(
     client: &reqwest::Client,
     address: &str,
@@ -85,8 +85,9 @@ async fn post_until_served(
         if body["errors"][0]["extensions"]["code"] != "SERVICE_UNAVAILABLE" {
             return Some(body);
         }
-        eprintln!("a retry was answered SERVICE_UNAVAILABLE; asking again in 1 s: {body}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = securecart::error::UNAVAILABLE_RETRY_SECS;
+        eprintln!("a retry was answered SERVICE_UNAVAILABLE; asking again in {after} s: {body}");
+        tokio::time::sleep(Duration::from_secs(after)).await;
     }
     None
 }
