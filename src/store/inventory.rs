@@ -5,7 +5,7 @@ use sqlx::FromRow;
 
 use super::columns::inventory_columns;
 use super::outbox::record_events;
-use super::{Abort, ProductRecord, Store, is_unique_violation, on_pool, select_by_ids, through_cache};
+use super::{Abort, ProductRecord, Store, is_unique_violation, on_pool, read, select_by_ids, through_cache};
 use crate::domain::event::Event;
 
 /// Stock of one product.
@@ -76,13 +76,13 @@ impl Store {
     /// Inventory by product id, in any order (through the cache: one statement for the misses).
     pub async fn inventory_by_product_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<InventoryRecord>> {
         let fetch = async |missing: &[i64]| {
-            select_by_ids!(
-                self.cache_reader(),
+            read!(self, self.cache_reader(), backend => select_by_ids!(
+                backend,
                 InventoryRecord,
                 concat!("SELECT ", inventory_columns!(), " FROM inventory"),
                 "product_id",
                 missing
-            )
+            ))
         };
         through_cache(ids, |id| self.cache.inventory(id), fetch, |r, at| self.cache.fill_inventory(r, at)).await
     }

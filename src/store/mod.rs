@@ -97,13 +97,36 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// `on_pool!` for a read that may go to the replica (see `Store::reader`).
+/// `on_pool!` for a read that may go to the replica (see `read!`). `$body` may run twice, so it
+/// borrows what it uses.
 macro_rules! on_reader {
     ($store:expr, $pool:ident => $body:expr) => {
-        $crate::store::on_backend!($store.reader(), $pool => $body)
+        $crate::store::read!($store, $store.reader(), backend => $crate::store::on_backend!(backend, $pool => $body))
     };
 }
 pub(crate) use on_reader;
+
+/// Runs `$body` with `$backend` bound to `$on` (`Store::reader` or `Store::cache_reader`). When
+/// that was the replica and it could not serve the read (gone, shutting down, out of
+/// connections, or the statement cancelled by a recovery conflict: `replica::Routing::failed`),
+/// runs `$body` again on the primary; a replica that is gone is left out at once rather than at
+/// its next check. So a replica killed mid-request costs a retry, not an error. `$body` borrows
+/// what it uses, since it may run twice. (A macro, not a method taking an async closure: the
+/// closure's future does not satisfy the `Send` bounds of async-graphql's resolvers.)
+macro_rules! read {
+    ($store:expr, $on:expr, $backend:ident => $body:expr) => {{
+        let $backend: &$crate::store::Backend = $on;
+        let on_replica = $store.is_replica($backend);
+        match $body {
+            Err(e) if on_replica && $store.routing.failed(&e) => {
+                let $backend: &$crate::store::Backend = &$store.backend;
+                $body
+            }
+            done => done,
+        }
+    }};
+}
+pub(crate) use read;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$backend`.
 macro_rules! on_backend {
@@ -230,6 +253,11 @@ impl Store {
     /// `reader`, for a read that fills the catalog cache: the primary while the cache is on.
     pub(crate) fn cache_reader(&self) -> &Backend {
         if self.cache.on() { &self.backend } else { self.reader() }
+    }
+
+    /// Whether `backend` is the read replica's pool (see `read!`).
+    pub(crate) fn is_replica(&self, backend: &Backend) -> bool {
+        self.replica.as_ref().is_some_and(|replica| std::ptr::eq(replica, backend))
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.
@@ -425,9 +453,20 @@ impl SqlBuilder {
         self
     }
 
-    pub(crate) fn finish(self) -> (sqlx::AssertSqlSafe<String>, Vec<Bind>) {
-        // Safe: `sql` holds only `&'static str` fragments, `$N` placeholders and integers.
-        (sqlx::AssertSqlSafe(self.sql), self.binds)
+    /// The statement and its values. Both are read by reference (`query(&sql)`,
+    /// `bind_all!(query, &binds)`) so that a read can run again on the primary (`Store::read`).
+    pub(crate) fn finish(self) -> (BuiltSql, Vec<Bind>) {
+        (BuiltSql(self.sql.into()), self.binds)
+    }
+}
+
+/// A statement a `SqlBuilder` wrote, shared rather than copied by each query made from it.
+pub(crate) struct BuiltSql(Arc<str>);
+
+impl sqlx::SqlSafeStr for &BuiltSql {
+    fn into_sql_str(self) -> sqlx::SqlStr {
+        // Safe: `SqlBuilder` writes only `&'static str` fragments, `$N` placeholders and integers.
+        sqlx::AssertSqlSafe(self.0.clone()).into_sql_str()
     }
 }
 
@@ -441,8 +480,8 @@ macro_rules! bind_all {
         let mut query = $query;
         for bind in $binds {
             query = match bind {
-                $crate::store::Bind::Int(v) => query.bind(v),
-                $crate::store::Bind::Text(v) => query.bind(v),
+                $crate::store::Bind::Int(v) => query.bind(*v),
+                $crate::store::Bind::Text(v) => query.bind(v.as_str()),
             };
         }
         query

@@ -7,7 +7,7 @@ use super::columns::{order_columns, order_item_columns};
 use super::inventory::StockChange;
 use super::outbox::record_events;
 use super::products::ProductRecord;
-use super::{Backend, Bind, ProviderStep, SqlBuilder, Store, bind_all, json_ids, on_pool, on_reader};
+use super::{Backend, Bind, ProviderStep, SqlBuilder, Store, bind_all, json_ids, on_pool, on_reader, read};
 use crate::domain::event::Event;
 use crate::domain::order::OrderStatus;
 
@@ -162,7 +162,7 @@ impl Store {
         sql.push(" ORDER BY o.id DESC").limit(wanted);
         let (sql, binds) = sql.finish();
         let mut rows =
-            on_reader!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(sql), binds).fetch_all(pool).await)?;
+            on_reader!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(&sql), &binds).fetch_all(pool).await)?;
         rows.truncate(wanted as usize);
         Ok(rows)
     }
@@ -176,7 +176,7 @@ impl Store {
             sql.push(" AND o.status = ").bind(Bind::Text(status.to_string()));
         }
         let (sql, binds) = sql.finish();
-        let n = on_reader!(self, pool => bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await)?;
+        let n = on_reader!(self, pool => bind_all!(sqlx::query_scalar::<_, i64>(&sql), &binds).fetch_one(pool).await)?;
         Ok(n)
     }
 
@@ -187,14 +187,14 @@ impl Store {
         push_scope(&mut sql, scope);
         sql.push(" AND o.id = ").bind(Bind::Int(id));
         let (sql, binds) = sql.finish();
-        let row = on_reader!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(sql), binds).fetch_optional(pool).await)?;
+        let row = on_reader!(self, pool => bind_all!(sqlx::query_as::<_, OrderRecord>(&sql), &binds).fetch_optional(pool).await)?;
         Ok(row)
     }
 
     /// The lines of these orders (only `vendor`'s lines when given), in line order. One statement.
     pub async fn order_items(&self, order_ids: &[i64], vendor: Option<i64>) -> sqlx::Result<Vec<OrderItemRecord>> {
         // `$2 IS NULL` keeps one statement for both the full and the vendor's view.
-        let rows = match self.reader() {
+        let rows = read!(self, self.reader(), backend => match backend {
             Backend::Postgres(pool) => {
                 sqlx::query_as::<_, OrderItemRecord>(PG_ITEMS).bind(order_ids).bind(vendor).fetch_all(pool).await
             }
@@ -205,7 +205,7 @@ impl Store {
                     .fetch_all(pool)
                     .await
             }
-        }?;
+        })?;
         Ok(rows)
     }
 
@@ -216,7 +216,7 @@ impl Store {
         order_ids: &[i64],
         vendor: Option<i64>,
     ) -> sqlx::Result<Vec<(OrderItemRecord, ProductRecord)>> {
-        let rows = match self.reader() {
+        let rows = read!(self, self.reader(), backend => match backend {
             Backend::Postgres(pool) => {
                 sqlx::query_as::<_, ItemWithProduct>(PG_ITEMS_WITH_PRODUCTS)
                     .bind(order_ids)
@@ -231,7 +231,7 @@ impl Store {
                     .fetch_all(pool)
                     .await
             }
-        }?;
+        })?;
         Ok(rows.into_iter().map(ItemWithProduct::split).collect())
     }
 

@@ -5,7 +5,9 @@ use sqlx::FromRow;
 
 use super::InventoryRecord;
 use super::columns::product_columns;
-use super::{Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, on_reader, select_by_ids, through_cache};
+use super::{
+    Bind, SqlBuilder, Store, bind_all, is_unique_violation, on_pool, on_reader, read, select_by_ids, through_cache,
+};
 
 /// A product row.
 #[derive(Debug, Clone, FromRow)]
@@ -279,7 +281,7 @@ impl Store {
         let (sql, binds) = sql.finish();
         let mut rows: Vec<(ProductRecord, Option<InventoryRecord>)> = if with_stock {
             on_reader!(self, pool => {
-                bind_all!(sqlx::query_as::<_, WithStock>(sql), binds).fetch_all(pool).await
+                bind_all!(sqlx::query_as::<_, WithStock>(&sql), &binds).fetch_all(pool).await
             })?
             .into_iter()
             .take(wanted as usize)
@@ -287,7 +289,7 @@ impl Store {
             .collect()
         } else {
             on_reader!(self, pool => {
-                bind_all!(sqlx::query_as::<_, ProductRecord>(sql), binds).fetch_all(pool).await
+                bind_all!(sqlx::query_as::<_, ProductRecord>(&sql), &binds).fetch_all(pool).await
             })?
             .into_iter()
             .take(wanted as usize)
@@ -309,7 +311,7 @@ impl Store {
         push_filter(&mut sql, filter, false);
         let (sql, binds) = sql.finish();
         let count: i64 = on_reader!(self, pool => {
-            bind_all!(sqlx::query_scalar::<_, i64>(sql), binds).fetch_one(pool).await
+            bind_all!(sqlx::query_scalar::<_, i64>(&sql), &binds).fetch_one(pool).await
         })?;
         Ok(count)
     }
@@ -327,13 +329,13 @@ impl Store {
             return Ok(Some((product, Some(stock))));
         }
         let started = std::time::Instant::now();
-        let row = select_by_ids!(
-            self.cache_reader(),
+        let row = read!(self, self.cache_reader(), backend => select_by_ids!(
+            backend,
             WithStock,
             concat!(product_with_stock_select!(), " LEFT JOIN inventory i ON i.product_id = p.id"),
             "p.id",
             &[id]
-        )?
+        ))?
         .pop()
         .map(WithStock::split);
         if let Some((product, stock)) = &row {
@@ -348,9 +350,7 @@ impl Store {
     /// Products by id, archived included (order lines point at them); through the cache, one
     /// statement for the misses.
     pub async fn products_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
-        let fetch = async |missing: &[i64]| {
-            select_by_ids!(self.cache_reader(), ProductRecord, product_select!(), "p.id", missing)
-        };
+        let fetch = async |missing: &[i64]| read!(self, self.cache_reader(), backend => select_by_ids!(backend, ProductRecord, product_select!(), "p.id", missing));
         through_cache(ids, |id| self.cache.product(id), fetch, |p, at| self.cache.fill_product(p, at)).await
     }
 

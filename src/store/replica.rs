@@ -13,9 +13,11 @@
 //!   another replica of SecureCart within the window can read the database replica. Make the
 //!   window cover the replica's usual lag, or keep a client on one instance (sticky sessions).
 //! - **Health:** a task asks the replica its lag every second; unreachable, or more than
-//!   `SECURECART_REPLICA_MAX_LAG_MS` behind (default 10000), it is left out and every read goes
+//!   `SECURECART_REPLICA_MAX_LAG_MS` behind (default 2000), it is left out and every read goes
 //!   to the primary until it is back (`/readyz` shows `database_read`, metrics
-//!   `securecart_db_replica_lag_seconds`).
+//!   `securecart_db_replica_lag_seconds`). A read the replica fails to serve in between (it was
+//!   killed, is shutting down, has no free connection) runs again on the primary, and marks
+//!   the replica down at once (`Routing::failed`, `securecart_db_replica_fallbacks_total`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -87,6 +89,31 @@ impl Routing {
     /// Whether reads may go to the replica now (reachable and not too far behind).
     pub fn usable(&self) -> bool {
         self.health() == ReplicaHealth::Ok
+    }
+
+    /// Whether a read that failed on the replica with `e` should run again on the primary: the
+    /// replica could not serve it (unreachable, shutting down, out of connections: it is left
+    /// out until its next check finds it back), or hot standby cancelled it to replay (SQLSTATE
+    /// 40001, a conflict with recovery: only this read moves). A statement that failed on its
+    /// own merits would fail on the primary too, and is not run again.
+    pub(crate) fn failed(&self, e: &sqlx::Error) -> bool {
+        let code = match e {
+            sqlx::Error::Database(db) => db.code(),
+            _ => None,
+        };
+        let gone = crate::error::unreachable(e)
+            || code
+                .as_deref()
+                .is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"));
+        let conflict = code.as_deref() == Some("40001");
+        if gone || conflict {
+            let reason = if gone { "unavailable" } else { "recovery_conflict" };
+            metrics::counter!(crate::telemetry::metrics::REPLICA_FALLBACKS, "reason" => reason).increment(1);
+        }
+        if gone {
+            self.observed(None);
+        }
+        gone || conflict
     }
 
     /// What the last health check found.
@@ -176,6 +203,21 @@ mod tests {
         assert_eq!(routing.observed(Some(Duration::ZERO)), ReplicaHealth::Ok);
         assert!(routing.usable());
         assert_eq!(routing.observed(None), ReplicaHealth::Down);
+        assert!(!routing.usable());
+    }
+
+    #[test]
+    fn a_read_the_replica_could_not_serve_moves_to_the_primary_and_leaves_it_out() {
+        let routing = Routing::new(Duration::from_secs(5), Duration::from_secs(1));
+        routing.observed(Some(Duration::ZERO));
+        // A statement's own failure would fail on the primary too: not run again.
+        assert!(!routing.failed(&sqlx::Error::RowNotFound));
+        assert!(routing.usable());
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(routing.failed(&sqlx::Error::Io(reset)));
+        assert_eq!(routing.health(), ReplicaHealth::Down);
+        routing.observed(Some(Duration::ZERO));
+        assert!(routing.failed(&sqlx::Error::PoolTimedOut));
         assert!(!routing.usable());
     }
 }

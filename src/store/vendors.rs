@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
 use super::columns::vendor_columns;
-use super::{Store, is_unique_violation, on_pool, on_reader, select_by_ids};
+use super::{Store, is_unique_violation, on_pool, on_reader, read, select_by_ids};
 
 /// A vendor row.
 #[derive(Debug, Clone, FromRow)]
@@ -31,7 +31,9 @@ pub enum NewVendor {
 impl Store {
     /// Vendors by id, in any order; missing ids are left out. One statement.
     pub async fn vendors_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<VendorRecord>> {
-        select_by_ids!(self.reader(), VendorRecord, concat!("SELECT ", vendor_columns!(), " FROM vendors"), "id", ids)
+        read!(self, self.reader(), backend => {
+            select_by_ids!(backend, VendorRecord, concat!("SELECT ", vendor_columns!(), " FROM vendors"), "id", ids)
+        })
     }
 
     /// Vendors by name, a page at a time (`after` is the last id seen; names tie-break by id).

@@ -177,13 +177,17 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// When the replica's health check last finished: its connection went idle after asking the lag.
+const LAST_CHECK: &str = "SELECT max(state_change)::text AS at FROM pg_stat_activity \
+     WHERE query LIKE '%pg_is_in_recovery%' AND pid <> pg_backend_pid()";
+
 /// The newest product (the default order).
 const FIRST_NAME: &str = "{ products(first: 1) { edges { node { id name } } } }";
 
 /// Catalog reads of queries go to the replica (a change the paused replica has not replayed is
 /// not seen), while a customer who just wrote reads the primary: their cart shows the line they
 /// added at once, and their catalog reads are fresh too. When the replica stops, reads go back
-/// to the primary.
+/// to the primary at once: the first read to find it gone runs again there.
 #[tokio::test]
 #[cfg_attr(no_test_database, ignore = "needs TEST_DATABASE_URL (PostgreSQL)")]
 async fn catalog_reads_use_the_replica_and_a_writer_reads_their_own_writes() {
@@ -265,10 +269,22 @@ async fn catalog_reads_use_the_replica_and_a_writer_reads_their_own_writes() {
     })
     .await;
 
-    // The replica goes away: reads go back to the primary and keep working.
+    // The replica dies between two health checks: a read that reaches it runs again on the
+    // primary (no error for the client), and leaves the replica out at once. It is stopped just
+    // after a check (the checker's connection goes idle), so the next check, a second later,
+    // is not what notices: the read is.
+    let last_check = async || sql(&replica_url, LAST_CHECK).await["at"].clone();
+    let seen = last_check().await;
+    wait_for("a health check of the replica", async || last_check().await != seen).await;
     replica.stop();
-    wait_for("the replica is reported down", async || ready().await["checks"]["database_read"] == "down").await;
     let after = graphql(&client, &server.address, None, FIRST_NAME).await;
     assert_eq!(name(&after), "Renamed on the primary");
+    let fallbacks = r#"securecart_db_replica_fallbacks_total{reason="unavailable"}"#;
+    let fell_back = crate::helpers::metric(&client, &server.internal, fallbacks).await;
+    assert!(fell_back.is_some_and(|n| n >= 1.0), "the read ran again on the primary: {fallbacks} = {fell_back:?}");
+    assert_eq!(ready().await["checks"]["database_read"], "down", "the failed read left the replica out");
+    let rest = client.get(format!("{}/v1/products?first=1", server.address)).send().await.unwrap();
+    assert_eq!(rest.status(), 200);
+    assert!(rest.text().await.unwrap().contains("Renamed on the primary"), "REST reads the primary too");
     drop(server);
 }
