@@ -156,7 +156,8 @@ if peer_version:
     w("  `extensions.cost` block (about 170 bytes) that PostGraphile's do not.")
 else:
     w("- Node peer (PostGraphile): not measured in this run (it did not install or start).")
-w("- SQL: pgbench, 10 clients, 2 threads, prepared statements, the same shapes as one statement each.")
+w("- SQL: pgbench, 10 clients, 2 threads, prepared statements, the same shapes as one statement each")
+w("  (SM1: M1's transaction and cart read, statement by statement, as SecureCart sends them).")
 w("- CPU: utime + stime from `/proc/<pid>/stat` of the server, the peer and every `postgres` process,")
 w("  read before and after each wrk run, divided by the run's requests.")
 w("")
@@ -176,10 +177,11 @@ what = {
     "S1": "SQL: the Q1 page joined with inventory",
     "S2": "SQL: one product by a random id joined with inventory",
     "S3": "SQL: a random customer's 10 newest orders, lines and product names",
+    "SM1": "SQL: M1's statements (the `addCartItem` transaction, then the cart's lines)",
 }
-sql_of = {"Q1": "S1", "Q2": "S2", "Q3": "S3", "P1": "S1", "P2": "S2", "P3": "S3", "Q1c": "S1", "Q2c": "S2"}
+sql_of = {"Q1": "S1", "Q2": "S2", "Q3": "S3", "M1": "SM1", "P1": "S1", "P2": "S2", "P3": "S3", "Q1c": "S1", "Q2c": "S2"}
 floor = rows.get("F", {}).get("rps") or 1.0
-for name in ["F", "R0", "Q1", "R1", "P1", "Q2", "P2", "Q3", "P3", "M1", "S1", "S2", "S3"]:
+for name in ["F", "R0", "Q1", "R1", "P1", "Q2", "P2", "Q3", "P3", "M1", "S1", "S2", "S3", "SM1"]:
     r = rows.get(name)
     if not r:
         if name.startswith("P"):
@@ -328,6 +330,10 @@ for q in ["Q1", "Q2", "Q3"]:
     except (TypeError, ZeroDivisionError):
         pass
     w(f"- {q}: " + "; ".join(items) + ".")
+m, sm = rows.get("M1"), rows.get("SM1")
+if m and sm and sm.get("rps"):
+    w(f"- M1 (no target in the issue; measured against the same transaction in SQL): {m['rps'] / sm['rps']:.2f} of SM1 "
+      f"({m['rps']:.0f} against {sm['rps']:.0f} req/s; pgbench with 10 clients, SecureCart with 64 connections on a pool of 10).")
 w("")
 
 

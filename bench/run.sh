@@ -15,7 +15,8 @@
 # 2, after an unrecorded warm-up of BENCH_WARMUP seconds per shape and side, default 3), reading
 # each process's CPU time (/proc/<pid>/stat) around every run; profiles Q1 with perf
 # (text profile and flame graph); runs Q1 and Q2 again with the cache ON (TTL 30 s: Q1c, Q2c);
-# runs the same SQL shapes through pgbench with 10 clients (S1-S3); runs the subscriber fan-out
+# runs the same SQL shapes through pgbench with 10 clients (S1-S3, and SM1: M1's transaction,
+# statement by statement); runs the subscriber fan-out
 # and rejection-cost benches (`cargo bench --bench subscribers|rejections`; BENCH_SUBSCRIBERS
 # picks the subscriber counts, default 1000,10000,50000); and writes the results and their
 # ratios, each figure beside the last one bench/history.tsv recorded (then appends this run's).
@@ -307,6 +308,9 @@ for q in Q1 Q2 Q3; do
 done
 if [ -n "$floor" ]; then kill "$floor" 2>/dev/null || true; wait "$floor" 2>/dev/null || true; floor=""; fi
 echo "== wrk M1 (${duration}s, $connections connections)"
+# Empty carts for M1 and for its SQL twin SM1 below alike: a full cart (20 lines) takes the
+# short path (CART_FULL), so both start from the same state.
+psql "$url" -qc "DELETE FROM cart_items"
 run_wrk M1 "$port"
 
 echo "== profile Q1 (perf, cpu-clock samples of the server, cache off)"
@@ -359,7 +363,34 @@ cat >"$work/S3.sql" <<'SQL'
 \set c random(1, 1000)
 SELECT o.id, o.status, o.created_at, o.total_amount, oi.quantity, oi.unit_price_amount, p.name FROM (SELECT * FROM orders WHERE customer_id = :c ORDER BY id DESC LIMIT 10) o JOIN order_items oi ON oi.order_id = o.id JOIN products p ON p.id = oi.product_id ORDER BY o.id DESC, oi.id;
 SQL
-for s in S1 S2 S3; do
+# SM1: M1's statements as SecureCart sends them (`store::carts::add_cart_item`, the outbox's
+# `record_events!`, then `cart { totalQuantity }` reads the cart's lines), for a random one of
+# the 200 customers M1's tokens name and a random product: one transaction and the cart read.
+# The customer row behind the token comes from SecureCart's cache, so it has no statement here.
+cat >"$work/SM1.sql" <<'SQL'
+\set c random(3, 202)
+\set p random(1, 10000)
+BEGIN;
+SELECT (status = 'ACTIVE')::int AS active, currency_code AS currency, price_amount AS price FROM products WHERE id = :p \gset
+\if :active
+INSERT INTO carts (customer_id, updated_at) VALUES (:c, now()) ON CONFLICT (customer_id) DO UPDATE SET updated_at = excluded.updated_at;
+SELECT p.currency_code FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id WHERE c.customer_id = :c AND p.currency_code <> :currency LIMIT 1;
+SELECT COUNT(*) AS lines, COUNT(CASE WHEN ci.product_id = :p THEN 1 END) AS this FROM cart_items ci JOIN carts c ON c.id = ci.cart_id WHERE c.customer_id = :c \gset
+\if :this = 0 and :lines >= 20
+ROLLBACK;
+\else
+INSERT INTO cart_items (cart_id, product_id, quantity, added_at, added_price_amount, added_currency_code) SELECT id, :p, 1, now(), :price, :currency FROM carts WHERE customer_id = :c ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + excluded.quantity, added_price_amount = excluded.added_price_amount, added_currency_code = excluded.added_currency_code;
+INSERT INTO entity_versions (entity, version) VALUES ('cart:' || :c, 1) ON CONFLICT (entity) DO UPDATE SET version = entity_versions.version + 1 RETURNING version \gset
+INSERT INTO events (entity, version, payload, created_at) VALUES ('cart:' || :c, :version, '{"type":"cart","customer_id":' || :c || ',"at":"' || now() || '"}', now()) RETURNING id;
+COMMIT;
+\endif
+\else
+ROLLBACK;
+\endif
+SELECT ci.product_id, ci.quantity, p.vendor_id, p.sku, p.name, p.price_amount, p.currency_code, p.status, COALESCE(i.available, 0) AS available, ci.added_price_amount, ci.added_currency_code FROM cart_items ci JOIN carts c ON c.id = ci.cart_id JOIN products p ON p.id = ci.product_id LEFT JOIN inventory i ON i.product_id = ci.product_id WHERE c.customer_id = :c ORDER BY ci.product_id;
+SQL
+psql "$url" -qc "DELETE FROM cart_items"
+for s in S1 S2 S3 SM1; do
   out=$(pgbench -n -M prepared -c 10 -j 2 -T "$duration" -f "$work/$s.sql" "$url" 2>&1)
   tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
   lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -1)
