@@ -107,10 +107,10 @@ macro_rules! on_reader {
 pub(crate) use on_reader;
 
 /// Runs `$body` with `$backend` bound to `$on` (`Store::reader` or `Store::cache_reader`). When
-/// that was the replica and it could not serve the read (gone, shutting down, out of
-/// connections, or the statement cancelled by a recovery conflict: `replica::Routing::failed`),
-/// runs `$body` again on the primary; a replica that is gone is left out at once rather than at
-/// its next check. So a replica killed mid-request costs a retry, not an error. `$body` borrows
+/// that was the replica and it could not serve the read (gone, shutting down, its pool busy, or
+/// the statement cancelled by a recovery conflict: `replica::Routing::failed`), runs `$body`
+/// again on the primary; a replica that is gone is left out at once rather than at its next
+/// check. So a replica killed mid-request costs a retry, not an error. `$body` borrows
 /// what it uses, since it may run twice. (A macro, not a method taking an async closure: the
 /// closure's future does not satisfy the `Send` bounds of async-graphql's resolvers.)
 macro_rules! read {
@@ -118,7 +118,7 @@ macro_rules! read {
         let $backend: &$crate::store::Backend = $on;
         let on_replica = $store.is_replica($backend);
         match $body {
-            Err(e) if on_replica && $store.routing.failed(&e) => {
+            Err(e) if on_replica && $store.replica_failed(&e) => {
                 let $backend: &$crate::store::Backend = &$store.backend;
                 $body
             }
@@ -258,6 +258,16 @@ impl Store {
     /// Whether `backend` is the read replica's pool (see `read!`).
     pub(crate) fn is_replica(&self, backend: &Backend) -> bool {
         self.replica.as_ref().is_some_and(|replica| std::ptr::eq(replica, backend))
+    }
+
+    /// Whether a read that failed on the replica with `e` runs again on the primary (see
+    /// `replica::Routing::failed`).
+    pub(crate) fn replica_failed(&self, e: &sqlx::Error) -> bool {
+        let full = match &self.replica {
+            Some(Backend::Postgres(pool)) => pool.size() >= pool.options().get_max_connections(),
+            _ => false,
+        };
+        self.routing.failed(e, full)
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.
@@ -454,7 +464,7 @@ impl SqlBuilder {
     }
 
     /// The statement and its values. Both are read by reference (`query(&sql)`,
-    /// `bind_all!(query, &binds)`) so that a read can run again on the primary (`Store::read`).
+    /// `bind_all!(query, &binds)`) so that a read can run again on the primary (`read!`).
     pub(crate) fn finish(self) -> (BuiltSql, Vec<Bind>) {
         (BuiltSql(self.sql.into()), self.binds)
     }

@@ -16,8 +16,8 @@
 //!   `SECURECART_REPLICA_MAX_LAG_MS` behind (default 2000), it is left out and every read goes
 //!   to the primary until it is back (`/readyz` shows `database_read`, metrics
 //!   `securecart_db_replica_lag_seconds`). A read the replica fails to serve in between (it was
-//!   killed, is shutting down, has no free connection) runs again on the primary, and marks
-//!   the replica down at once (`Routing::failed`, `securecart_db_replica_fallbacks_total`).
+//!   killed, is shutting down, its pool is busy) runs again on the primary; one that found it
+//!   gone marks it down at once (`Routing::failed`, `securecart_db_replica_fallbacks_total`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,29 +91,48 @@ impl Routing {
         self.health() == ReplicaHealth::Ok
     }
 
-    /// Whether a read that failed on the replica with `e` should run again on the primary: the
-    /// replica could not serve it (unreachable, shutting down, out of connections: it is left
-    /// out until its next check finds it back), or hot standby cancelled it to replay (SQLSTATE
-    /// 40001, a conflict with recovery: only this read moves). A statement that failed on its
-    /// own merits would fail on the primary too, and is not run again.
-    pub(crate) fn failed(&self, e: &sqlx::Error) -> bool {
+    /// Whether a read that failed on the replica with `e` should run again on the primary.
+    /// - The replica is gone (the connection broke, the server is shutting down or unreachable,
+    ///   a new connection could not be opened in time): run again, and leave it out until its
+    ///   next check finds it back.
+    /// - Its pool is busy (`PoolTimedOut` with every connection open, `pool_full`): run again,
+    ///   but it stays in; a busy replica is not a broken one.
+    /// - Hot standby cancelled the statement to replay (SQLSTATE 40001, a conflict with
+    ///   recovery): run again; only this read moves.
+    ///
+    /// A statement that failed on its own merits (a timeout, bad input, a protocol error)
+    /// would fail on the primary too, and is not run again.
+    pub(crate) fn failed(&self, e: &sqlx::Error, pool_full: bool) -> bool {
         let code = match e {
             sqlx::Error::Database(db) => db.code(),
             _ => None,
         };
-        let gone = crate::error::unreachable(e)
-            || code
-                .as_deref()
-                .is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300"));
-        let conflict = code.as_deref() == Some("40001");
-        if gone || conflict {
-            let reason = if gone { "unavailable" } else { "recovery_conflict" };
-            metrics::counter!(crate::telemetry::metrics::REPLICA_FALLBACKS, "reason" => reason).increment(1);
-        }
-        if gone {
+        // Connection failures (class 08, less `08P01` protocol_violation, a client's bug) and
+        // the server going away (57P01-57P04). sqlx retries those met while connecting (57P03,
+        // 53300) until the acquire timeout, and they arrive as `PoolTimedOut`.
+        let lost = code.as_deref().is_some_and(|c| {
+            matches!(c, "08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P04")
+        });
+        let busy = pool_full && matches!(e, sqlx::Error::PoolTimedOut);
+        let reason = if busy {
+            "busy"
+        } else if lost || crate::error::unreachable(e) {
+            "unavailable"
+        } else if code.as_deref() == Some("40001") {
+            "recovery_conflict"
+        } else {
+            return false;
+        };
+        metrics::counter!(crate::telemetry::metrics::REPLICA_FALLBACKS, "reason" => reason).increment(1);
+        if reason == "unavailable" {
+            if self.usable() {
+                tracing::warn!(error = %e, "a read found the read replica gone; it runs again on the primary");
+            }
             self.observed(None);
+        } else {
+            tracing::debug!(error = %e, reason, "a read the replica could not serve runs again on the primary");
         }
-        gone || conflict
+        true
     }
 
     /// What the last health check found.
@@ -211,13 +230,17 @@ mod tests {
         let routing = Routing::new(Duration::from_secs(5), Duration::from_secs(1));
         routing.observed(Some(Duration::ZERO));
         // A statement's own failure would fail on the primary too: not run again.
-        assert!(!routing.failed(&sqlx::Error::RowNotFound));
+        assert!(!routing.failed(&sqlx::Error::RowNotFound, false));
+        assert!(routing.usable());
+        // Busy, every connection open: run again, but the replica stays in.
+        assert!(routing.failed(&sqlx::Error::PoolTimedOut, true));
         assert!(routing.usable());
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert!(routing.failed(&sqlx::Error::Io(reset)));
+        assert!(routing.failed(&sqlx::Error::Io(reset), false));
         assert_eq!(routing.health(), ReplicaHealth::Down);
         routing.observed(Some(Duration::ZERO));
-        assert!(routing.failed(&sqlx::Error::PoolTimedOut));
+        // No connection could be opened in time (the pool was not full): gone.
+        assert!(routing.failed(&sqlx::Error::PoolTimedOut, false));
         assert!(!routing.usable());
     }
 }

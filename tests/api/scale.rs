@@ -99,6 +99,24 @@ impl PgInstance {
         let _ = stop.output();
     }
 
+    /// Shuts the server down at once (SIGQUIT to the postmaster, as `pg_ctl -m immediate`),
+    /// returning once the postmaster and so every backend are gone: without `pg_ctl`'s start-up
+    /// and its 100 ms polls, for a test that must act within a second of the last health check.
+    fn kill_now(&self) {
+        let pid_file = std::fs::read_to_string(self.dir.join("postmaster.pid")).unwrap();
+        let pid: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        // SAFETY: a signal to the postmaster this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGQUIT) }, 0, "SIGQUIT to the postmaster");
+        let started = Instant::now();
+        // Gone, or a zombie no one has reaped yet (its children exit before it does).
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+        {
+            assert!(started.elapsed() < Duration::from_secs(10), "the postmaster did not exit");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
@@ -178,8 +196,8 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 /// When the replica's health check last finished: its connection went idle after asking the lag.
-const LAST_CHECK: &str = "SELECT max(state_change)::text AS at FROM pg_stat_activity \
-     WHERE query LIKE '%pg_is_in_recovery%' AND pid <> pg_backend_pid()";
+const LAST_CHECK: &str = "SELECT max(state_change)::text FROM pg_stat_activity \
+     WHERE state = 'idle' AND query LIKE '%pg_is_in_recovery%' AND pid <> pg_backend_pid()";
 
 /// The newest product (the default order).
 const FIRST_NAME: &str = "{ products(first: 1) { edges { node { id name } } } }";
@@ -270,13 +288,19 @@ async fn catalog_reads_use_the_replica_and_a_writer_reads_their_own_writes() {
     .await;
 
     // The replica dies between two health checks: a read that reaches it runs again on the
-    // primary (no error for the client), and leaves the replica out at once. It is stopped just
+    // primary (no error for the client), and leaves the replica out at once. It is killed just
     // after a check (the checker's connection goes idle), so the next check, a second later,
-    // is not what notices: the read is.
-    let last_check = async || sql(&replica_url, LAST_CHECK).await["at"].clone();
+    // is not what notices: the read is. One connection watches, polling every 5 ms.
+    let watcher = sqlx::PgPool::connect(&replica_url).await.unwrap();
+    let last_check = async || -> Option<String> { sqlx::query_scalar(LAST_CHECK).fetch_one(&watcher).await.unwrap() };
     let seen = last_check().await;
-    wait_for("a health check of the replica", async || last_check().await != seen).await;
-    replica.stop();
+    let started = Instant::now();
+    while last_check().await == seen {
+        assert!(started.elapsed() < Duration::from_secs(20), "no health check of the replica within 20 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(watcher);
+    replica.kill_now();
     let after = graphql(&client, &server.address, None, FIRST_NAME).await;
     assert_eq!(name(&after), "Renamed on the primary");
     let fallbacks = r#"securecart_db_replica_fallbacks_total{reason="unavailable"}"#;
