@@ -247,7 +247,7 @@ pub mod metrics {
     /// absent without `DATABASE_READ_URL`).
     pub const REPLICA_LAG: &str = "securecart_db_replica_lag_seconds";
     /// Reads the replica could not serve and the primary ran again, by `reason`
-    /// (`unavailable`, `busy`, `recovery_conflict`; see `store::replica::Routing::failed`)
+    /// (`unavailable`, `pool_timeout`, `recovery_conflict`; see `store::replica::Routing::failed`)
     /// (counter).
     pub const REPLICA_FALLBACKS: &str = "securecart_db_replica_fallbacks_total";
     /// Uses of deprecated schema fields, by `field` and `client` (counter).

@@ -107,8 +107,8 @@ macro_rules! on_reader {
 pub(crate) use on_reader;
 
 /// Runs `$body` with `$backend` bound to `$on` (`Store::reader` or `Store::cache_reader`). When
-/// that was the replica and it could not serve the read (gone, shutting down, its pool busy, or
-/// the statement cancelled by a recovery conflict: `replica::Routing::failed`), runs `$body`
+/// that was the replica and it could not serve the read (gone, shutting down, no connection in
+/// time, or the statement cancelled by a recovery conflict: `replica::Routing::failed`), runs `$body`
 /// again on the primary; a replica that is gone is left out at once rather than at its next
 /// check. So a replica killed mid-request costs a retry, not an error. `$body` borrows
 /// what it uses, since it may run twice. (A macro, not a method taking an async closure: the
@@ -118,7 +118,7 @@ macro_rules! read {
         let $backend: &$crate::store::Backend = $on;
         let on_replica = $store.is_replica($backend);
         match $body {
-            Err(e) if on_replica && $store.replica_failed(&e) => {
+            Err(e) if on_replica && $store.routing.failed(&e) => {
                 let $backend: &$crate::store::Backend = &$store.backend;
                 $body
             }
@@ -195,14 +195,16 @@ impl Store {
     }
 
     /// Adds a PostgreSQL read replica (`DATABASE_READ_URL`) with a pool of `max_connections`,
-    /// and starts the task that checks it every second (see `replica`). Connects lazily: the
-    /// server starts, on the primary alone, while the replica is down.
+    /// and starts the task that checks it every second (see `replica`) on a connection of its
+    /// own, so that reads filling the pool do not make a healthy replica look down. Connects
+    /// lazily: the server starts, on the primary alone, while the replica is down.
     pub fn with_replica(mut self, url: &str, max_connections: u32, routing: replica::Routing) -> anyhow::Result<Self> {
         anyhow::ensure!(
             self.kind() == BackendKind::Postgres,
             "DATABASE_READ_URL needs DATABASE_URL to be PostgreSQL (SQLite has no replicas)"
         );
         let options = PgConnectOptions::from_str(url).context("parsing DATABASE_READ_URL")?;
+        let checker = pool_options::<sqlx::Postgres>(1, Duration::from_secs(1)).connect_lazy_with(options.clone());
         let pool = pool_options(max_connections, Duration::from_secs(1)).connect_lazy_with(options);
         let routing = Arc::new(routing);
         let (watched, state) = (pool.clone(), routing.clone());
@@ -212,10 +214,9 @@ impl Store {
             // Until `close` closes the pool.
             while !watched.is_closed() {
                 ticker.tick().await;
-                let pool = &watched;
                 let lag = tokio::time::timeout(
                     Duration::from_secs(2),
-                    sqlx::query_scalar::<_, f64>(replica::LAG).fetch_one(pool),
+                    sqlx::query_scalar::<_, f64>(replica::LAG).fetch_one(&checker),
                 )
                 .await;
                 let lag = match lag {
@@ -227,10 +228,11 @@ impl Store {
                 }
                 // Every store is gone (only this task holds the routing): nothing reads it.
                 if Arc::strong_count(&state) == 1 {
-                    return;
+                    break;
                 }
                 state.observed(lag);
             }
+            checker.close().await;
         });
         self.replica = Some(Backend::Postgres(pool));
         self.routing = routing;
@@ -258,16 +260,6 @@ impl Store {
     /// Whether `backend` is the read replica's pool (see `read!`).
     pub(crate) fn is_replica(&self, backend: &Backend) -> bool {
         self.replica.as_ref().is_some_and(|replica| std::ptr::eq(replica, backend))
-    }
-
-    /// Whether a read that failed on the replica with `e` runs again on the primary (see
-    /// `replica::Routing::failed`).
-    pub(crate) fn replica_failed(&self, e: &sqlx::Error) -> bool {
-        let full = match &self.replica {
-            Some(Backend::Postgres(pool)) => pool.size() >= pool.options().get_max_connections(),
-            _ => false,
-        };
-        self.routing.failed(e, full)
     }
 
     /// Turns on the catalog cache with entries that live `ttl`.

@@ -16,8 +16,10 @@
 //!   `SECURECART_REPLICA_MAX_LAG_MS` behind (default 2000), it is left out and every read goes
 //!   to the primary until it is back (`/readyz` shows `database_read`, metrics
 //!   `securecart_db_replica_lag_seconds`). A read the replica fails to serve in between (it was
-//!   killed, is shutting down, its pool is busy) runs again on the primary; one that found it
-//!   gone marks it down at once (`Routing::failed`, `securecart_db_replica_fallbacks_total`).
+//!   killed, is shutting down, no connection within 1 s) runs again on the primary; one that
+//!   found it gone marks it down at once (`Routing::failed`,
+//!   `securecart_db_replica_fallbacks_total`). The check has a connection of its own, so a
+//!   busy read pool does not make a healthy replica look down.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -92,30 +94,30 @@ impl Routing {
     }
 
     /// Whether a read that failed on the replica with `e` should run again on the primary.
-    /// - The replica is gone (the connection broke, the server is shutting down or unreachable,
-    ///   a new connection could not be opened in time): run again, and leave it out until its
-    ///   next check finds it back.
-    /// - Its pool is busy (`PoolTimedOut` with every connection open, `pool_full`): run again,
-    ///   but it stays in; a busy replica is not a broken one.
+    /// - The replica is gone (the connection broke, the server is shutting down): run again,
+    ///   and leave it out until its next check finds it back.
+    /// - No connection came free, or could be opened, within the pool's 1 s (`PoolTimedOut`):
+    ///   run again, but leave the verdict to the health check. The pool cannot tell a busy
+    ///   replica from an unreachable one (a connection being opened holds its slot while it
+    ///   retries), and the check, on a connection of its own, can.
     /// - Hot standby cancelled the statement to replay (SQLSTATE 40001, a conflict with
     ///   recovery): run again; only this read moves.
     ///
     /// A statement that failed on its own merits (a timeout, bad input, a protocol error)
     /// would fail on the primary too, and is not run again.
-    pub(crate) fn failed(&self, e: &sqlx::Error, pool_full: bool) -> bool {
+    pub(crate) fn failed(&self, e: &sqlx::Error) -> bool {
         let code = match e {
             sqlx::Error::Database(db) => db.code(),
             _ => None,
         };
         // Connection failures (class 08, less `08P01` protocol_violation, a client's bug) and
-        // the server going away (57P01-57P04). sqlx retries those met while connecting (57P03,
-        // 53300) until the acquire timeout, and they arrive as `PoolTimedOut`.
+        // the server going away (57P01 admin, 57P02 crash, 57P04 database dropped shutdowns).
+        // sqlx retries 57P03 and 53300, met while connecting, until the acquire timeout.
         let lost = code.as_deref().is_some_and(|c| {
             matches!(c, "08000" | "08001" | "08003" | "08004" | "08006" | "57P01" | "57P02" | "57P04")
         });
-        let busy = pool_full && matches!(e, sqlx::Error::PoolTimedOut);
-        let reason = if busy {
-            "busy"
+        let reason = if matches!(e, sqlx::Error::PoolTimedOut) {
+            "pool_timeout"
         } else if lost || crate::error::unreachable(e) {
             "unavailable"
         } else if code.as_deref() == Some("40001") {
@@ -230,17 +232,13 @@ mod tests {
         let routing = Routing::new(Duration::from_secs(5), Duration::from_secs(1));
         routing.observed(Some(Duration::ZERO));
         // A statement's own failure would fail on the primary too: not run again.
-        assert!(!routing.failed(&sqlx::Error::RowNotFound, false));
+        assert!(!routing.failed(&sqlx::Error::RowNotFound));
         assert!(routing.usable());
-        // Busy, every connection open: run again, but the replica stays in.
-        assert!(routing.failed(&sqlx::Error::PoolTimedOut, true));
+        // No connection within the pool's timeout: run again; the health check decides.
+        assert!(routing.failed(&sqlx::Error::PoolTimedOut));
         assert!(routing.usable());
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
-        assert!(routing.failed(&sqlx::Error::Io(reset), false));
+        assert!(routing.failed(&sqlx::Error::Io(reset)));
         assert_eq!(routing.health(), ReplicaHealth::Down);
-        routing.observed(Some(Duration::ZERO));
-        // No connection could be opened in time (the pool was not full): gone.
-        assert!(routing.failed(&sqlx::Error::PoolTimedOut, false));
-        assert!(!routing.usable());
     }
 }
