@@ -157,7 +157,8 @@ if peer_version:
 else:
     w("- Node peer (PostGraphile): not measured in this run (it did not install or start).")
 w("- SQL: pgbench, 10 clients, 2 threads, prepared statements, the same shapes as one statement each")
-w("  (SM1: M1's transaction and cart read, statement by statement, as SecureCart sends them).")
+w("  (SM1: M1's statements as SecureCart sends them: the caller's customer row, the `addCartItem`")
+w("  transaction, the cart's lines; as many transactions as M1 made requests, both from empty carts).")
 w("- CPU: utime + stime from `/proc/<pid>/stat` of the server, the peer and every `postgres` process,")
 w("  read before and after each wrk run, divided by the run's requests.")
 w("")
@@ -177,7 +178,7 @@ what = {
     "S1": "SQL: the Q1 page joined with inventory",
     "S2": "SQL: one product by a random id joined with inventory",
     "S3": "SQL: a random customer's 10 newest orders, lines and product names",
-    "SM1": "SQL: M1's statements (the `addCartItem` transaction, then the cart's lines)",
+    "SM1": "SQL: M1's statements (the customer row, the `addCartItem` transaction, the cart's lines)",
 }
 sql_of = {"Q1": "S1", "Q2": "S2", "Q3": "S3", "M1": "SM1", "P1": "S1", "P2": "S2", "P3": "S3", "Q1c": "S1", "Q2c": "S2"}
 floor = rows.get("F", {}).get("rps") or 1.0
