@@ -108,10 +108,10 @@ pub(crate) use on_reader;
 
 /// Runs `$body` with `$backend` bound to `$on` (`Store::reader` or `Store::cache_reader`). When
 /// that was the replica and it could not serve the read (gone, shutting down, no connection in
-/// time, or the statement cancelled by a recovery conflict: `replica::Routing::failed`), runs `$body`
-/// again on the primary; a replica that is gone is left out at once rather than at its next
-/// check. So a replica killed mid-request costs a retry, not an error. `$body` borrows
-/// what it uses, since it may run twice. (A macro, not a method taking an async closure: the
+/// time, or the statement cancelled by a recovery conflict: `replica::Routing::failed`), runs
+/// `$body` again on the primary; a replica that is gone is left out at once rather than at its
+/// next check. So a replica killed mid-request costs a retry, not an error. `$body` borrows what
+/// it uses, since it may run twice. (A macro, not a method taking an async closure: the
 /// closure's future does not satisfy the `Send` bounds of async-graphql's resolvers.)
 macro_rules! read {
     ($store:expr, $on:expr, $backend:ident => $body:expr) => {{

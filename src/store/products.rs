@@ -350,7 +350,11 @@ impl Store {
     /// Products by id, archived included (order lines point at them); through the cache, one
     /// statement for the misses.
     pub async fn products_by_ids(&self, ids: &[i64]) -> sqlx::Result<Vec<ProductRecord>> {
-        let fetch = async |missing: &[i64]| read!(self, self.cache_reader(), backend => select_by_ids!(backend, ProductRecord, product_select!(), "p.id", missing));
+        let fetch = async |missing: &[i64]| {
+            read!(self, self.cache_reader(), backend => {
+                select_by_ids!(backend, ProductRecord, product_select!(), "p.id", missing)
+            })
+        };
         through_cache(ids, |id| self.cache.product(id), fetch, |p, at| self.cache.fill_product(p, at)).await
     }
 
